@@ -1,0 +1,45 @@
+# Storyteller: `make demo` runs the platform locally, `make test` runs the whole suite.
+# Everything a target needs is installed by the target itself (CI runs on a clean clone).
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PY_PACKAGES := worker/storyteller_worker operator/storyteller_operator
+
+.PHONY: help venv tools lint test test-unit demo bench clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+venv: $(VENV)/.installed ## the development virtualenv with both packages and the test tools
+
+$(VENV)/.installed: requirements-dev.txt worker/pyproject.toml operator/pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt -e ./worker -e ./operator
+	touch $@
+
+tools: ## system packages and the Go-built binaries (kube-*, kwok, helm, kubectl, livekit-server), cached
+	tests/cluster/install.sh
+
+lint: venv ## ruff (lint + format) and mypy on our packages
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy $(PY_PACKAGES)
+
+test-unit: venv ## quick tests: no cluster, no server
+	$(PY) -m pytest -m unit -q
+
+test: venv tools lint ## the whole suite: unit, integration, cluster and end-to-end
+	$(PY) -m pytest -q
+
+demo: venv ## the main job: the storyteller flow of the example tenant, offline, with its transcript
+	$(PY) demo/text_session.py
+
+bench: venv ## benchmarks that print figures
+	$(PY) bench/handoff.py
+
+clean: ## remove the virtualenv and caches (not the built cluster binaries)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,221 @@
+"""A local OpenAI-compatible model server that answers deterministically, for tests, demos and benches.
+
+The worker's real `openai` plugin talks to it through `baseURL`, so everything from the plugin's HTTP
+client and SSE parsing to tool-call handling runs for real; only the model's "thinking" is scripted
+(`script.reply`). It also serves LiveKit's `RoomService/DeleteRoom` Twirp endpoint, checking the
+caller's token, so the hang-up can be tested without a LiveKit server.
+
+Run it alone: `python -m tests.fakes.openai_server --port 8765` prints its base URL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from livekit import api
+from livekit.protocol import room as room_proto
+
+from . import script
+
+DEV_API_KEY = "devkey"
+DEV_API_SECRET = "secret-for-local-tests-only-0123456789"
+
+
+@dataclass
+class Recorder:
+    """What the server was asked, for tests to assert on. Appends are atomic under the GIL."""
+
+    chat_requests: list[dict[str, Any]] = field(default_factory=list)
+    deleted_rooms: list[str] = field(default_factory=list)
+
+    def reset(self) -> None:
+        self.chat_requests.clear()
+        self.deleted_rooms.clear()
+
+
+def _chunk(completion_id: str, model: str, delta: dict[str, Any], finish: str | None = None) -> bytes:
+    body = {
+        "id": completion_id,
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+    return b"data: " + json.dumps(body).encode() + b"\n\n"
+
+
+def _usage(messages: list[dict[str, Any]], completion_text: str) -> dict[str, int]:
+    # A stable, rough token count (4 characters a token) so usage metrics have real numbers.
+    prompt = sum(len(json.dumps(m.get("content") or "")) for m in messages) // 4 + 1
+    completion = len(completion_text) // 4 + 1
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def build_app(
+    recorder: Recorder, *, token_delay: float = 0.0, api_secret: str = DEV_API_SECRET
+) -> web.Application:
+    async def chat_completions(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        recorder.chat_requests.append(body)
+        messages: list[dict[str, Any]] = body.get("messages", [])
+        tools = [t["function"]["name"] for t in body.get("tools", []) if t.get("type") == "function"]
+        reply = script.reply(messages, tools)
+        model = body.get("model", "fake")
+        completion_id = f"chatcmpl-{uuid.uuid4().hex[:12]}"
+
+        if not body.get("stream"):
+            message: dict[str, Any] = {"role": "assistant", "content": reply.text}
+            if reply.tool_name:
+                message["tool_calls"] = [reply.tool_call_json()]
+            return web.json_response(
+                {
+                    "id": completion_id,
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": model,
+                    "choices": [{"index": 0, "message": message, "finish_reason": reply.finish_reason}],
+                    "usage": _usage(messages, reply.text or reply.arguments),
+                }
+            )
+
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(_chunk(completion_id, model, {"role": "assistant", "content": ""}))
+        if reply.tool_name:
+            await resp.write(
+                _chunk(completion_id, model, {"tool_calls": [{"index": 0, **reply.tool_call_json()}]})
+            )
+        else:
+            for word in script.words(reply.text):
+                if token_delay:
+                    await asyncio.sleep(token_delay)
+                await resp.write(_chunk(completion_id, model, {"content": word}))
+        await resp.write(_chunk(completion_id, model, {}, reply.finish_reason))
+        if (body.get("stream_options") or {}).get("include_usage"):
+            usage = {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [],
+                "usage": _usage(messages, reply.text or reply.arguments),
+            }
+            await resp.write(b"data: " + json.dumps(usage).encode() + b"\n\n")
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
+    async def delete_room(request: web.Request) -> web.Response:
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        try:
+            claims = api.TokenVerifier(DEV_API_KEY, api_secret).verify(token)
+        except Exception:
+            return web.json_response({"code": "unauthenticated", "msg": "invalid token"}, status=401)
+        if not (claims.video and claims.video.room_create):
+            return web.json_response({"code": "permission_denied", "msg": "roomCreate needed"}, status=403)
+        req = room_proto.DeleteRoomRequest.FromString(await request.read())
+        recorder.deleted_rooms.append(req.room)
+        return web.Response(
+            body=room_proto.DeleteRoomResponse().SerializeToString(), content_type="application/protobuf"
+        )
+
+    async def deepgram_listen(request: web.Request) -> web.WebSocketResponse:
+        # Deepgram's streaming STT: accept the audio and stay silent (text-mode sessions send none).
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for _msg in ws:
+            pass
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/v1/listen", deepgram_listen)
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/twirp/livekit.RoomService/DeleteRoom", delete_room)
+    return app
+
+
+@asynccontextmanager
+async def serve(
+    recorder: Recorder, *, host: str = "127.0.0.1", port: int = 0, token_delay: float = 0.0
+) -> AsyncIterator[str]:
+    """Run the server on the current loop; yields its origin (`http://host:port`)."""
+    runner = web.AppRunner(build_app(recorder, token_delay=token_delay), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://{host}:{bound}"
+    finally:
+        await runner.cleanup()
+
+
+class ThreadedServer:
+    """The server on its own thread and loop, so sync tests, async tests and subprocesses share it."""
+
+    def __init__(self, *, token_delay: float = 0.0) -> None:
+        self.recorder = Recorder()
+        self._token_delay = token_delay
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.origin = ""
+        self._thread = threading.Thread(target=self._run, name="fake-openai", daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        """What a tenant's `baseURL` points at."""
+        return f"{self.origin}/v1"
+
+    def _run(self) -> None:
+        async def main() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+            async with serve(self.recorder, token_delay=self._token_delay) as origin:
+                self.origin = origin
+                self._ready.set()
+                await self._stop.wait()
+
+        asyncio.run(main())
+
+    def start(self, timeout: float = 10.0) -> ThreadedServer:
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise RuntimeError("fake OpenAI server did not start")
+        return self
+
+    def stop(self) -> None:
+        if self._loop and self._stop:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout=10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--token-delay", type=float, default=0.0, help="seconds between streamed words")
+    args = parser.parse_args()
+
+    async def run() -> None:
+        async with serve(Recorder(), host=args.host, port=args.port, token_delay=args.token_delay) as origin:
+            print(f"{origin}/v1", flush=True)
+            await asyncio.Event().wait()
+
+    asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""The storyteller flow in text mode through the real openai plugin and a local model server."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from livekit import rtc
+from livekit.agents import AgentSession
+from livekit.agents.testing import fake_job_context
+from livekit.agents.utils import http_context
+
+from storyteller_worker.agents import IntroAgent, StoryAgent, StoryData
+from storyteller_worker.config import parse_tenant_config
+from storyteller_worker.session import build_session
+from tests.fakes.openai_server import ThreadedServer
+
+
+def _tool_names(request: dict[str, Any]) -> list[str]:
+    return [t["function"]["name"] for t in request.get("tools", [])]
+
+
+def _system_text(request: dict[str, Any]) -> str:
+    return " ".join(str(m.get("content")) for m in request["messages"] if m["role"] in ("system", "developer"))
+
+
+async def test_intro_gathers_name_and_location_then_hands_off_to_story(
+    model_server: ThreadedServer, tenant_data: dict[str, Any], provider_env: dict[str, str]
+) -> None:
+    tenant = parse_tenant_config(tenant_data)
+    async with http_context.open():
+        session: AgentSession[StoryData]
+        async with build_session(tenant, vad=None) as session:
+            await session.start(IntroAgent(tenant))
+            result = await session.run(user_input="Hi! My name is Ada and I live in Lisbon.")
+
+            result.expect.contains_function_call(
+                name="information_gathered", arguments={"name": "Ada", "location": "Lisbon"}
+            )
+            result.expect.contains_agent_handoff(new_agent_type=StoryAgent)
+
+            assert session.userdata == StoryData(name="Ada", location="Lisbon")
+            story = session.current_agent
+            assert isinstance(story, StoryAgent)
+            assert "Ada" in story.instructions and "Lisbon" in story.instructions
+            assert tenant.persona in story.instructions
+
+    requests = model_server.recorder.chat_requests
+    # The intro's greeting: the first request offers only the intro's tool, on the intro's model.
+    assert _tool_names(requests[0]) == ["information_gathered"]
+    assert requests[0]["model"] == "gpt-4o-mini"
+    # The story phase runs on its own model and offers its own tool, with the user's data.
+    story_requests = [r for r in requests if "story_finished" in _tool_names(r)]
+    assert story_requests, "the StoryAgent never asked its model"
+    assert all(r["model"] == "gpt-4o" for r in story_requests)
+    assert "Ada" in _system_text(story_requests[0]) and "Lisbon" in _system_text(story_requests[0])
+    # Without carryChatContext the story starts fresh: the intro's exchange is not sent again.
+    assert not any("My name is Ada" in str(m.get("content")) for m in story_requests[0]["messages"])
+
+
+async def test_carry_chat_context_passes_the_intro_conversation_to_the_story(
+    model_server: ThreadedServer, tenant_data: dict[str, Any], provider_env: dict[str, str]
+) -> None:
+    tenant_data["story"]["carryChatContext"] = True
+    tenant = parse_tenant_config(tenant_data)
+    async with http_context.open(), build_session(tenant, vad=None) as session:
+        await session.start(IntroAgent(tenant))
+        result = await session.run(user_input="My name is Ada and I live in Lisbon")
+        result.expect.contains_agent_handoff(new_agent_type=StoryAgent)
+
+    story_requests = [r for r in model_server.recorder.chat_requests if "story_finished" in _tool_names(r)]
+    assert any("My name is Ada" in str(m.get("content")) for m in story_requests[0]["messages"])
+
+
+async def test_story_finished_says_goodbye_deletes_the_room_and_ends_the_session(
+    model_server: ThreadedServer, tenant_data: dict[str, Any], provider_env: dict[str, str]
+) -> None:
+    tenant = parse_tenant_config(tenant_data)
+    room = rtc.Room()  # never connected: the fake job only needs its name
+    async with http_context.open():
+        with fake_job_context(room=room) as job_ctx:
+            session = build_session(tenant, vad=None)
+            closed = asyncio.Event()
+            session.on("close", lambda _ev: closed.set())
+            await session.start(IntroAgent(tenant))
+            await session.run(user_input="My name is Ada and I live in Lisbon")
+            result = await session.run(user_input="No thanks, that is all.")
+
+            result.expect.contains_function_call(name="story_finished")
+            goodbye = [
+                e.item.text_content
+                for e in result.events
+                if e.type == "message" and e.item.role == "assistant"
+            ]
+            assert any("Goodbye, Ada" in (text or "") for text in goodbye), goodbye
+            # The tool itself ends the session: nobody else closes it here.
+            await asyncio.wait_for(closed.wait(), timeout=10)
+
+    assert model_server.recorder.deleted_rooms == [job_ctx.job.room.name]

@@ -1,0 +1,38 @@
+"""`python -m storyteller_worker start|dev|console ...`: the tenant's worker.
+
+The tenant config and the environment are checked before the worker registers with LiveKit: a bad
+config exits with status 2 and one line naming the field, never a key's value.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from .config import CONFIG_PATH_ENV, DEFAULT_CONFIG_PATH, ConfigError, check_env, load_tenant_config
+
+EXIT_CONFIG_ERROR = 2
+
+
+def main() -> int:
+    config_path = os.environ.setdefault(CONFIG_PATH_ENV, DEFAULT_CONFIG_PATH)  # job processes read it too
+    try:
+        tenant = load_tenant_config(config_path)
+        check_env(tenant)
+    except ConfigError as err:
+        print(f"storyteller-worker: config error: {err}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+
+    # Imported after the checks: importing the framework takes seconds, a bad config should not wait.
+    from livekit.agents import cli
+
+    from .server import HTTP_PORT, build_server
+
+    # The HTTP port is fixed in a pod (probes point at it); several local workers need their own.
+    http_port = int(os.environ.get("STORYTELLER_HTTP_PORT", HTTP_PORT))
+    cli.run_app(build_server(tenant, http_port=http_port))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

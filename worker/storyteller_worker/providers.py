@@ -1,0 +1,143 @@
+"""Model blocks of the tenant config → the real LiveKit plugin objects, with fallback adapters.
+
+Keys are not passed here: each plugin reads its own environment variable (OPENAI_API_KEY,
+DEEPGRAM_API_KEY), so a key never travels through our code. `baseURL` is the API base
+(`https://api.openai.com/v1`, `https://api.deepgram.com/v1`), so self-hosted endpoints work too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from livekit.agents import llm as lk_llm
+from livekit.agents import stt as lk_stt
+from livekit.agents import tts as lk_tts
+from livekit.agents import vad as lk_vad
+from livekit.agents.types import NOT_GIVEN, NotGivenOr
+from livekit.plugins import deepgram, openai, silero
+
+from .config import LLMFallback, LLMSpec, STTFallback, STTSpec, TenantConfig, TTSFallback, TTSSpec
+
+
+def _common(spec: LLMSpec | LLMFallback | STTSpec | STTFallback | TTSSpec | TTSFallback) -> dict[str, Any]:
+    """Keyword arguments every openai plugin takes the same way."""
+    kwargs: dict[str, Any] = {"model": spec.model}
+    if spec.base_url:
+        kwargs["base_url"] = spec.base_url
+    return kwargs
+
+
+def _one_llm(spec: LLMSpec | LLMFallback) -> lk_llm.LLM[Any] | lk_llm.RealtimeModel:
+    kwargs = _common(spec)
+    if spec.temperature is not None:
+        kwargs["temperature"] = spec.temperature
+    if spec.provider == "openai-realtime":
+        if spec.voice:
+            kwargs["voice"] = spec.voice
+        return openai.realtime.RealtimeModel(**kwargs)
+    return openai.LLM(**kwargs)
+
+
+def build_llm(spec: LLMSpec) -> lk_llm.LLM[Any] | lk_llm.RealtimeModel:
+    """The phase's LLM; with fallbacks, a FallbackAdapter that tries them in order."""
+    primary = _one_llm(spec)
+    if not spec.fallbacks:
+        return primary
+    assert isinstance(primary, lk_llm.LLM)  # realtime models take no fallbacks (config validates it)
+    others = [_one_llm(f) for f in spec.fallbacks]
+    return lk_llm.FallbackAdapter([primary, *others])  # type: ignore[list-item]
+
+
+def _one_stt(spec: STTSpec | STTFallback) -> lk_stt.STT[Any]:
+    if spec.provider == "deepgram":
+        kwargs: dict[str, Any] = {"model": spec.model}
+        if spec.language:
+            kwargs["language"] = spec.language
+        if spec.base_url:
+            kwargs["base_url"] = spec.base_url.rstrip("/") + "/listen"
+        return deepgram.STT(**kwargs)
+    kwargs = _common(spec)
+    if spec.language:
+        kwargs["language"] = spec.language
+    return openai.STT(**kwargs)
+
+
+def build_stt(spec: STTSpec, vad: lk_vad.VAD | None) -> lk_stt.STT[Any]:
+    """The phase's STT; fallbacks share the VAD so non-streaming engines can stand in."""
+    primary = _one_stt(spec)
+    if not spec.fallbacks:
+        return primary
+    engines = [primary, *(_one_stt(f) for f in spec.fallbacks)]
+    if vad is None and not all(e.capabilities.streaming for e in engines):
+        # The adapter segments audio for non-streaming engines with a VAD; the session's is not
+        # at hand (text-only sessions), so load one: Silero ships in the wheel and loads in ~0.1 s.
+        vad = silero.VAD.load()
+    return lk_stt.FallbackAdapter(engines, vad=vad)
+
+
+def _one_tts(spec: TTSSpec | TTSFallback) -> lk_tts.TTS[Any]:
+    if spec.provider == "deepgram":
+        # Deepgram names the voice in the model ("aura-2-andromeda-en"); `voice` is not used.
+        kwargs: dict[str, Any] = {"model": spec.model}
+        if spec.base_url:
+            kwargs["base_url"] = spec.base_url.rstrip("/") + "/speak"
+        return deepgram.TTS(**kwargs)
+    kwargs = _common(spec)
+    if spec.voice:
+        kwargs["voice"] = spec.voice
+    return openai.TTS(**kwargs)
+
+
+def build_tts(spec: TTSSpec) -> lk_tts.TTS[Any]:
+    """The phase's TTS; with fallbacks, a FallbackAdapter (resampling to the primary's rate)."""
+    primary = _one_tts(spec)
+    if not spec.fallbacks:
+        return primary
+    return lk_tts.FallbackAdapter([primary, *(_one_tts(f) for f in spec.fallbacks)])
+
+
+@dataclass(frozen=True)
+class PhaseModels:
+    """One phase's models; NOT_GIVEN inherits the session's, a None tts means the llm speaks itself."""
+
+    llm: NotGivenOr[lk_llm.LLM[Any] | lk_llm.RealtimeModel] = NOT_GIVEN
+    stt: NotGivenOr[lk_stt.STT[Any]] = NOT_GIVEN
+    tts: NotGivenOr[lk_tts.TTS[Any] | None] = NOT_GIVEN
+
+
+@dataclass(frozen=True)
+class SessionModels:
+    """Both phases' models, built before the session needs them (in the job process's prewarm):
+    constructing a plugin client costs tens of milliseconds that a handoff should not wait for."""
+
+    intro: PhaseModels
+    story: PhaseModels
+
+
+def build_intro_models(tenant: TenantConfig, vad: lk_vad.VAD | None) -> PhaseModels:
+    intro = tenant.intro
+    return PhaseModels(
+        llm=build_llm(intro.llm),
+        stt=build_stt(intro.stt, vad),
+        tts=build_tts(intro.tts) if intro.tts is not None else None,
+    )
+
+
+def build_story_models(tenant: TenantConfig, vad: lk_vad.VAD | None) -> PhaseModels:
+    """Only what differs from the intro's stack is built; the rest is inherited from the session."""
+    story, intro = tenant.story, tenant.intro
+    tts: NotGivenOr[lk_tts.TTS[Any] | None] = NOT_GIVEN
+    if story.llm.realtime:
+        tts = None  # the realtime model speaks itself
+    elif story.tts is not None and story.tts != intro.tts:
+        tts = build_tts(story.tts)
+    return PhaseModels(
+        llm=build_llm(story.llm) if story.llm != intro.llm else NOT_GIVEN,
+        stt=build_stt(story.stt, vad) if story.stt is not None and story.stt != intro.stt else NOT_GIVEN,
+        tts=tts,
+    )
+
+
+def build_session_models(tenant: TenantConfig, vad: lk_vad.VAD | None) -> SessionModels:
+    return SessionModels(intro=build_intro_models(tenant, vad), story=build_story_models(tenant, vad))

@@ -1,0 +1,29 @@
+"""Builds the AgentSession of one conversation from the tenant config."""
+
+from __future__ import annotations
+
+from livekit.agents import AgentSession
+from livekit.agents import vad as lk_vad
+from livekit.agents.types import NOT_GIVEN
+
+from .agents import StoryData
+from .config import TenantConfig
+from .providers import PhaseModels, build_intro_models
+
+
+def build_session(
+    tenant: TenantConfig, vad: lk_vad.VAD | None, *, models: PhaseModels | None = None
+) -> AgentSession[StoryData]:
+    """A session on the intro phase's models with empty `StoryData`; StoryAgent overrides what differs.
+
+    `vad` is the prewarmed Silero VAD of the job process (None in text-only tests); `models` the
+    intro's models when built ahead (`providers.build_session_models`), else built here.
+    """
+    models = models or build_intro_models(tenant, vad)
+    return AgentSession[StoryData](
+        vad=vad,
+        llm=models.llm,
+        stt=models.stt,
+        tts=models.tts if models.tts is not None else NOT_GIVEN,  # None: a realtime llm speaks itself
+        userdata=StoryData(),
+    )
