@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Install what the cluster, end-to-end and demo paths need; idempotent and a fast no-op once cached.
+#
+#   * Debian packages: etcd-server, prometheus, espeak-ng, sox, openssl, curl (apt, only when missing).
+#   * Go-built binaries into a versioned cache outside the repo (see lib.sh), never into the repo:
+#     kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok, helm 3, livekit-server.
+#
+# Only the first run on a machine pays the Kubernetes build (about 10 minutes on 2 cores, ~3 GB Go cache).
+# Usage: tests/cluster/install.sh [--no-apt] [--no-k8s]
+#   --no-apt  skip the Debian packages (they are installed by other means)
+#   --no-k8s  skip building kube-apiserver & co. and kubectl (kind runs its own control plane, CI has kubectl)
+set -euo pipefail
+# shellcheck source=tests/cluster/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+APT_PACKAGES=(etcd-server prometheus espeak-ng sox openssl curl)
+want_apt=1
+want_k8s=1
+for arg in "$@"; do
+  case "$arg" in
+    --no-apt) want_apt=0 ;;
+    --no-k8s) want_k8s=0 ;;
+    *) die "usage: $0 [--no-apt] [--no-k8s]" ;;
+  esac
+done
+
+# CGO off: static binaries, and no C toolchain needed on a fresh machine.
+export CGO_ENABLED=0
+export GOFLAGS="${GOFLAGS:--buildvcs=false}"
+
+install_apt() {
+  local missing=() p sudo=()
+  for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  ((${#missing[@]})) || return 0
+  ((EUID == 0)) || sudo=(sudo)
+  log "apt: installing ${missing[*]}"
+  # Refresh the package lists only when the install cannot find the packages (fresh CI image).
+  if ! DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"; then
+    "${sudo[@]}" apt-get update -q
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+  fi
+  # Debian starts packaged daemons; our tests run their own instances on other ports.
+  if command -v systemctl >/dev/null && systemctl is-active --quiet etcd 2>/dev/null; then
+    "${sudo[@]}" systemctl disable --now etcd || true
+  fi
+}
+
+# Kubernetes: `go install k8s.io/kubernetes/cmd/...@vX` is refused because its go.mod replaces every
+# staging module (k8s.io/api, k8s.io/apiserver, ...) with ./staging/src/... A tiny wrapper module replaces
+# each of them with the published v0.<minor>.<patch> instead, then builds the commands from the module cache.
+build_kubernetes() {
+  local cmds=(kube-apiserver kube-controller-manager kube-scheduler kubectl) missing=() c
+  for c in "${cmds[@]}"; do [[ -x "$K8S_BIN/$c" ]] || missing+=("$c"); done
+  ((${#missing[@]})) || return 0
+
+  local staging_version="v0.${K8S_VERSION#v1.}"   # v1.35.4 -> v0.35.4
+  local minor="${K8S_VERSION#v1.}"
+  minor="${minor%%.*}"
+  local src="$CACHE_ROOT/k8s-$K8S_VERSION/src"
+  mkdir -p "$src" "$K8S_BIN"
+
+  if [[ ! -f "$src/go.sum" ]] || ! grep -q "^k8s.io/kubernetes $K8S_VERSION " "$src/go.sum"; then
+    log "kubernetes $K8S_VERSION: preparing the wrapper module in $src"
+    local gomod
+    gomod="$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')"
+    [[ -f "$gomod" ]] || die "could not download k8s.io/kubernetes@$K8S_VERSION's go.mod"
+    rm -f "$src/go.mod" "$src/go.sum"
+    (
+      cd "$src"
+      go mod init storyteller.local/k8s-build >/dev/null 2>&1
+      # Keep the module's own go line so the toolchain matches what upstream builds with.
+      go mod edit -go="$(sed -n 's/^go \([0-9.]*\)$/\1/p' "$gomod")"
+      sed -n 's#^[[:space:]]*\(k8s\.io/[^ ]*\) => \./staging/.*#\1#p' "$gomod" | while read -r mod; do
+        go mod edit -replace="$mod=$mod@$staging_version"
+      done
+      printf '//go:build tools\n\npackage tools\n\nimport (\n\t_ "k8s.io/kubernetes/cmd/kube-apiserver"\n\t_ "k8s.io/kubernetes/cmd/kube-controller-manager"\n\t_ "k8s.io/kubernetes/cmd/kube-scheduler"\n\t_ "k8s.io/kubernetes/cmd/kubectl"\n)\n' >tools.go
+      go get "k8s.io/kubernetes@$K8S_VERSION"
+      go mod tidy -e >/dev/null 2>&1 || true
+    )
+  fi
+
+  # Without these stamps the binaries report v0.0.0-master and helm's kubeVersion checks fail.
+  local ldflags="-s -w" pkg
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldflags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+    ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+  done
+  for c in "${missing[@]}"; do
+    local t0=$SECONDS
+    log "kubernetes $K8S_VERSION: building $c (the first one takes several minutes)"
+    (cd "$src" && go build -trimpath -ldflags "$ldflags" -o "$K8S_BIN/$c.tmp" "k8s.io/kubernetes/cmd/$c")
+    mv "$K8S_BIN/$c.tmp" "$K8S_BIN/$c"   # atomic: an interrupted build never leaves a half binary
+    log "built $c in $((SECONDS - t0)) s"
+  done
+}
+
+# go_install DEST_BIN NAME PACKAGE@VERSION: modules without replace directives install directly.
+go_install() {
+  local dest="$1" name="$2" spec="$3" built
+  [[ -x "$dest/$name" ]] && return 0
+  local t0=$SECONDS gobin
+  gobin="$(mktemp -d)"
+  log "go install $spec"
+  GOBIN="$gobin" go install -trimpath -ldflags "-s -w" "$spec"
+  built="$(find "$gobin" -maxdepth 1 -type f | head -n1)"
+  mkdir -p "$dest"
+  mv "$built" "$dest/$name"
+  rmdir "$gobin"
+  log "built $name in $((SECONDS - t0)) s"
+}
+
+# kwok does nothing without Stage configs. Its release ships them as kustomize files next to the code:
+# copy the "fast" node/pod lifecycle and the lease heartbeat (else nodes go NotReady after 40 s).
+install_kwok_stages() {
+  local dest="$CACHE_ROOT/kwok-$KWOK_VERSION/stages" dir f
+  [[ -f "$dest/pod-ready.yaml" ]] && return 0
+  dir="$(go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+  mkdir -p "$dest"
+  for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
+    pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
+    cp "$dir/kustomize/stage/$f" "$dest/"
+  done
+  chmod 644 "$dest"/*.yaml   # the module cache is read-only
+}
+
+((want_apt)) && install_apt
+command -v go >/dev/null || die "Go is required to build the cluster binaries (https://go.dev/doc/install)"
+((want_k8s)) && build_kubernetes
+go_install "$KWOK_BIN" kwok "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
+install_kwok_stages
+go_install "$HELM_BIN" helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+# The livekit-server command package is named "server"; install it under its usual name.
+go_install "$LIVEKIT_BIN" livekit-server "github.com/livekit/livekit-server/cmd/server@$LIVEKIT_VERSION"
+log "tools ready in $CACHE_ROOT (PATH: eval \"\$(tests/cluster/env.sh)\")"

@@ -1,0 +1,87 @@
+# shellcheck shell=bash disable=SC2034  # the variables are used by the scripts that source this file
+# Shared settings for install.sh, up.sh, down.sh and env.sh. Source it; it defines variables and helpers only.
+#
+# Everything is overridable from the environment so a user can pin other versions or move the cache:
+#   STORYTELLER_CACHE        where built binaries live (default ~/.cache/storyteller), outside the repo
+#   STORYTELLER_STATE        where a running control plane keeps certs, etcd data, logs and pids
+#   STORYTELLER_K8S_VERSION  kube-apiserver/controller-manager/scheduler/kubectl version (k8s.io/kubernetes tag)
+#   STORYTELLER_ETCD_PORT / STORYTELLER_API_PORT  loopback ports (defaults avoid 8081, 9100 and 7880-7882)
+
+CLUSTER_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(cd "$CLUSTER_DIR/../.." && pwd)"
+
+K8S_VERSION="${STORYTELLER_K8S_VERSION:-v1.35.4}"
+KWOK_VERSION="${STORYTELLER_KWOK_VERSION:-v0.8.0}"
+# helm 3 on purpose: helm 4 changed flags and behaviour the chart tests rely on.
+HELM_VERSION="${STORYTELLER_HELM_VERSION:-v3.22.0}"
+LIVEKIT_VERSION="${STORYTELLER_LIVEKIT_VERSION:-v1.9.12}"
+
+CACHE_ROOT="${STORYTELLER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/storyteller}"
+# One directory per tool and version: bumping a version builds next to the old one, never over it.
+K8S_BIN="$CACHE_ROOT/k8s-$K8S_VERSION/bin"
+KWOK_BIN="$CACHE_ROOT/kwok-$KWOK_VERSION/bin"
+KWOK_STAGES="$CACHE_ROOT/kwok-$KWOK_VERSION/stages"
+HELM_BIN="$CACHE_ROOT/helm-$HELM_VERSION/bin"
+LIVEKIT_BIN="$CACHE_ROOT/livekit-server-$LIVEKIT_VERSION/bin"
+TOOLS_PATH="$K8S_BIN:$KWOK_BIN:$HELM_BIN:$LIVEKIT_BIN"
+
+STATE_DIR="${STORYTELLER_STATE:-$REPO_ROOT/.state/cluster}"   # /.state/ is git-ignored
+ETCD_PORT="${STORYTELLER_ETCD_PORT:-23790}"
+ETCD_PEER_PORT="${STORYTELLER_ETCD_PEER_PORT:-23800}"
+API_PORT="${STORYTELLER_API_PORT:-16443}"
+KUBECONFIG_PATH="$STATE_DIR/kubeconfig"
+SERVICE_CIDR="10.0.0.0/24"   # its first address, 10.0.0.1, is in the serving certificate
+FAKE_NODES="${STORYTELLER_FAKE_NODES:-2}"
+
+# Processes in start order; down.sh stops them in reverse (the apiserver before etcd, see stop_all).
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+
+log() { printf '[cluster] %s\n' "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+# wait_for DESCRIPTION DEADLINE_SECONDS COMMAND...: retry COMMAND until it succeeds or the deadline passes.
+wait_for() {
+  local what="$1" deadline=$((SECONDS + $2))
+  shift 2
+  until "$@" >/dev/null 2>&1; do
+    if ((SECONDS >= deadline)); then
+      log "timed out waiting for $what"
+      return 1
+    fi
+    sleep 0.2
+  done
+}
+
+# pid_alive PID: the process exists and is not a zombie (an unreaped zombie holds no port and no memory).
+pid_alive() {
+  local stat
+  [[ -n "${1:-}" ]] && stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+  stat="${stat##*) }"
+  [[ "${stat%% *}" != Z ]]
+}
+
+pid_gone() { ! pid_alive "$1"; }
+
+# stop_pid NAME: SIGTERM the recorded process, wait up to 20 s, then SIGKILL. Only the pid we recorded.
+stop_pid() {
+  local name="$1" pidfile="$STATE_DIR/$1.pid" pid
+  [[ -f "$pidfile" ]] || return 0
+  pid="$(cat "$pidfile")"
+  if pid_alive "$pid"; then
+    kill -TERM "$pid" 2>/dev/null || true
+    if ! wait_for "$name (pid $pid) to exit" 20 pid_gone "$pid"; then
+      log "$name ignored SIGTERM, sending SIGKILL"
+      kill -KILL "$pid" 2>/dev/null || true
+      wait_for "$name (pid $pid) to die" 10 pid_gone "$pid" || true
+    fi
+  fi
+  rm -f "$pidfile"
+}
+
+# Reverse start order: kube-apiserver must go before etcd (with etcd gone first it ignored SIGTERM for minutes).
+stop_all() {
+  local i
+  for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do
+    stop_pid "${COMPONENTS[i]}"
+  done
+}
