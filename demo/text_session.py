@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import sys
@@ -39,12 +40,17 @@ from tests.fakes.openai_server import DEV_API_KEY, DEV_API_SECRET, ThreadedServe
 SCRIPT = ["Hi there!", "My name is Ada and I live in Lisbon.", "Open the door!", "No thanks, that is all."]
 
 
-def example_tenant(base_url: str) -> TenantConfig:
-    """examples/tenant.yaml rendered as the operator would, with every model on `base_url`."""
-    docs = list(yaml.safe_load_all((ROOT / "examples" / "tenant.yaml").read_text()))
-    sd = next(d for d in docs if d and d.get("kind") == "StorytellerDeployment")
-    meta = sd["metadata"]
-    config: dict[str, Any] = worker_config(meta["name"], meta.get("namespace", "default"), sd["spec"])
+def local_models(config: dict[str, Any], base_url: str) -> dict[str, Any]:
+    """The rendered config with every model block on the local server (`base_url`).
+
+    The local server speaks the chat-completions, speech and Deepgram APIs but not OpenAI's realtime
+    websocket API, so a realtime story model runs as the chat model `gpt-4o-mini` with the intro's
+    voice; everything else is kept as the tenant wrote it.
+    """
+    config = json.loads(json.dumps(config))
+    story_llm = config.get("story", {}).get("llm", {})
+    if story_llm.get("provider") == "openai-realtime":
+        config["story"]["llm"] = {"provider": "openai", "model": "gpt-4o-mini"}
     for phase in ("intro", "story"):
         for kind in ("llm", "stt", "tts"):
             block = config.get(phase, {}).get(kind)
@@ -52,16 +58,28 @@ def example_tenant(base_url: str) -> TenantConfig:
                 block["baseURL"] = base_url
                 for fallback in block.get("fallbacks", []):
                     fallback["baseURL"] = base_url
-    return parse_tenant_config(config)
+    return config
 
 
-def print_transcript(session: AgentSession[StoryData]) -> None:
+def example_tenant(base_url: str) -> TenantConfig:
+    """examples/tenant.yaml rendered as the operator would, with every model on `base_url`."""
+    docs = list(yaml.safe_load_all((ROOT / "examples" / "tenant.yaml").read_text()))
+    sd = next(d for d in docs if d and d.get("kind") == "StorytellerDeployment")
+    meta = sd["metadata"]
+    rendered = worker_config(meta["name"], meta.get("namespace", "default"), sd["spec"])
+    return parse_tenant_config(local_models(rendered, base_url))
+
+
+def print_transcript(session: AgentSession[StoryData], agent_spoke: asyncio.Event) -> None:
     @session.on("conversation_item_added")
     def _on_item(ev: Any) -> None:
         item = ev.item
-        if getattr(item, "role", None) in ("user", "assistant") and item.text_content:
-            who = "user" if item.role == "user" else type(session.current_agent).__name__
-            print(f"  {who:>10}: {item.text_content}", flush=True)
+        if item.type == "agent_handoff" and item.old_agent_id:
+            print(f"  {'':>10}  -- handoff {item.old_agent_id} -> {item.new_agent_id} --", flush=True)
+        elif item.type == "message" and item.text_content:
+            if item.role == "assistant":
+                agent_spoke.set()
+            print(f"  {'caller' if item.role == 'user' else 'agent':>10}: {item.text_content}", flush=True)
 
 
 async def main(interactive: bool) -> None:
@@ -83,8 +101,10 @@ async def main(interactive: bool) -> None:
             session = build_session(tenant, vad=None, models=models.intro)
             closed = asyncio.Event()
             session.on("close", lambda _ev: closed.set())
-            print_transcript(session)
+            greeted = asyncio.Event()
+            print_transcript(session, greeted)
             await session.start(IntroAgent(tenant, story_models=models.story))
+            await asyncio.wait_for(greeted.wait(), timeout=30)  # the agent speaks first
             turns = iter(SCRIPT)
             while not closed.is_set():
                 if interactive:

@@ -10,6 +10,7 @@ import pytest
 pytest_plugins = [
     "tests.fixtures.cluster",
     "tests.fixtures.model_server",
+    "tests.fixtures.prometheus",
 ]
 
 _MARK_BY_FOLDER = {

@@ -126,6 +126,8 @@ install_kwok_stages() {
 }
 
 ((want_apt)) && install_apt
+# Go is preinstalled under /usr/local/go on many machines without being on a non-login PATH.
+if ! command -v go >/dev/null && [[ -x /usr/local/go/bin/go ]]; then PATH="$PATH:/usr/local/go/bin"; fi
 command -v go >/dev/null || die "Go is required to build the cluster binaries (https://go.dev/doc/install)"
 ((want_k8s)) && build_kubernetes
 go_install "$KWOK_BIN" kwok "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"

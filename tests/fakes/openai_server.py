@@ -1,9 +1,11 @@
 """A local OpenAI-compatible model server that answers deterministically, for tests, demos and benches.
 
-The worker's real `openai` plugin talks to it through `baseURL`, so everything from the plugin's HTTP
-client and SSE parsing to tool-call handling runs for real; only the model's "thinking" is scripted
-(`script.reply`). It also serves LiveKit's `RoomService/DeleteRoom` Twirp endpoint, checking the
-caller's token, so the hang-up can be tested without a LiveKit server.
+The worker's real `openai` and `deepgram` plugins talk to it through `baseURL`, so everything from the
+plugins' HTTP/websocket clients and SSE parsing to tool-call handling runs for real; only the models'
+"thinking" is scripted: the LLM by `script.reply`, the TTS speaks with espeak-ng (real audio), the
+Deepgram STT hears utterances in the audio and answers each with the next line of `stt_script`.
+It also serves LiveKit's `RoomService/DeleteRoom` Twirp endpoint, checking the caller's token, so the
+hang-up can be tested without a LiveKit server.
 
 Run it alone: `python -m tests.fakes.openai_server --port 8765` prints its base URL.
 """
@@ -16,16 +18,18 @@ import json
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 from livekit import api
 from livekit.protocol import room as room_proto
 
 from . import script
+from .speech import UtteranceDetector, synthesize
 
 DEV_API_KEY = "devkey"
 DEV_API_SECRET = "secret-for-local-tests-only-0123456789"
@@ -33,14 +37,21 @@ DEV_API_SECRET = "secret-for-local-tests-only-0123456789"
 
 @dataclass
 class Recorder:
-    """What the server was asked, for tests to assert on. Appends are atomic under the GIL."""
+    """What the server was asked, and what its STT will hear. Appends are atomic under the GIL."""
 
     chat_requests: list[dict[str, Any]] = field(default_factory=list)
     deleted_rooms: list[str] = field(default_factory=list)
+    spoken: list[str] = field(default_factory=list)  # texts the TTS rendered
+    transcribed: list[str] = field(default_factory=list)  # transcripts the STT sent
+    # What the caller will say, in order: each utterance the STT detects takes the next one.
+    stt_script: deque[str] = field(default_factory=deque)
 
     def reset(self) -> None:
         self.chat_requests.clear()
         self.deleted_rooms.clear()
+        self.spoken.clear()
+        self.transcribed.clear()
+        self.stt_script.clear()
 
 
 def _chunk(completion_id: str, model: str, delta: dict[str, Any], finish: str | None = None) -> bytes:
@@ -52,6 +63,39 @@ def _chunk(completion_id: str, model: str, delta: dict[str, Any], finish: str | 
         "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
     }
     return b"data: " + json.dumps(body).encode() + b"\n\n"
+
+
+def _deepgram_result(text: str, end_s: float) -> dict[str, Any]:
+    words = text.split()
+    step = 0.3
+    start = max(end_s - step * len(words), 0.0)
+    return {
+        "type": "Results",
+        "channel_index": [0, 1],
+        "duration": step * len(words),
+        "start": start,
+        "is_final": True,
+        "speech_final": True,
+        "metadata": {"request_id": uuid.uuid4().hex},
+        "channel": {
+            "alternatives": [
+                {
+                    "transcript": text,
+                    "confidence": 0.99,
+                    "words": [
+                        {
+                            "word": w.lower().strip(".,!?"),
+                            "punctuated_word": w,
+                            "start": start + i * step,
+                            "end": start + (i + 1) * step,
+                            "confidence": 0.99,
+                        }
+                        for i, w in enumerate(words)
+                    ],
+                }
+            ]
+        },
+    }
 
 
 def _usage(messages: list[dict[str, Any]], completion_text: str) -> dict[str, int]:
@@ -67,6 +111,11 @@ def build_app(
     async def chat_completions(request: web.Request) -> web.StreamResponse:
         body = await request.json()
         recorder.chat_requests.append(body)
+        if str(body.get("model", "")).startswith("broken"):
+            # A provider outage, for fallback tests: models named "broken*" always fail.
+            return web.json_response(
+                {"error": {"message": "model overloaded", "type": "server_error"}}, status=503
+            )
         messages: list[dict[str, Any]] = body.get("messages", [])
         tools = [t["function"]["name"] for t in body.get("tools", []) if t.get("type") == "function"]
         reply = script.reply(messages, tools)
@@ -129,16 +178,37 @@ def build_app(
             body=room_proto.DeleteRoomResponse().SerializeToString(), content_type="application/protobuf"
         )
 
+    async def speech(request: web.Request) -> web.Response:
+        # OpenAI's TTS: real speech from espeak-ng, as raw PCM at the plugin's 24 kHz.
+        body = await request.json()
+        recorder.spoken.append(body["input"])
+        pcm = await asyncio.to_thread(synthesize, body["input"], 24000)
+        return web.Response(body=pcm, content_type="audio/pcm", headers={"x-request-id": uuid.uuid4().hex})
+
     async def deepgram_listen(request: web.Request) -> web.WebSocketResponse:
-        # Deepgram's streaming STT: accept the audio and stay silent (text-mode sessions send none).
+        # Deepgram's streaming STT: hear utterances in the audio, answer each with the next
+        # scripted transcript (SpeechStarted, then a final Results that ends the speech).
         ws = web.WebSocketResponse()
         await ws.prepare(request)
-        async for _msg in ws:
-            pass
+        rate = int(request.query.get("sample_rate", "16000"))
+        detector = UtteranceDetector(sample_rate=rate)
+        heard_s = 0.0
+        async for msg in ws:
+            if msg.type != WSMsgType.BINARY:
+                continue  # KeepAlive / Finalize / CloseStream
+            heard_s += len(msg.data) / 2 / rate
+            event = detector.feed(msg.data)
+            if event == "start":
+                await ws.send_json({"type": "SpeechStarted", "channel": [0], "timestamp": heard_s})
+            elif event == "end" and recorder.stt_script:
+                text = recorder.stt_script.popleft()
+                recorder.transcribed.append(text)
+                await ws.send_json(_deepgram_result(text, heard_s))
         return ws
 
     app = web.Application()
     app.router.add_get("/v1/listen", deepgram_listen)
+    app.router.add_post("/v1/audio/speech", speech)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/twirp/livekit.RoomService/DeleteRoom", delete_room)
     return app

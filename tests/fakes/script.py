@@ -20,6 +20,13 @@ _USER_IN_INSTRUCTIONS = re.compile(r"The user's name is ([^,]+), from ([^.]+)\."
 _GOODBYE = re.compile(r"say goodbye to (\S+)")
 
 GREETING = "Hello, I am Echo, your storyteller! What is your name, and where are you from?"
+ASK_AGAIN = "Lovely to hear you! Before we begin: what is your name, and where do you live?"
+# The story goes on one part per turn, then keeps asking whether to go on.
+STORY = [
+    "Once upon a time in {place}, {name} found a door that hummed. Should they open it, or walk on?",
+    "{name} opened the door, and the sea of {place} sang in the voice of an old friend. Shall I go on?",
+    "The song faded into the evening, and {name} walked home smiling. Would you like another story?",
+]
 
 
 @dataclass(frozen=True)
@@ -69,12 +76,12 @@ def reply(messages: list[dict[str, Any]], tools: list[str]) -> Reply:
     if "story_finished" in tools:
         who = _USER_IN_INSTRUCTIONS.search(instructions)
         name_, place_ = (who.group(1), who.group(2)) if who else ("friend", "a faraway land")
-        return Reply(
-            text=f"Once upon a time in {place_}, {name_} found a door that hummed. "
-            "Should they open it, or walk on?"
-        )
+        told = sum(1 for m in messages if m.get("role") == "assistant" and _text(m.get("content")))
+        return Reply(text=STORY[min(told, len(STORY) - 1)].format(name=name_, place=place_))
     if last.get("role") == "tool":
         return Reply(text="Let's start the story!")
+    if last.get("role") == "user":
+        return Reply(text=ASK_AGAIN)
     return Reply(text=GREETING)
 
 

@@ -21,7 +21,9 @@ def _tool_names(request: dict[str, Any]) -> list[str]:
 
 
 def _system_text(request: dict[str, Any]) -> str:
-    return " ".join(str(m.get("content")) for m in request["messages"] if m["role"] in ("system", "developer"))
+    return " ".join(
+        str(m.get("content")) for m in request["messages"] if m["role"] in ("system", "developer")
+    )
 
 
 async def test_intro_gathers_name_and_location_then_hands_off_to_story(

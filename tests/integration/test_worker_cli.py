@@ -16,7 +16,9 @@ from tests.fixtures.model_server import tenant_dict
 SECRET = "sk-live-do-not-print-0123456789"
 
 
-def _run(tmp_path: Path, config: dict[str, Any] | str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def _run(
+    tmp_path: Path, config: dict[str, Any] | str, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
     path = tmp_path / "tenant.json"
     path.write_text(config if isinstance(config, str) else json.dumps(config))
     clean = {k: v for k, v in os.environ.items() if not k.endswith(("_API_KEY", "_API_SECRET"))}

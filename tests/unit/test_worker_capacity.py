@@ -60,7 +60,21 @@ async def test_server_load_and_refusal_follow_sessions_per_worker(monkeypatch: p
     assert server.load_fnc is not None
 
     monkeypatch.setattr(AgentServer, "active_jobs", property(lambda _self: [object()] * 3))
-    assert server.load_fnc(server) == 1.0  # type: ignore[call-arg]
+    assert server.load_fnc() == 1.0  # type: ignore[call-arg]
     assert await _answer(server, 2, monkeypatch) == "accepted"
     # Full: refused without terminating, so the LiveKit server offers the job to another worker.
     assert await _answer(server, 3, monkeypatch) == "rejected(terminate=False)"
+
+
+def test_launching_jobs_weigh_one_slot_each(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The framework would count a launching job as threshold/idleProcesses (a whole pod at 0)."""
+    tenant = parse_tenant_config(
+        tenant_dict("http://127.0.0.1:1/v1", pool={"sessionsPerWorker": 4, "idleProcesses": 0})
+    )
+    server = build_server(tenant)
+    monkeypatch.setattr(AgentServer, "active_jobs", property(lambda _self: []))
+    server._reserved_slots = 1
+    assert server._get_effective_load() == 0.25
+    monkeypatch.setattr(AgentServer, "active_jobs", property(lambda _self: [object()] * 2))
+    server._reserved_slots = 2
+    assert server._get_effective_load() == 1.0  # 2 running + 2 launching = full

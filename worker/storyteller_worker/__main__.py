@@ -10,6 +10,7 @@ import os
 import sys
 
 from .config import CONFIG_PATH_ENV, DEFAULT_CONFIG_PATH, ConfigError, check_env, load_tenant_config
+from .metrics_dir import prepare_multiprocess_dir
 
 EXIT_CONFIG_ERROR = 2
 
@@ -23,6 +24,8 @@ def main() -> int:
         print(f"storyteller-worker: config error: {err}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
 
+    # Before the framework imports prometheus_client: job processes' metrics reach /metrics only so.
+    prepare_multiprocess_dir()
     # Imported after the checks: importing the framework takes seconds, a bad config should not wait.
     from livekit.agents import cli
 

@@ -16,7 +16,9 @@ from livekit.agents import Agent, ChatContext, RunContext, function_tool, get_jo
 from livekit.agents import vad as lk_vad
 
 from .config import TenantConfig
+from .metrics import record_handoff
 from .providers import PhaseModels, build_story_models
+from .tracing import record_handoff_span
 
 logger = logging.getLogger("storyteller.worker.agents")
 
@@ -63,6 +65,8 @@ class IntroAgent(Agent):
             "handoff",
             extra={"from_agent": "IntroAgent", "to_agent": "StoryAgent", "tenant": self.tenant.tenant},
         )
+        record_handoff(self.tenant.tenant, "IntroAgent", "StoryAgent")
+        record_handoff_span(self.tenant.tenant, "IntroAgent", "StoryAgent")
         return story, "Let's start the story!"
 
 

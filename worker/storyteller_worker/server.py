@@ -7,17 +7,22 @@ before any job is assigned to it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
-from livekit.agents import AgentServer, JobContext, JobProcess, JobRequest
+from livekit.agents import JobContext, JobProcess, JobRequest
 from livekit.agents.voice import room_io
 from livekit.plugins import silero
 
+from .agent_server import SessionCountingServer
 from .agents import IntroAgent
-from .capacity import LOAD_THRESHOLD, is_full, worker_load
+from .capacity import is_full
 from .config import TenantConfig, load_tenant_config
+from .metrics import SessionMetrics, record_capacity
 from .providers import SessionModels, build_session_models
 from .session import build_session
+from .tracing import install_tracing
+from .warmup import warm_process
 
 logger = logging.getLogger("storyteller.worker.server")
 
@@ -30,8 +35,12 @@ def prewarm(proc: JobProcess) -> None:
     A job process serves one session, so the plugin clients built here are that session's own.
     """
     tenant = load_tenant_config()
+    warm_process()
     vad = silero.VAD.load()
     proc.userdata.update(tenant=tenant, vad=vad, models=build_session_models(tenant, vad))
+    # Telemetry is per process: the tracer provider (framework hook) and this pod's capacity gauge.
+    proc.userdata["tracer_provider"] = install_tracing(tenant)
+    record_capacity(tenant)
 
 
 async def entrypoint(ctx: JobContext) -> None:
@@ -39,12 +48,18 @@ async def entrypoint(ctx: JobContext) -> None:
     tenant: TenantConfig = ctx.proc.userdata["tenant"]
     models: SessionModels = ctx.proc.userdata["models"]
     session = build_session(tenant, vad=ctx.proc.userdata["vad"], models=models.intro)
+    session_metrics = SessionMetrics(tenant)
+    session_metrics.watch_models(models)
+    session_metrics.attach(session)
 
     async def log_usage() -> None:
         usage = [u.model_dump(exclude_none=True) for u in session.usage.model_usage]
         logger.info("session usage", extra={"tenant": tenant.tenant, "usage": usage})
 
     ctx.add_shutdown_callback(log_usage)
+    if (provider := ctx.proc.userdata.get("tracer_provider")) is not None:
+        # The process exits after the job: send the session's last spans before it does.
+        ctx.add_shutdown_callback(lambda: asyncio.to_thread(provider.force_flush))
     await session.start(
         agent=IntroAgent(tenant, story_models=models.story),
         room=ctx.room,
@@ -52,20 +67,19 @@ async def entrypoint(ctx: JobContext) -> None:
     )
 
 
-def build_server(tenant: TenantConfig, *, http_port: int = HTTP_PORT) -> AgentServer:
+def build_server(tenant: TenantConfig, *, http_port: int = HTTP_PORT) -> SessionCountingServer:
     """The tenant's worker: registered under its agent name, at most `sessionsPerWorker` sessions."""
     sessions_per_worker = tenant.pool.sessions_per_worker
-    server = AgentServer(
+    server = SessionCountingServer(
+        sessions_per_worker=sessions_per_worker,
         ws_url=tenant.livekit.url,  # key and secret come from LIVEKIT_API_KEY / LIVEKIT_API_SECRET
         port=http_port,
         num_idle_processes=tenant.pool.idle_processes,
         drain_timeout=tenant.pool.drain_timeout_seconds,
-        load_threshold=LOAD_THRESHOLD,
         prometheus_port=tenant.observability.metrics_port,
         setup_fnc=prewarm,
         log_level=tenant.observability.log_level.upper(),
     )
-    server.load_fnc = lambda srv: worker_load(len(srv.active_jobs), sessions_per_worker)
 
     async def on_request(request: JobRequest) -> None:
         # The load threshold already marks the worker full; this also closes the window between

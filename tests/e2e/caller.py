@@ -1,0 +1,147 @@
+"""The caller's side of a voice session: a real LiveKit participant that speaks and listens.
+
+It joins a room with the `livekit` RTC SDK, publishes a microphone track (silence, and espeak-ng
+speech when told to say something), subscribes to the agent's audio, and keeps what a person would
+notice: when the agent's voice is first heard, how much of it, what the agent's transcriptions said,
+the agent's state, and whether the room went away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from livekit import api, rtc
+
+from tests.fakes.speech import rms, synthesize
+
+logger = logging.getLogger("tests.e2e.caller")
+
+SAMPLE_RATE = 48000
+FRAME_MS = 10
+SAMPLES_PER_FRAME = SAMPLE_RATE * FRAME_MS // 1000
+VOICE_RMS = 200.0  # agent audio louder than this is speech, not comfort silence
+
+
+def caller_token(api_key: str, api_secret: str, room: str, identity: str = "caller") -> str:
+    grants = api.VideoGrants(room_join=True, room=room, can_publish=True, can_subscribe=True)
+    return api.AccessToken(api_key, api_secret).with_identity(identity).with_grants(grants).to_jwt()
+
+
+@dataclass
+class Caller:
+    url: str
+    token: str
+    room: rtc.Room = field(default_factory=rtc.Room)
+    agent_identity: str = ""
+    agent_name: str = ""  # the `lk.agent.name` attribute: which tenant's worker took the job
+    agent_joined_at: float | None = None
+    first_voice_at: float | None = None
+    voiced_frames: int = 0
+    transcripts: list[str] = field(default_factory=list)
+    agent_states: list[str] = field(default_factory=list)
+    disconnected: asyncio.Event = field(default_factory=asyncio.Event)
+    _source: rtc.AudioSource = field(default_factory=lambda: rtc.AudioSource(SAMPLE_RATE, 1))
+    _speech: asyncio.Queue[bytes] = field(default_factory=asyncio.Queue)
+    _speaking_done: asyncio.Event = field(default_factory=asyncio.Event)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def join(self) -> None:
+        room = self.room
+        room.on("participant_connected", self._on_participant)
+        room.on("track_subscribed", self._on_track)
+        room.on("participant_attributes_changed", self._on_attributes)
+        room.on("disconnected", lambda *_: self.disconnected.set())
+        room.register_text_stream_handler("lk.transcription", self._on_transcription)
+        await room.connect(self.url, self.token)
+        for participant in room.remote_participants.values():
+            self._on_participant(participant)
+        track = rtc.LocalAudioTrack.create_audio_track("microphone", self._source)
+        options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+        await room.local_participant.publish_track(track, options)
+        self._tasks.append(asyncio.create_task(self._microphone()))
+
+    async def leave(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.room.disconnect()
+
+    # -- speaking -----------------------------------------------------------------------------
+    async def say(self, text: str) -> None:
+        """Speak `text` (espeak-ng) into the microphone; returns once it has been sent."""
+        self._speaking_done.clear()
+        await self._speech.put(await asyncio.to_thread(synthesize, text, SAMPLE_RATE))
+        await self._speaking_done.wait()
+
+    async def _microphone(self) -> None:
+        # A microphone never stops: silence between utterances, paced by the source's queue.
+        silence = b"\0\0" * SAMPLES_PER_FRAME
+        while True:
+            pcm = b""
+            with contextlib.suppress(asyncio.QueueEmpty):
+                pcm = self._speech.get_nowait()
+            if pcm:
+                step = SAMPLES_PER_FRAME * 2
+                for i in range(0, len(pcm) - step + 1, step):
+                    await self._capture(pcm[i : i + step])
+                self._speaking_done.set()
+            else:
+                await self._capture(silence)
+
+    async def _capture(self, pcm: bytes) -> None:
+        frame = rtc.AudioFrame(pcm, SAMPLE_RATE, 1, len(pcm) // 2)
+        await self._source.capture_frame(frame)
+
+    # -- listening ------------------------------------------------------------------------------
+    def _on_participant(self, participant: rtc.RemoteParticipant) -> None:
+        if participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT and not self.agent_identity:
+            self.agent_identity = participant.identity
+            self.agent_name = participant.attributes.get("lk.agent.name", "")
+            self.agent_joined_at = time.perf_counter()
+
+    def _on_attributes(self, changed: dict[str, str], participant: rtc.Participant) -> None:
+        if participant.identity == self.agent_identity and "lk.agent.state" in changed:
+            self.agent_states.append(changed["lk.agent.state"])
+
+    def _on_track(
+        self, track: rtc.Track, _pub: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant
+    ) -> None:
+        if track.kind == rtc.TrackKind.KIND_AUDIO and participant.identity == self.agent_identity:
+            self._tasks.append(asyncio.create_task(self._listen(track)))
+
+    async def _listen(self, track: rtc.Track) -> None:
+        async for event in rtc.AudioStream(track, sample_rate=SAMPLE_RATE, num_channels=1):
+            if rms(bytes(event.frame.data)) > VOICE_RMS:
+                if self.first_voice_at is None:
+                    self.first_voice_at = time.perf_counter()
+                self.voiced_frames += 1
+
+    def _on_transcription(self, reader: rtc.TextStreamReader, participant_identity: str) -> None:
+        async def read() -> None:
+            text = await reader.read_all()
+            if participant_identity == self.agent_identity and text.strip():
+                self.transcripts.append(text)
+
+        self._tasks.append(asyncio.create_task(read()))
+
+    async def wait_for(self, what: str, predicate: Callable[[], bool], deadline_s: float) -> None:
+        """Poll `predicate` until it holds, or fail naming `what` and what was seen so far."""
+        deadline = time.monotonic() + deadline_s
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"timed out after {deadline_s} s waiting for {what}; agent={self.agent_identity!r} "
+                    f"states={self.agent_states[-5:]} voiced_frames={self.voiced_frames} "
+                    f"transcripts={self.transcripts[-3:]}"
+                )
+            await asyncio.sleep(0.05)
+
+    def transcript_text(self) -> str:
+        return " ".join(self.transcripts)

@@ -1,0 +1,40 @@
+"""Fixtures for the voice path: a tenant worker process on a real LiveKit server."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.worker_process import WorkerProcess
+from tests.fixtures.cluster import LiveKitServer, free_port
+from tests.fixtures.model_server import tenant_dict
+
+CALLER_SCRIPT = ["My name is Ada and I live in Lisbon", "No thanks, that is all"]
+
+
+@pytest.fixture
+def start_worker(livekit_server: LiveKitServer, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start a worker for a tenant whose models are on `base_url`; every one is stopped afterwards."""
+    started: list[WorkerProcess] = []
+
+    def start(base_url: str, tenant: str = "acme", **overrides: Any) -> WorkerProcess:
+        config = tenant_dict(
+            base_url,
+            livekit_url=livekit_server.url,
+            tenant=tenant,
+            namespace=tenant,
+            agentName=f"{tenant}-storyteller",
+            observability={"metricsPort": free_port()},
+            **overrides,
+        )
+        worker = WorkerProcess(config, livekit_server, tmp_path).start()
+        started.append(worker)
+        worker.wait_registered()
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()

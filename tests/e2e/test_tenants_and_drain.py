@@ -1,0 +1,100 @@
+"""Tenant isolation on one LiveKit server, and a worker that drains on SIGTERM."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from livekit import api
+
+from tests.e2e.caller import Caller, caller_token
+from tests.e2e.conftest import CALLER_SCRIPT
+from tests.e2e.worker_process import WorkerProcess
+from tests.fakes.openai_server import ThreadedServer
+from tests.fixtures.cluster import LiveKitServer
+
+
+@asynccontextmanager
+async def dispatched_call(livekit: LiveKitServer, agent_name: str) -> AsyncIterator[tuple[Caller, str]]:
+    """Dispatch `agent_name` into a new room and join it as the caller."""
+    room = f"call-{uuid.uuid4().hex[:8]}"
+    async with api.LiveKitAPI(livekit.http_url, livekit.api_key, livekit.api_secret) as lk:
+        await lk.agent_dispatch.create_dispatch(
+            api.CreateAgentDispatchRequest(agent_name=agent_name, room=room)
+        )
+    caller = Caller(livekit.url, caller_token(livekit.api_key, livekit.api_secret, room))
+    await caller.join()
+    try:
+        yield caller, room
+    finally:
+        await caller.leave()
+
+
+def _took_job(worker: WorkerProcess, room: str) -> bool:
+    return any('"received job request"' in line and room in line for line in worker.log().splitlines())
+
+
+async def test_each_dispatch_reaches_only_its_own_tenants_workers(
+    livekit_server: LiveKitServer,
+    model_server: ThreadedServer,
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    other_models = ThreadedServer().start()  # each tenant on its own model endpoint
+    try:
+        acme = start_worker(model_server.base_url, tenant="acme")
+        globex = start_worker(other_models.base_url, tenant="globex")
+
+        for agent_name, own, other, own_models in (
+            ("acme-storyteller", acme, globex, model_server),
+            ("globex-storyteller", globex, acme, other_models),
+        ):
+            async with dispatched_call(livekit_server, agent_name) as (caller, room):
+                await caller.wait_for(f"{agent_name} to join", lambda: bool(caller.agent_identity), 30)
+                await caller.wait_for(f"{agent_name}'s greeting", lambda: caller.voiced_frames >= 20, 30)
+                assert caller.agent_name == agent_name
+                assert _took_job(own, room) and not _took_job(other, room)
+                assert own_models.recorder.chat_requests, f"{agent_name} did not use its own models"
+        assert model_server.recorder.chat_requests and other_models.recorder.chat_requests
+    finally:
+        other_models.stop()
+
+
+async def test_sigterm_drains_the_running_session_and_refuses_new_ones(
+    livekit_server: LiveKitServer,
+    model_server: ThreadedServer,
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    model_server.recorder.stt_script.extend(CALLER_SCRIPT)
+    draining = start_worker(model_server.base_url)
+
+    async with dispatched_call(livekit_server, "acme-storyteller") as (caller, room):
+        await caller.wait_for(
+            "the greeting to end",
+            lambda: caller.agent_states[-1:] == ["listening"] and "speaking" in caller.agent_states,
+            30,
+        )
+        draining.sigterm()
+        draining.wait_log('"draining worker"')
+
+        # A job dispatched now goes to another worker: the draining one reports itself full.
+        fresh = start_worker(model_server.base_url)
+        async with dispatched_call(livekit_server, "acme-storyteller") as (second, second_room):
+            await second.wait_for("an agent in the second room", lambda: bool(second.agent_identity), 30)
+        assert _took_job(fresh, second_room) and not _took_job(draining, second_room)
+
+        # The running conversation goes on to its natural end while the worker drains.
+        await caller.say(CALLER_SCRIPT[0])
+        await caller.wait_for("the story", lambda: "Once upon a time" in caller.transcript_text(), 60)
+        await caller.wait_for(
+            "the story to pause",
+            lambda: caller.agent_states[-1:] == ["listening"] and caller.agent_states.count("speaking") >= 2,
+            60,
+        )
+        assert draining.proc is not None and draining.proc.poll() is None, "the worker did not wait"
+        await caller.say(CALLER_SCRIPT[1])
+        await caller.wait_for("the hang-up", caller.disconnected.is_set, 60)
+
+    assert "Goodbye, Ada" in caller.transcript_text()
+    assert draining.wait_exit(timeout=60) == 0
+    assert _took_job(draining, room)

@@ -1,0 +1,118 @@
+"""A real worker process (`python -m storyteller_worker start`) for one tenant, on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.fixtures.cluster import LiveKitServer, free_port
+
+REGISTERED = "registered worker"
+
+
+@dataclass
+class WorkerProcess:
+    """Start, watch and stop one worker; its output goes to `log_path` for assertions and debugging."""
+
+    config: dict[str, Any]
+    livekit: LiveKitServer
+    workdir: Path
+    extra_env: dict[str, str] = field(default_factory=dict)
+    http_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / f"worker-{self.config['tenant']}-{self.http_port}.log"
+
+    @property
+    def metrics_port(self) -> int:
+        return int(self.config["observability"]["metricsPort"])
+
+    def start(self) -> WorkerProcess:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        config_path = self.workdir / f"{self.config['tenant']}-{self.http_port}.json"
+        config_path.write_text(json.dumps(self.config))
+        multiproc = self.workdir / f"prom-{self.config['tenant']}-{self.http_port}"
+        multiproc.mkdir(exist_ok=True)
+        env = {
+            **os.environ,
+            "STORYTELLER_CONFIG": str(config_path),
+            "STORYTELLER_HTTP_PORT": str(self.http_port),
+            "PROMETHEUS_MULTIPROC_DIR": str(multiproc),
+            "LIVEKIT_API_KEY": self.livekit.api_key,
+            "LIVEKIT_API_SECRET": self.livekit.api_secret,
+            "OPENAI_API_KEY": "sk-local-test",
+            "DEEPGRAM_API_KEY": "dg-local-test",
+            **self.extra_env,
+        }
+        env.pop("LIVEKIT_URL", None)  # the URL comes from the tenant config, as in a pod
+        log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "storyteller_worker", "start"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait_registered(self, deadline_s: float = 60) -> None:
+        self.wait_log(REGISTERED, deadline_s)
+
+    def wait_log(self, text: str, deadline_s: float = 30) -> None:
+        """Wait until the worker's output contains `text` (it must not exit first)."""
+        self._wait(lambda: text in self.log(), repr(text), deadline_s)
+
+    def _wait(self, predicate: Any, what: str, deadline_s: float) -> None:
+        deadline = time.monotonic() + deadline_s
+        while not predicate():
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(
+                    f"worker exited ({self.proc.returncode}) before {what}:\n{self.log()[-3000:]}"
+                )
+            if time.monotonic() > deadline:
+                raise AssertionError(f"worker: no {what} within {deadline_s} s:\n{self.log()[-3000:]}")
+            time.sleep(0.1)
+
+    def status(self) -> dict[str, Any]:
+        """The framework's `GET /worker`: agent_name, active_jobs, worker_load."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/worker", timeout=5) as resp:
+            data: dict[str, Any] = json.loads(resp.read())
+            return data
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as resp:
+            return resp.read().decode()
+
+    def sigterm(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+
+    def wait_exit(self, timeout: float) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout=timeout)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.send_signal(signal.SIGTERM)  # a second SIGTERM forces the exit
+                try:
+                    self.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()

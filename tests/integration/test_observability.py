@@ -1,0 +1,208 @@
+"""Telemetry on real parts: a real worker process serves /metrics from the multiprocess directory,
+job-process stand-ins (`tests.fakes.session_driver`, two processes) run storyteller sessions through the
+real plugins against the local model server, Debian's Prometheus scrapes the worker, and every panel
+query of every dashboard runs through Prometheus's HTTP API. Traces go over OTLP/gRPC to a receiver.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakes.openai_server import DEV_API_KEY, DEV_API_SECRET, ThreadedServer
+from tests.fakes.otlp_receiver import OtlpReceiver, ReceivedSpan
+from tests.fixtures.cluster import free_port
+from tests.fixtures.model_server import tenant_dict
+from tests.fixtures.prometheus import Prometheus
+from tests.panel_queries import OPERATOR, assert_has_data, panel_queries, substitute
+
+REPO = Path(__file__).resolve().parents[2]
+DASHBOARDS = REPO / "dashboards"
+SECRET = "sk-obs-secret-never-in-telemetry-42"
+POD = "acme-worker-0"
+USER_WORDS = ("Ada", "Lisbon", "My name is")
+
+
+@dataclass
+class Observed:
+    prometheus: Prometheus
+    spans: list[ReceivedSpan]
+    metrics_text: str
+
+
+def _wait_http(url: str, contains: str, proc: subprocess.Popen[bytes], timeout: float = 90.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"worker exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                text: str = resp.read().decode()
+            if contains in text:
+                return text
+        except OSError:
+            pass
+        time.sleep(0.2)  # polling a condition, with a deadline
+    raise TimeoutError(f"{url} never showed {contains!r}")
+
+
+def _value(result: list[dict[str, Any]]) -> float:
+    return float(result[0]["value"][1]) if result else 0.0
+
+
+@pytest.fixture(scope="module")
+def observed(
+    _model_server_process: ThreadedServer,
+    prometheus_factory: Callable[..., Prometheus],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Observed]:
+    work = tmp_path_factory.mktemp("observability")
+    server = _model_server_process
+    server.recorder.reset()
+    metrics_port = free_port()
+    config = tenant_dict(
+        server.base_url,
+        livekit_url=f"ws://127.0.0.1:{free_port()}",  # nobody listens: the worker keeps retrying, serving
+        observability={"metricsPort": metrics_port, "tracing": {"sampleRatio": 1.0}},
+    )
+    (work / "tenant.json").write_text(json.dumps(config))
+    receiver = OtlpReceiver().start()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PROMETHEUS_"))},
+        "STORYTELLER_CONFIG": str(work / "tenant.json"),
+        "PROMETHEUS_MULTIPROC_DIR": str(work / "metrics"),
+        "STORYTELLER_HTTP_PORT": str(free_port()),
+        "OPENAI_API_KEY": SECRET,
+        "DEEPGRAM_API_KEY": SECRET,
+        "LIVEKIT_API_KEY": DEV_API_KEY,
+        "LIVEKIT_API_SECRET": DEV_API_SECRET,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+        "POD_NAME": POD,
+        "POD_NAMESPACE": "acme",
+    }
+    # Stale files from "a previous run" must be cleaned at worker start.
+    (work / "metrics").mkdir()
+    (work / "metrics" / "counter_999999.db").write_bytes(b"stale")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "storyteller_worker", "start"],
+        env=env,
+        stdout=(work / "worker.log").open("wb"),
+        stderr=subprocess.STDOUT,
+        cwd=REPO,
+    )
+    try:
+        metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+        _wait_http(metrics_url, "storyteller_worker_session_capacity", worker)
+        assert not (work / "metrics" / "counter_999999.db").exists()
+        prom = prometheus_factory(
+            {"storyteller-worker": [(f"127.0.0.1:{metrics_port}", {"namespace": "acme", "pod": POD})]},
+            rule_files=(DASHBOARDS / "rules.yaml",),
+        )
+        prom.wait_for('up{job="storyteller-worker"}', lambda r: _value(r) == 1.0)
+        # LIVEKIT_URL for the hang-up's DeleteRoom goes to the model server's Twirp endpoint.
+        driver_env = {**env, "LIVEKIT_URL": server.origin}
+        started = 'sum(storyteller_sessions_started_total{tenant="acme"})'
+        # Two job-process stand-ins, one after the other, each scraped: counters from separate
+        # processes add up on the worker's endpoint, and rate() sees an increase.
+        for expected in (2, 4):
+            subprocess.run(
+                [sys.executable, "-m", "tests.fakes.session_driver", "--sessions", "2"],
+                env=driver_env,
+                cwd=REPO,
+                check=True,
+                timeout=180,
+            )
+            prom.wait_for(started, lambda r, n=expected: _value(r) == n)  # type: ignore[misc]
+        receiver.wait_for("agent_handoff")
+        with urllib.request.urlopen(metrics_url, timeout=5) as resp:
+            text = resp.read().decode()
+        yield Observed(prometheus=prom, spans=receiver.spans, metrics_text=text)
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        receiver.stop()
+
+
+@pytest.mark.parametrize(("expr"), [pytest.param(e, id=i) for i, e in panel_queries("text")])
+def test_every_panel_query_returns_real_data(observed: Observed, expr: str) -> None:
+    # The voice and operator queries are proven where their series exist (see tests/panel_queries.py).
+    assert_has_data(observed.prometheus.query(substitute(expr, "acme", "acme")), expr)
+
+
+def test_template_variables_have_values(observed: Observed) -> None:
+    for path in sorted(DASHBOARDS.glob("*.json")):
+        for var in json.loads(path.read_text())["templating"]["list"]:
+            if var["type"] != "query" or OPERATOR.search(var["definition"]):
+                continue
+            match = re.fullmatch(r"label_values\((.+), (\w+)\)", var["definition"])
+            assert match, var["definition"]
+            selector, label = substitute(match.group(1), "acme", "acme"), match.group(2)
+            result = observed.prometheus.query(f"group by ({label}) ({selector})")
+            assert [s["metric"].get(label) for s in result] == ["acme"], (path.name, var["name"], result)
+
+
+def test_no_label_value_is_a_room_participant_or_user(observed: Observed) -> None:
+    series = observed.prometheus.query('{__name__=~"storyteller_.*"}')
+    assert series
+    forbidden_values = {"fake-room", *USER_WORDS}
+    for s in series:
+        for value in s["metric"].values():
+            assert not any(re.search(rf"\b{w}\b", value) for w in forbidden_values), s["metric"]
+            assert not value.startswith(("RM_", "PA_", "SRM_", "job-", "mock-job-")), s["metric"]
+        names = set(s["metric"]) - {"__name__", "job", "instance", "namespace", "pod", "le"}
+        assert names <= {"tenant", "agent", "provider", "model", "from_agent", "to_agent", "kind"}, s[
+            "metric"
+        ]
+
+
+def test_sdk_metrics_stay_exported(observed: Observed) -> None:
+    for name in ("lk_agents_worker_load", "lk_agents_child_process_count"):
+        assert observed.prometheus.query(name), name
+
+
+def test_counters_from_every_job_process_reach_the_worker_endpoint(observed: Observed) -> None:
+    # Two driver processes ran two sessions each: the worker process (which ran none) serves all four.
+    assert 'storyteller_sessions_started_total{tenant="acme"} 4.0' in observed.metrics_text
+    assert 'storyteller_handoffs_total{from_agent="IntroAgent",tenant="acme",to_agent="StoryAgent"} 4.0' in (
+        observed.metrics_text
+    )
+
+
+def test_spans_carry_the_resource_and_the_handoff(observed: Observed) -> None:
+    names = {s.name for s in observed.spans}
+    assert {"agent_session", "llm_request", "function_tool", "agent_handoff"} <= names, names
+    for span in observed.spans:
+        assert span.resource["service.name"] == "storyteller-worker"
+        assert span.resource["storyteller.tenant"] == "acme"
+        assert span.resource["k8s.namespace.name"] == "acme"
+        assert span.resource["k8s.pod.name"] == POD
+    handoffs = [s for s in observed.spans if s.name == "agent_handoff"]
+    assert len(handoffs) == 4
+    assert handoffs[0].attributes["storyteller.handoff.from_agent"] == "IntroAgent"
+    assert handoffs[0].attributes["storyteller.handoff.to_agent"] == "StoryAgent"
+    # The handoff belongs to a session's trace.
+    session_traces = {s.trace_id for s in observed.spans if s.name == "agent_session"}
+    assert all(h.trace_id in session_traces for h in handoffs)
+
+
+def test_no_span_holds_a_key_or_the_users_words(observed: Observed) -> None:
+    assert observed.spans
+    for span in observed.spans:
+        blob = json.dumps([span.attributes, span.events, span.resource], default=str)
+        assert SECRET not in blob, span.name
+        for word in USER_WORDS:
+            assert not re.search(rf"\b{word}\b", blob), (span.name, word, blob[:2000])
