@@ -8,7 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PY_PACKAGES := worker/storyteller_worker operator/storyteller_operator
 
-.PHONY: help venv tools lint test test-unit demo bench clean
+.PHONY: help venv tools lint test test-unit demo demo-text bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -35,11 +35,16 @@ test-unit: venv ## quick tests: no cluster, no server
 test: venv tools lint ## the whole suite: unit, integration, cluster and end-to-end
 	$(PY) -m pytest -q
 
-demo: venv ## the main job: the storyteller flow of the example tenant, offline, with its transcript
+demo: venv tools ## the main job: local cluster, chart, example tenant, and a voice call to it (offline)
+	$(PY) demo/platform_demo.py
+
+demo-text: venv ## the example tenant's conversation in text mode, no cluster, no LiveKit
 	$(PY) demo/text_session.py
 
-bench: venv ## benchmarks that print figures
+bench: venv tools ## benchmarks that print figures (several minutes)
 	$(PY) bench/handoff.py
+	$(PY) bench/dispatch.py
+	$(PY) -m bench.telemetry_overhead
 
 clean: ## remove the virtualenv and caches (not the built cluster binaries)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -24,13 +24,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from livekit import api  # noqa: E402
+from livekit import api
 
-from tests.e2e.caller import Caller, caller_token  # noqa: E402
-from tests.e2e.worker_process import WorkerProcess  # noqa: E402
-from tests.fakes.openai_server import ThreadedServer  # noqa: E402
-from tests.fixtures.cluster import LiveKitServer, free_port, running_livekit_server  # noqa: E402
-from tests.fixtures.model_server import tenant_dict  # noqa: E402
+from tests.e2e.caller import Caller, caller_token
+from tests.e2e.worker_process import WorkerProcess
+from tests.fakes.openai_server import ThreadedServer
+from tests.fixtures.cluster import LiveKitServer, free_port, running_livekit_server
+from tests.fixtures.model_server import tenant_dict
 
 
 async def one_call(livekit: LiveKitServer, agent_name: str) -> tuple[float, float]:

@@ -31,6 +31,9 @@ ETCD_PEER_PORT="${STORYTELLER_ETCD_PEER_PORT:-23800}"
 API_PORT="${STORYTELLER_API_PORT:-16443}"
 KUBECONFIG_PATH="$STATE_DIR/kubeconfig"
 SERVICE_CIDR="10.0.0.0/24"   # its first address, 10.0.0.1, is in the serving certificate
+# kwok gives pods addresses from here. On loopback, so a test can stand in for a pod's HTTP endpoints
+# (the worker's :8081/worker the operator reads) by listening on that pod's own address.
+POD_CIDR="${STORYTELLER_POD_CIDR:-127.77.0.0/16}"
 FAKE_NODES="${STORYTELLER_FAKE_NODES:-2}"
 
 # Processes in start order; down.sh stops them in reverse (the apiserver before etcd, see stop_all).

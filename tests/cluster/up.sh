@@ -208,7 +208,7 @@ start kwok "$KWOK_BIN/kwok" \
   --manage-single-node "" \
   --config "$(printf '%s,' "$KWOK_STAGES"/*.yaml | sed 's/,$//')" \
   --node-lease-duration-seconds 40 \
-  --cidr 10.0.128.0/17 --node-ip 127.0.0.1 \
+  --cidr "$POD_CIDR" --node-ip 127.0.0.1 \
   --server-address "127.0.0.1:$KWOK_PORT"
 
 for ((i = 0; i < FAKE_NODES; i++)); do

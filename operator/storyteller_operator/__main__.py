@@ -1,0 +1,123 @@
+"""`python -m storyteller_operator`: run the operator against the current kubeconfig or in-cluster account.
+
+Watches all namespaces unless --namespace is given. Exposes kopf's liveness endpoint (--liveness) and the
+operator's Prometheus metrics (--metrics-port). Every flag has an environment variable so the chart can
+set it without a command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+import kopf
+
+from storyteller_operator import __version__, kube, logs, metrics
+from storyteller_operator.handlers import Options, build_registry
+from storyteller_operator.reconcile import Reconciler
+from storyteller_operator.sessions import WorkerStatusSource
+
+log = logging.getLogger("storyteller.operator")
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(f"STORYTELLER_OPERATOR_{name}", default)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m storyteller_operator", description=__doc__)
+    p.add_argument(
+        "--namespace",
+        action="append",
+        default=[n for n in _env("NAMESPACES", "").split(",") if n],
+        help="namespace to watch (repeatable; default: all namespaces) "
+        "[STORYTELLER_OPERATOR_NAMESPACES, comma-separated]",
+    )
+    p.add_argument(
+        "--liveness",
+        default=_env("LIVENESS", "http://0.0.0.0:8080/healthz"),
+        help="kopf liveness endpoint URL; empty to disable [STORYTELLER_OPERATOR_LIVENESS]",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(_env("METRICS_PORT", "9090")),
+        help="Prometheus /metrics port; 0 to disable [STORYTELLER_OPERATOR_METRICS_PORT]",
+    )
+    p.add_argument(
+        "--metrics-address",
+        default=_env("METRICS_ADDRESS", "0.0.0.0"),
+        help="[STORYTELLER_OPERATOR_METRICS_ADDRESS]",
+    )
+    p.add_argument(
+        "--recheck-seconds",
+        type=float,
+        default=float(_env("RECHECK_SECONDS", "10")),
+        help="how often tenants that are not Ready are looked at again "
+        "[STORYTELLER_OPERATOR_RECHECK_SECONDS]",
+    )
+    p.add_argument(
+        "--resync-seconds",
+        type=float,
+        default=float(_env("RESYNC_SECONDS", "300")),
+        help="how often every tenant is fully re-applied [STORYTELLER_OPERATOR_RESYNC_SECONDS]",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=int(_env("WORKERS", "8")),
+        help="reconcile threads [STORYTELLER_OPERATOR_WORKERS]",
+    )
+    p.add_argument(
+        "--log-level",
+        default=_env("LOG_LEVEL", "info"),
+        choices=["debug", "info", "warning", "error"],
+        help="[STORYTELLER_OPERATOR_LOG_LEVEL]",
+    )
+    p.add_argument(
+        "--log-format",
+        default=_env("LOG_FORMAT", "json"),
+        choices=["json", "text"],
+        help="[STORYTELLER_OPERATOR_LOG_FORMAT]",
+    )
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logs.configure(args.log_level, args.log_format)
+    api = kube.load_api_client(pool_size=args.workers * 2 + 4)
+    client = kube.Kube(api)
+    # Sessions per pod come from the workers' own status endpoint (see sessions.py for why).
+    reconciler = Reconciler(client, client.post_event, sessions=WorkerStatusSource())
+    registry = build_registry(
+        reconciler,
+        Options(
+            recheck_seconds=args.recheck_seconds, resync_seconds=args.resync_seconds, workers=args.workers
+        ),
+    )
+    if args.metrics_port:
+        metrics.serve(args.metrics_port, args.metrics_address)
+    log.info(
+        "starting",
+        extra={
+            "version": __version__,
+            "namespaces": args.namespace or "all",
+            "metrics_port": args.metrics_port,
+            "liveness": args.liveness,
+        },
+    )
+    kopf.run(
+        registry=registry,
+        standalone=True,
+        clusterwide=not args.namespace,
+        namespaces=args.namespace,
+        liveness_endpoint=args.liveness or None,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

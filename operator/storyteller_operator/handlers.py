@@ -1,0 +1,115 @@
+"""kopf wiring: which events trigger a reconcile. Thin on purpose; the logic lives in reconcile.py.
+
+No kopf state is stored on tenants (no finalizer, no last-handled annotation): a tenant is reconciled when
+first seen (startup or creation) and whenever metadata.generation moves past status.observedGeneration,
+so a spec change is noticed from the object itself and an unchanged tenant costs no writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import kopf
+
+from storyteller_operator import render
+from storyteller_operator.reconcile import Reconciler
+
+log = logging.getLogger("storyteller.operator.handlers")
+
+
+@dataclasses.dataclass
+class Options:
+    recheck_seconds: float = 10.0  # how often tenants that are not Ready are looked at again
+    resync_seconds: float = 300.0  # how often every tenant is fully re-applied (undoes hand edits)
+    workers: int = 8  # threads running reconciles
+
+
+def _owner(body: Any) -> str | None:
+    for ref in body.get("metadata", {}).get("ownerReferences") or []:
+        if ref.get("kind") == render.KIND and ref.get("apiVersion", "").startswith(render.GROUP + "/"):
+            return str(ref["name"])
+    return None
+
+
+def build_registry(reconciler: Reconciler, options: Options) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+    stop = threading.Event()
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # A private registry gets none of kopf's default login handlers: use the same credentials
+        # (in-cluster account or kubeconfig) as the reconciler's client.
+        return kopf.login_via_client(**kwargs)
+
+    @kopf.on.startup(registry=registry)
+    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.posting.enabled = False  # Events are posted by the reconciler itself
+        settings.scanning.disabled = True  # no CRD/namespace watching: less RBAC, the CRD is installed first
+        settings.peering.standalone = True  # one replica (Recreate strategy), no peering CRDs needed
+        settings.execution.max_workers = options.workers
+        settings.watching.server_timeout = 300
+        settings.watching.client_timeout = 330
+        threading.Thread(target=_recheck_loop, name="recheck", daemon=True).start()
+
+    @kopf.on.cleanup(registry=registry)
+    def shutdown(**_: Any) -> None:
+        stop.set()
+
+    def _recheck_loop() -> None:
+        with ThreadPoolExecutor(
+            max_workers=max(1, options.workers // 2), thread_name_prefix="recheck"
+        ) as pool:
+            while not stop.wait(options.recheck_seconds):
+                due = reconciler.due(options.resync_seconds)
+                futures = [
+                    pool.submit(reconciler.trigger, ns, name, force_apply=force) for (ns, name), force in due
+                ]
+                for future in futures:
+                    future.result()
+
+    @kopf.on.event(render.GROUP, render.VERSION, render.PLURAL, registry=registry)
+    def tenant_event(
+        event: kopf.RawEvent, body: kopf.Body, name: str, namespace: str | None, **_: Any
+    ) -> None:
+        assert namespace  # the CRD is namespaced
+        if event["type"] == "DELETED":
+            reconciler.forget(namespace, name, body.metadata.uid)
+            return
+        if body.metadata.get("deletionTimestamp"):
+            return
+        observed = (body.get("status") or {}).get("observedGeneration")
+        # type None: the initial listing (operator start) — re-apply everything in case it changed meanwhile.
+        if event["type"] is None or observed != body.metadata.get("generation"):
+            reconciler.trigger(namespace, name, force_apply=True)
+        else:
+            reconciler.touch(namespace, name)
+
+    @kopf.on.event(
+        "apps",
+        "v1",
+        "deployments",
+        labels={"app.kubernetes.io/managed-by": render.MANAGER},
+        registry=registry,
+    )
+    def deployment_event(
+        event: kopf.RawEvent, body: kopf.Body, name: str, namespace: str | None, **_: Any
+    ) -> None:
+        assert namespace
+        owner = _owner(body)
+        if owner is None:
+            return
+        deleted = event["type"] == "DELETED"
+        if deleted:
+            for ref in body.metadata.get("ownerReferences") or []:
+                reconciler.forget_child(ref.get("uid", ""), "Deployment", name)
+        reconciler.trigger(namespace, owner, force_apply=deleted)
+
+    @kopf.on.probe(id="tenants", registry=registry)
+    def tenants_probe(**_: Any) -> int:
+        return len(reconciler.known())
+
+    return registry

@@ -1,0 +1,222 @@
+"""The operator's only door to the API server: get, server-side apply, status patch, existence checks.
+
+Raw REST calls through the official client's ApiClient (authentication, kubeconfig/in-cluster loading,
+connection pooling) with plain dicts in and out: the renderer produces dicts, and the typed models would
+only add a lossy conversion. Every write is a server-side apply under one field manager, so the API
+server itself computes "no change" and a reconcile of an unchanged tenant persists nothing.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import socket
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import kubernetes
+from kubernetes.client import ApiClient, ApiException
+
+from storyteller_operator import render
+
+log = logging.getLogger("storyteller.operator.kube")
+
+# (apiVersion, kind) → (URL prefix, plural). Only the kinds the operator manages: a fixed table is
+# simpler than discovery and doubles as the list the ClusterRole has to grant.
+KINDS: dict[tuple[str, str], tuple[str, str]] = {
+    ("v1", "ConfigMap"): ("/api/v1", "configmaps"),
+    ("v1", "ServiceAccount"): ("/api/v1", "serviceaccounts"),
+    ("v1", "Service"): ("/api/v1", "services"),
+    ("v1", "Secret"): ("/api/v1", "secrets"),
+    ("v1", "Pod"): ("/api/v1", "pods"),
+    ("apps/v1", "Deployment"): ("/apis/apps/v1", "deployments"),
+    ("policy/v1", "PodDisruptionBudget"): ("/apis/policy/v1", "poddisruptionbudgets"),
+    ("networking.k8s.io/v1", "NetworkPolicy"): ("/apis/networking.k8s.io/v1", "networkpolicies"),
+    ("monitoring.coreos.com/v1", "PodMonitor"): ("/apis/monitoring.coreos.com/v1", "podmonitors"),
+    (render.API_VERSION, render.KIND): (f"/apis/{render.API_VERSION}", render.PLURAL),
+}
+# Secrets are only checked for existence: ask for metadata so key material never enters this process.
+METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
+REQUEST_TIMEOUT = 30.0
+
+
+class KubeClient(Protocol):
+    """What the reconciler needs; tests pass a fake."""
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]: ...
+
+    def exists(self, api_version: str, kind: str, namespace: str, name: str) -> bool: ...
+
+    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any]: ...
+
+    def has_api(self, group_version: str, kind: str) -> bool: ...
+
+    def list(self, api_version: str, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]: ...
+
+    def annotate(
+        self, api_version: str, kind: str, namespace: str, name: str, annotations: dict[str, str]
+    ) -> None: ...
+
+
+def object_path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
+    prefix, plural = KINDS[(api_version, kind)]
+    path = f"{prefix}/namespaces/{namespace}/{plural}"
+    return f"{path}/{name}" if name else path
+
+
+def load_api_client(pool_size: int = 32) -> ApiClient:
+    """In-cluster credentials in a pod, else the current kubeconfig ($KUBECONFIG) on a laptop or in tests."""
+    config = kubernetes.client.Configuration()
+    try:
+        kubernetes.config.load_incluster_config(client_configuration=config)  # type: ignore[no-untyped-call]
+        log.info("using in-cluster credentials")
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config(client_configuration=config)  # type: ignore[no-untyped-call]
+        log.info("using kubeconfig credentials")
+    # Handlers run in a thread pool: one connection per concurrent reconcile avoids pool contention.
+    config.connection_pool_maxsize = pool_size
+    return ApiClient(config)
+
+
+class Kube:
+    def __init__(self, api: ApiClient, field_manager: str = render.MANAGER) -> None:
+        self.api = api
+        self.field_manager = field_manager
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: list[tuple[str, str]] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        accept: str = "application/json",
+    ) -> dict[str, Any]:
+        headers = {"Accept": accept}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        m, url, hdrs, data, post = self.api.param_serialize(
+            method,
+            path,
+            query_params=query or [],
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        resp = self.api.call_api(m, url, hdrs, data, post, _request_timeout=REQUEST_TIMEOUT)
+        resp.read()  # type: ignore[no-untyped-call]
+        if not 200 <= resp.status <= 299:
+            raise ApiException.from_response(http_resp=resp, body=None, data=None)
+        result: dict[str, Any] = json.loads(resp.data or b"{}")
+        return result
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self._request("GET", object_path(api_version, kind, namespace, name))
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+
+    def exists(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+        try:
+            self._request("GET", object_path(api_version, kind, namespace, name), accept=METADATA_ONLY)
+        except ApiException as err:
+            if err.status == 404:
+                return False
+            raise
+        return True
+
+    def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        meta = manifest["metadata"]
+        path = object_path(manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"])
+        # force: this operator is the only rightful owner of the fields it renders (conflicts come from
+        # someone editing a child by hand, which reconciling is meant to undo).
+        return self._request(
+            "PATCH",
+            path,
+            query=[("fieldManager", self.field_manager), ("force", "true")],
+            body=dict(manifest),
+            content_type="application/apply-patch+yaml",
+        )
+
+    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any]:
+        path = object_path(render.API_VERSION, render.KIND, namespace, name) + "/status"
+        return self._request(
+            "PATCH",
+            path,
+            query=[("fieldManager", self.field_manager)],
+            body={"status": dict(status)},
+            content_type="application/merge-patch+json",
+        )
+
+    def list(self, api_version: str, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
+        """Objects of `kind` in `namespace` matching the label `selector`."""
+        body = self._request(
+            "GET", object_path(api_version, kind, namespace), query=[("labelSelector", selector)]
+        )
+        return list(body.get("items") or [])
+
+    def annotate(
+        self, api_version: str, kind: str, namespace: str, name: str, annotations: dict[str, str]
+    ) -> None:
+        """Merge `annotations` into an object's metadata (a small merge patch, not an apply: the
+        annotations belong to the object's owner, e.g. the ReplicaSet's pods)."""
+        self._request(
+            "PATCH",
+            object_path(api_version, kind, namespace, name),
+            body={"metadata": {"annotations": annotations}},
+            content_type="application/merge-patch+json",
+        )
+
+    def has_api(self, group_version: str, kind: str) -> bool:
+        """Whether the API server serves `kind` in `group_version` (e.g. the Prometheus Operator's CRDs)."""
+        prefix = "/api/v1" if group_version == "v1" else f"/apis/{group_version}"
+        try:
+            resources = self._request("GET", prefix).get("resources") or []
+        except ApiException as err:
+            if err.status == 404:
+                return False
+            raise
+        return any(r.get("kind") == kind for r in resources)
+
+    def post_event(self, obj: Mapping[str, Any], *, type: str, reason: str, message: str) -> None:
+        """A core/v1 Event about `obj` (kubectl describe shows it). Best effort: never fails a reconcile."""
+        meta = obj["metadata"]
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": obj.get("apiVersion", render.API_VERSION),
+                "kind": obj.get("kind", render.KIND),
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+            },
+            "type": type,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": render.MANAGER},
+            "reportingComponent": f"{render.GROUP}/operator",
+            "reportingInstance": socket.gethostname()[:128],
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            self._request("POST", f"/api/v1/namespaces/{meta['namespace']}/events", body=event)
+        except ApiException as err:
+            log.warning(
+                "cannot post event",
+                extra={"reason": reason, "tenant": meta["name"], "error": f"{err.status} {err.reason}"},
+            )
+        except OSError as err:
+            log.warning(
+                "cannot post event", extra={"reason": reason, "tenant": meta["name"], "error": str(err)}
+            )

@@ -1,0 +1,43 @@
+"""The operator's own Prometheus metrics (names fixed by DESIGN.md)."""
+
+from __future__ import annotations
+
+import contextlib
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+RECONCILE_TOTAL = Counter(
+    "storyteller_operator_reconcile_total",
+    "Tenant reconciles by result: changed (something was written), unchanged (nothing written), error.",
+    ["result"],
+)
+RECONCILE_SECONDS = Histogram(
+    "storyteller_operator_reconcile_seconds",
+    "Time to reconcile one tenant (reads, applies and the status write).",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+# `namespace` besides `tenant`: tenant names are only unique within a namespace.
+POOL_DESIRED_REPLICAS = Gauge(
+    "storyteller_pool_desired_replicas",
+    "Worker pods the operator asks for, per tenant.",
+    ["tenant", "namespace"],
+)
+POOL_ACTIVE_SESSIONS = Gauge(
+    "storyteller_pool_active_sessions",
+    "Sessions running across a tenant's pool (set once the session-aware autoscaler observes them).",
+    ["tenant", "namespace"],
+)
+
+for _result in ("changed", "unchanged", "error"):
+    RECONCILE_TOTAL.labels(result=_result)  # export zeros so rate() works from the first scrape
+
+
+def forget_tenant(tenant: str, namespace: str) -> None:
+    """Drop a deleted tenant's series so they do not linger at their last value."""
+    for gauge in (POOL_DESIRED_REPLICAS, POOL_ACTIVE_SESSIONS):
+        with contextlib.suppress(KeyError):
+            gauge.remove(tenant, namespace)
+
+
+def serve(port: int, addr: str = "0.0.0.0") -> None:
+    start_http_server(port, addr=addr)

@@ -1,0 +1,399 @@
+"""One level-based reconcile of a tenant: read it, render its children, apply them, write the status.
+
+Every trigger (a tenant's spec change or first sight, a child Deployment's event, the periodic recheck)
+calls `Reconciler.trigger(namespace, name)`, which runs at most one reconcile per tenant at a time and
+coalesces triggers arriving meanwhile. A reconcile always reads the tenant fresh, so it never acts on a
+stale copy, and it is level-based: it converges from any state, including a half-applied one left by a
+killed operator.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from kubernetes.client import ApiException
+
+from storyteller_operator import metrics, policy, render, scaling
+from storyteller_operator import status as status_mod
+from storyteller_operator.kube import KubeClient
+from storyteller_operator.sessions import SessionSource
+
+log = logging.getLogger("storyteller.operator.reconcile")
+
+POD_MONITOR_RECHECK_SECONDS = 300.0
+POD_DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
+
+
+class EventSink(Protocol):
+    """Posts a Kubernetes Event about `obj` (kopf.event in production, a list in tests)."""
+
+    def __call__(self, obj: Mapping[str, Any], *, type: str, reason: str, message: str) -> None: ...
+
+
+@dataclasses.dataclass
+class TenantState:
+    """What the operator remembers about one tenant between triggers (in memory only)."""
+
+    running: bool = False
+    pending: bool = False
+    force: bool = False
+    failed: bool = False
+    phase: str = ""
+    last_forced: float = -1e12
+    history: policy.History | None = None  # the builtin autoscaler's recent recommendations
+
+
+class ReconcileError(Exception):
+    """The tenant could not be fully applied; the status already says why. Retry later."""
+
+
+@dataclasses.dataclass
+class Outcome:
+    changed: list[str]
+    status_written: bool
+    phase: str
+
+    @property
+    def wrote(self) -> bool:
+        return bool(self.changed) or self.status_written
+
+
+def utc_now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _error_text(err: ApiException) -> str:
+    """The API server's message (names the field), without the response headers."""
+    try:
+        message = json.loads(err.body or "{}").get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return f"{err.status} {err.reason}: {message or err.body}"
+
+
+class Reconciler:
+    def __init__(
+        self,
+        kube: KubeClient,
+        events: EventSink,
+        *,
+        clock: Callable[[], str] = utc_now,
+        detect_pod_monitor: bool = True,
+        sessions: SessionSource | None = None,
+    ) -> None:
+        self.kube = kube
+        self.events = events
+        self.clock = clock
+        self.sessions = sessions
+        self.detect_pod_monitor = detect_pod_monitor
+        self._pod_monitor: bool = False
+        self._pod_monitor_checked = -POD_MONITOR_RECHECK_SECONDS
+        # (tenant uid, kind, name) → (hash of the manifest last applied, hash of the owned fields after it).
+        self._applied: dict[tuple[str, str, str], tuple[str, str]] = {}
+        self._states: dict[tuple[str, str], TenantState] = {}
+        self._guard = threading.Lock()
+
+    # ------------------------------------------------------------------------------------ bookkeeping
+
+    def _state(self, namespace: str, name: str) -> TenantState:
+        with self._guard:
+            return self._states.setdefault((namespace, name), TenantState())
+
+    def touch(self, namespace: str, name: str) -> None:
+        """Remember a tenant seen in a watch event that needs no reconcile (for the periodic recheck)."""
+        self._state(namespace, name)
+
+    def known(self) -> list[tuple[str, str]]:
+        with self._guard:
+            return list(self._states)
+
+    def due(self, resync_seconds: float) -> list[tuple[tuple[str, str], bool]]:
+        """Tenants the periodic recheck should visit, each with whether to force a full apply.
+
+        Ready tenants hear about their pods through Deployment events, so between full resyncs only the
+        ones that are not Ready (a missing Secret, a rollout, a failed apply) are polled; with a session
+        source every tenant is, cheaply (nothing is applied unless it changed), to read its sessions.
+        """
+        now = time.monotonic()
+        out = []
+        with self._guard:
+            for key, st in self._states.items():
+                force = st.failed or now - st.last_forced >= resync_seconds
+                if force or st.phase != "Ready" or self.sessions is not None:
+                    out.append((key, force))
+        return out
+
+    def forget(self, namespace: str, name: str, uid: str | None) -> None:
+        """A tenant is gone: drop its cache entries, state and metric series."""
+        if uid:
+            for key in [k for k in self._applied if k[0] == uid]:
+                self._applied.pop(key, None)
+        with self._guard:
+            st = self._states.get((namespace, name))
+            if st is not None and not st.running:
+                del self._states[(namespace, name)]
+        metrics.forget_tenant(name, namespace)
+
+    def forget_child(self, uid: str, kind: str, name: str) -> None:
+        """A child was deleted behind our back: the next reconcile must apply it again."""
+        self._applied.pop((uid, kind, name), None)
+
+    def trigger(self, namespace: str, name: str, *, force_apply: bool) -> None:
+        """Reconcile now, or, if a reconcile of this tenant is running, once more right after it.
+
+        Triggers that arrive while one runs coalesce into a single follow-up, so a burst of Deployment
+        events costs one extra reconcile and no thread ever waits on another's lock.
+        """
+        st = self._state(namespace, name)
+        with self._guard:
+            st.pending = True
+            st.force = st.force or force_apply
+            if st.running:
+                return
+            st.running = True
+        try:
+            while True:
+                with self._guard:
+                    if not st.pending:
+                        return
+                    force, st.pending, st.force = st.force, False, False
+                try:
+                    outcome = self.reconcile(namespace, name, force_apply=force)
+                except Exception as err:  # retried by the periodic recheck; logged with the tenant
+                    st.failed = True
+                    log.warning(
+                        "reconcile failed",
+                        extra={"tenant": name, "namespace": namespace, "error": str(err)[:500]},
+                    )
+                    continue
+                st.failed = False
+                if force:
+                    st.last_forced = time.monotonic()
+                if outcome is None:
+                    with self._guard:
+                        st.running = False
+                        self._states.pop((namespace, name), None)
+                    return
+                st.phase = outcome.phase
+        finally:
+            with self._guard:
+                st.running = False
+
+    def pod_monitor_enabled(self) -> bool:
+        """Whether the Prometheus Operator's PodMonitor CRD is served (re-checked every few minutes)."""
+        if not self.detect_pod_monitor:
+            return False
+        now = time.monotonic()
+        if now - self._pod_monitor_checked >= POD_MONITOR_RECHECK_SECONDS:
+            self._pod_monitor_checked = now
+            try:
+                self._pod_monitor = self.kube.has_api("monitoring.coreos.com/v1", "PodMonitor")
+            except ApiException as err:
+                log.warning("cannot discover PodMonitor support", extra={"error": _error_text(err)})
+        return self._pod_monitor
+
+    # -------------------------------------------------------------------------------------- reconcile
+
+    def reconcile(self, namespace: str, name: str, *, force_apply: bool = True) -> Outcome | None:
+        """Bring one tenant's children and status in line with its spec. None when the tenant is gone.
+
+        force_apply=False skips children whose rendered manifest is unchanged since this process last
+        applied it (cheap status refreshes); force_apply=True re-applies everything, which also undoes
+        hand edits of the children (the API server turns an unchanged apply into a no-op).
+        """
+        started = time.perf_counter()
+        try:
+            outcome = self._reconcile(namespace, name, force_apply)
+        except Exception:
+            metrics.RECONCILE_TOTAL.labels(result="error").inc()
+            raise
+        finally:
+            metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
+        if outcome is not None:
+            metrics.RECONCILE_TOTAL.labels(result="changed" if outcome.wrote else "unchanged").inc()
+        return outcome
+
+    def _reconcile(self, namespace: str, name: str, force_apply: bool) -> Outcome | None:
+        tenant = self.kube.get(render.API_VERSION, render.KIND, namespace, name)
+        if tenant is None or tenant["metadata"].get("deletionTimestamp"):
+            # Owner references make the garbage collector delete the children; nothing to do here.
+            self.forget(namespace, name, (tenant or {}).get("metadata", {}).get("uid"))
+            return None
+        meta, spec = tenant["metadata"], tenant.get("spec") or {}
+        uid = meta["uid"]
+        old_status = tenant.get("status") or {}
+        config = render.worker_config(name, namespace, spec)
+        per_pod = self._observe_sessions(namespace, name)
+        active = sum(per_pod.values()) if per_pod is not None else None
+        decision = self._autoscale(namespace, name, spec, active)
+        desired = decision.replicas if decision else scaling.desired_replicas(spec)
+        if decision and per_pod:
+            self._protect_busy_pods(namespace, name, per_pod, desired)
+
+        missing = [
+            (secret, field)
+            for secret, field in render.referenced_secrets(spec)
+            if not self.kube.exists("v1", "Secret", namespace, secret)
+        ]
+
+        changed: list[str] = []
+        apply_error: str | None = None
+        dep: dict[str, Any] | None = None
+        never_reconciled = "observedGeneration" not in old_status
+        children = render.children(
+            tenant, pod_monitor_enabled=self.pod_monitor_enabled(), replicas=desired if decision else None
+        )
+        for manifest in children:
+            kind, child = manifest["kind"], manifest["metadata"]["name"]
+            key = (uid, kind, child)
+            digest = render.manifest_hash(manifest)
+            cached = self._applied.get(key)
+            if not force_apply and cached and cached[0] == digest:
+                if kind == "Deployment":
+                    dep = self.kube.get("apps/v1", kind, namespace, child)
+                continue
+            before = cached[1] if cached else ""
+            if cached is None and not never_reconciled:
+                # First sight since this process started: read it so "changed" is exact after a restart.
+                before = render.owned_hash(
+                    manifest, self.kube.get(manifest["apiVersion"], kind, namespace, child)
+                )
+            try:
+                applied = self.kube.apply(manifest)
+            except ApiException as err:
+                if err.status == 403 and "being terminated" in str(err.body):
+                    # The namespace is being deleted, the tenant with it: nothing to converge to.
+                    log.info("namespace terminating", extra={"tenant": name, "namespace": namespace})
+                    return None
+                apply_error = f"applying {kind} {child}: {_error_text(err)}"
+                break
+            after = render.owned_hash(manifest, applied)
+            if after != before:
+                changed.append(f"{kind}/{child}")
+            self._applied[key] = (digest, after)
+            if kind == "Deployment":
+                dep = applied
+
+        obs = status_mod.Observation(
+            generation=int(meta.get("generation") or 0),
+            spec=spec,
+            name=name,
+            desired_replicas=desired,
+            config_hash=render.config_hash(config),
+            missing_secrets=missing,
+            apply_error=apply_error,
+            deployment=dep,
+            active_sessions=active,
+            scaling_limited=decision.limited if decision else None,
+            demand_replicas=decision.unclamped if decision else None,
+        )
+        new_status = status_mod.compute(obs, old_status, self.clock())
+        status_written = False
+        if status_mod.differs(new_status, old_status):
+            try:
+                self.kube.patch_status(namespace, name, new_status)
+                status_written = True
+            except ApiException as err:
+                if err.status != 404:  # deleted meanwhile: nothing left to report on
+                    raise
+        metrics.POOL_DESIRED_REPLICAS.labels(tenant=name, namespace=namespace).set(desired)
+
+        self._post_events(tenant, old_status, new_status, changed)
+        log.info(
+            "reconciled",
+            extra={
+                "tenant": name,
+                "namespace": namespace,
+                "generation": obs.generation,
+                "phase": new_status["phase"],
+                "changed": changed,
+                "status_written": status_written,
+            },
+        )
+        if apply_error:
+            raise ReconcileError(apply_error)
+        return Outcome(changed=changed, status_written=status_written, phase=new_status["phase"])
+
+    def _observe_sessions(self, namespace: str, name: str) -> dict[str, int] | None:
+        """Pod → sessions, as the tenant's workers report them (None: no session source)."""
+        if self.sessions is None:
+            return None
+        pods = self.kube.list("v1", "Pod", namespace, render.selector_string(name))
+        per_pod = self.sessions.active_sessions(pods)
+        metrics.POOL_ACTIVE_SESSIONS.labels(tenant=name, namespace=namespace).set(sum(per_pod.values()))
+        return per_pod
+
+    def _autoscale(
+        self, namespace: str, name: str, spec: Mapping[str, Any], active: int | None
+    ) -> policy.Decision | None:
+        """The builtin policy's decision, or None where the pool's size is static (none, keda, suspended)."""
+        pool = spec.get("pool") or {}
+        if spec.get("suspend") or pool.get("autoscaler", "builtin") != "builtin" or active is None:
+            return None
+        limits = policy.PoolLimits(
+            min_replicas=int(pool.get("minReplicas", 1)),
+            max_replicas=int(pool.get("maxReplicas", 10)),
+            sessions_per_worker=int(pool.get("sessionsPerWorker", 4)),
+            spare_sessions=int(pool.get("spareSessions", 2)),
+            scale_down_delay_s=float(pool.get("scaleDownDelaySeconds", 300)),
+        )
+        st = self._state(namespace, name)
+        now = time.monotonic()
+        if st.history is None:
+            # First sight (or an operator restart): never shrink a pool before a whole delay has passed.
+            dep = self.kube.get("apps/v1", "Deployment", namespace, render.worker_name(name))
+            current = int(((dep or {}).get("spec") or {}).get("replicas") or limits.min_replicas)
+            st.history = policy.seed_history(current, now)
+        decision = policy.decide(active, limits, st.history, now)
+        st.history = decision.history
+        return decision
+
+    def _protect_busy_pods(self, namespace: str, name: str, per_pod: Mapping[str, int], desired: int) -> None:
+        """Before the pool shrinks, price each pod by its sessions: the ReplicaSet removes the cheapest
+        (controller.kubernetes.io/pod-deletion-cost), so idle pods go and calls are never cut; the ones
+        that must go anyway drain (the worker finishes its sessions on SIGTERM)."""
+        if len(per_pod) <= desired:
+            return
+        for pod, sessions in per_pod.items():
+            self.kube.annotate("v1", "Pod", namespace, pod, {POD_DELETION_COST: str(sessions)})
+
+    # ----------------------------------------------------------------------------------------- events
+
+    def _post_events(
+        self, tenant: Mapping[str, Any], old: Mapping[str, Any], new: Mapping[str, Any], changed: list[str]
+    ) -> None:
+        """Events for what the operator did and for transitions, never for an unchanged reconcile."""
+        if changed:
+            message = "applied " + ", ".join(changed)
+            if old.get("configHash") and old.get("configHash") != new["configHash"]:
+                message += (
+                    f"; worker config changed ({old['configHash']} → {new['configHash']}), rolling the pool"
+                )
+            self.events(tenant, type="Normal", reason="Applied", message=message)
+        old_deg = status_mod.condition(old, status_mod.DEGRADED) or {}
+        new_deg = status_mod.condition(new, status_mod.DEGRADED) or {}
+        if new_deg.get("status") == "True" and (
+            old_deg.get("status") != "True" or old_deg.get("message") != new_deg.get("message")
+        ):
+            self.events(
+                tenant, type="Warning", reason=str(new_deg["reason"]), message=str(new_deg["message"])
+            )
+        elif old_deg.get("status") == "True" and new_deg.get("status") != "True":
+            self.events(
+                tenant, type="Normal", reason="Recovered", message=f"no longer {old_deg.get('reason')}"
+            )
+        old_ready = status_mod.condition(old, status_mod.READY) or {}
+        new_ready = status_mod.condition(new, status_mod.READY) or {}
+        if new_ready.get("status") == "True" and old_ready.get("status") != "True":
+            self.events(tenant, type="Normal", reason="PoolReady", message=str(new_ready.get("message")))
+        if new.get("phase") == "Suspended" and old.get("phase") != "Suspended":
+            self.events(
+                tenant, type="Normal", reason="Suspended", message="pool scaled to zero (spec.suspend)"
+            )

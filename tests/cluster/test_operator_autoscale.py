@@ -1,0 +1,125 @@
+"""The builtin autoscaler on the local control plane: sessions read from the pods drive the pool.
+
+The test plays the workers (tests/fakes/worker_status.py: `GET :8081/worker` on each kwok pod's own
+loopback address) and moves their session counts; the operator (a local process with the chart's
+RBAC, reconciling every second) must scale up at once, scale down only after the delay, and remove
+the idle pod, never the one with a session.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.cluster.test_operator_lifecycle import (  # noqa: F401  (fixtures used by name)
+    OperatorProcess,
+    chart,
+    condition,
+    deploy_ready_tenant,
+    operator,
+    wait_for,
+)
+from tests.fakes.worker_status import FakePool
+from tests.fixtures.cluster import Cluster
+
+SELECTOR = "app.kubernetes.io/instance=acme,app.kubernetes.io/name=storyteller-worker"
+POOL = {
+    "minReplicas": 1,
+    "maxReplicas": 3,
+    "sessionsPerWorker": 2,
+    "spareSessions": 1,
+    "scaleDownDelaySeconds": 6,
+    "drainTimeoutSeconds": 0,
+}
+
+
+@pytest.fixture
+def fake_pool() -> Iterator[FakePool]:
+    pool = FakePool()
+    yield pool
+    pool.close()
+
+
+def _pods(cluster: Cluster, ns: str) -> list[dict[str, Any]]:
+    items = cluster.kubectl_json("-n", ns, "get", "pods", "-l", SELECTOR)["items"]
+    return [p for p in items if not p["metadata"].get("deletionTimestamp")]
+
+
+def _replicas(cluster: Cluster, ns: str) -> int:
+    return int(cluster.kubectl_json("-n", ns, "get", "deployment", "acme-worker")["spec"]["replicas"])
+
+
+def test_load_scales_up_at_once_and_down_after_the_delay_removing_the_idle_pod(
+    cluster: Cluster,
+    namespace: str,
+    operator: OperatorProcess,  # noqa: F811
+    fake_pool: FakePool,
+) -> None:
+    deploy_ready_tenant(cluster, namespace, pool=POOL)
+    fake_pool.sync(_pods(cluster, namespace))
+    (first,) = fake_pool.workers
+    wait_for("activeSessions 0 observed", lambda: _status(cluster, namespace).get("activeSessions") == 0)
+    assert _replicas(cluster, namespace) == 1  # ceil((0 + 1 spare) / 2)
+
+    # A step of load: 2 sessions + 1 spare need 2 pods, at once.
+    fake_pool.set(first, 2)
+    wait_for("the scale-up to 2", lambda: _replicas(cluster, namespace) == 2, deadline=15)
+    wait_for(
+        "2 pods with addresses",
+        lambda: sum(1 for p in _pods(cluster, namespace) if p.get("status", {}).get("podIP")) == 2,
+        deadline=60,
+    )
+    fake_pool.sync(_pods(cluster, namespace))
+    (second,) = set(fake_pool.workers) - {first}
+
+    # The calls move: the first pod's end, one starts on the second. Demand falls to 1 pod, but only
+    # after scaleDownDelaySeconds; then the idle first pod goes and the busy second one stays.
+    fake_pool.set(second, 1)
+    fake_pool.set(first, 0)
+    wait_for("activeSessions 1", lambda: _status(cluster, namespace).get("activeSessions") == 1)
+    assert _replicas(cluster, namespace) == 2, "scaled down before scaleDownDelaySeconds"
+    wait_for("the scale-down to 1", lambda: _replicas(cluster, namespace) == 1, deadline=30)
+    remaining = wait_for(
+        "the idle pod removed", lambda: [p["metadata"]["name"] for p in _pods(cluster, namespace)] == [second]
+    )
+    assert remaining
+
+    # Each pod was priced by its sessions before the scale-down (what the ReplicaSet used).
+    costs = {
+        p["metadata"]["name"]: p["metadata"]
+        .get("annotations", {})
+        .get("controller.kubernetes.io/pod-deletion-cost")
+        for p in _pods(cluster, namespace)
+    }
+    assert costs == {second: "1"}
+
+    status = _status(cluster, namespace)
+    assert status["desiredReplicas"] == 1 and status["lastScaleTime"]
+    limited = condition({"status": status}, "ScalingLimited")
+    assert limited["status"] == "False", limited
+
+
+def test_demand_above_max_is_held_at_max_and_says_so(
+    cluster: Cluster,
+    namespace: str,
+    operator: OperatorProcess,  # noqa: F811
+    fake_pool: FakePool,
+) -> None:
+    deploy_ready_tenant(cluster, namespace, pool=POOL)
+    fake_pool.sync(_pods(cluster, namespace))
+    (first,) = fake_pool.workers
+    fake_pool.set(first, 9)  # ceil((9 + 1) / 2) = 5 pods wanted, max is 3
+    wait_for("the pool at max", lambda: _replicas(cluster, namespace) == 3, deadline=15)
+
+    def limited() -> dict[str, Any] | None:
+        cond = condition({"status": _status(cluster, namespace)}, "ScalingLimited")
+        return cond if cond.get("status") == "True" else None
+
+    cond = wait_for("ScalingLimited", limited)
+    assert cond["reason"] == "AtMaxReplicas" and "5" in cond["message"]
+
+
+def _status(cluster: Cluster, ns: str) -> dict[str, Any]:
+    return cluster.kubectl_json("-n", ns, "get", "sd", "acme").get("status") or {}  # type: ignore[no-any-return]

@@ -1,0 +1,776 @@
+"""The operator and chart on a real control plane: install, reconcile, roll, scale, suspend, delete, recover.
+
+The chart is installed with helm (CRD, RBAC, ServiceAccount, the operator Deployment). On the local
+control plane kwok pods run no containers, so the operator under test runs as a local process
+(`python -m storyteller_operator`) authenticated as the chart's ServiceAccount: every test also proves
+the ClusterRole grants enough. Waits are polls on observable state with deadlines, never sleeps.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import yaml
+
+from tests.fixtures.cluster import Cluster, free_port
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "helm" / "storyteller"
+RELEASE = "storyteller"
+RELEASE_NS = "storyteller-system"
+SA = "storyteller"
+CHILD_KINDS = ("deployment", "configmap", "service", "serviceaccount", "poddisruptionbudget", "networkpolicy")
+T = TypeVar("T")
+
+
+# Generous: kwok's fake kubelet can take tens of seconds to report a pod Running or gone on the local plane.
+POD_DEADLINE = 180.0
+
+
+def wait_for(
+    what: str, check: Callable[[], T | None], deadline: float = POD_DEADLINE, every: float = 0.25
+) -> T:
+    """Poll `check` until it returns something truthy; past the deadline, fail naming `what`."""
+    end = time.monotonic() + deadline
+    last: Any = None
+    while True:
+        try:
+            last = check()
+        except (AssertionError, subprocess.CalledProcessError, KeyError, IndexError, TypeError) as err:
+            last = err
+        else:
+            if last:
+                return last  # type: ignore[no-any-return]
+        if time.monotonic() >= end:
+            pytest.fail(f"timed out after {deadline:.0f}s waiting for {what}; last: {last!r}"[:3000])
+        time.sleep(every)
+
+
+# ------------------------------------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope="module")
+def chart(cluster: Cluster) -> Iterator[None]:
+    """The chart installed as a user would (helm install --wait), operator Deployment included."""
+    if cluster.mode == "kind":
+        # Real kubelets there: worker and operator pods would need the images built and loaded first
+        # (examples/kind/deploy.sh), which these tests do not do.
+        pytest.skip(
+            "operator lifecycle tests run on the local (kwok) control plane; on kind use examples/kind/"
+        )
+    cluster.helm(
+        "upgrade", "--install", RELEASE, str(CHART),
+        "--namespace", RELEASE_NS, "--create-namespace", "--reset-values", "--wait", "--timeout", "3m",
+    )  # fmt: skip
+    cluster.kubectl("wait", "--for=condition=Established", "crd/storytellerdeployments.storyteller.dev")
+    yield
+
+
+def _sa_kubeconfig(cluster: Cluster, path: Path) -> Path:
+    """A kubeconfig for the chart's ServiceAccount, so the local operator has exactly the chart's RBAC."""
+    token = cluster.kubectl("-n", RELEASE_NS, "create", "token", SA, "--duration", "2h").stdout.strip()
+    view = cluster.kubectl_json("config", "view", "--raw", "--minify")
+    server = view["clusters"][0]["cluster"]
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "c", "cluster": server}],
+        "users": [{"name": "operator", "user": {"token": token}}],
+        "contexts": [{"name": "operator", "context": {"cluster": "c", "user": "operator"}}],
+        "current-context": "operator",
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+class OperatorProcess:
+    """`python -m storyteller_operator` as a local process against the test cluster."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env = env
+        self.log_path = log_path
+        self.health_port = free_port()
+        self.metrics_port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        argv = [
+            sys.executable, "-m", "storyteller_operator",
+            "--liveness", f"http://127.0.0.1:{self.health_port}/healthz",
+            "--metrics-port", str(self.metrics_port), "--metrics-address", "127.0.0.1",
+            "--recheck-seconds", "1", "--resync-seconds", "3", "--log-format", "json",
+        ]  # fmt: skip
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(argv, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        wait_for("the operator's liveness endpoint", self.healthy, deadline=60)
+
+    def healthy(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            pytest.fail(f"operator exited {self.proc.returncode}; log:\n{self.log_path.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=2) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup at all, like an OOM kill or a node loss."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
+            return str(r.read().decode())
+
+    def metric(self, name: str, **labels: str) -> float:
+        want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+        for line in self.metrics().splitlines():
+            if line.startswith(f"{name}{{{want}}} ") or (not labels and line.startswith(f"{name} ")):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    def records(self, tenant: str | None = None) -> list[dict[str, Any]]:
+        out = []
+        for line in self.log_path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if tenant is None or rec.get("tenant") == tenant:
+                out.append(rec)
+        return out
+
+
+@pytest.fixture
+def operator(cluster: Cluster, chart: None, tmp_path: Path) -> Iterator[OperatorProcess]:
+    env = {**cluster.env, "KUBECONFIG": str(_sa_kubeconfig(cluster, tmp_path / "operator.kubeconfig"))}
+    env.pop("STORYTELLER_OPERATOR_NAMESPACES", None)
+    op = OperatorProcess(env, tmp_path / "operator.log")
+    op.start()
+    try:
+        yield op
+    finally:
+        op.stop()
+        # Keep the log next to the test's tmp dir; print its tail when the test failed (pytest shows it).
+        print(f"operator log: {op.log_path}\n" + op.log_path.read_text()[-4000:])
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def secrets_yaml(
+    ns: str, *, livekit: str = "livekit-credentials", providers: tuple[str, ...] = ("acme-openai",)
+) -> str:
+    docs = [
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": livekit, "namespace": ns},
+            "stringData": {
+                "LIVEKIT_API_KEY": "devkey",
+                "LIVEKIT_API_SECRET": "s3cr3t-" + secrets.token_hex(8),
+            },
+        }
+    ]
+    docs += [
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": p, "namespace": ns},
+            "stringData": {"OPENAI_API_KEY": "sk-test-" + secrets.token_hex(8)},
+        }
+        for p in providers
+    ]
+    return yaml.safe_dump_all(docs)
+
+
+def tenant_yaml(ns: str, name: str = "acme", **spec: Any) -> str:
+    body: dict[str, Any] = {
+        "livekit": {"url": "ws://livekit.example.test:7880", "credentialsSecret": "livekit-credentials"},
+        "providerSecrets": ["acme-openai"],
+        "pool": {"minReplicas": 1, "drainTimeoutSeconds": 0},
+    }
+    body.update(spec)
+    return yaml.safe_dump(
+        {
+            "apiVersion": "storyteller.dev/v1alpha1",
+            "kind": "StorytellerDeployment",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": body,
+        }
+    )
+
+
+def get_sd(cluster: Cluster, ns: str, name: str = "acme") -> dict[str, Any]:
+    result: dict[str, Any] = cluster.kubectl_json("-n", ns, "get", "sd", name)
+    return result
+
+
+def condition(obj: dict[str, Any], ctype: str) -> dict[str, Any]:
+    return next((c for c in obj.get("status", {}).get("conditions", []) if c["type"] == ctype), {})
+
+
+def is_ready(cluster: Cluster, ns: str, name: str = "acme") -> dict[str, Any] | None:
+    sd = get_sd(cluster, ns, name)
+    st = sd.get("status", {})
+    ok = (
+        st.get("observedGeneration") == sd["metadata"]["generation"]
+        and st.get("phase") == "Ready"
+        and condition(sd, "Ready").get("status") == "True"
+    )
+    return sd if ok else None
+
+
+def ready_pods(cluster: Cluster, ns: str, name: str = "acme") -> int:
+    pods = cluster.kubectl_json("-n", ns, "get", "pods", "-l", f"app.kubernetes.io/instance={name}")["items"]
+    return sum(
+        1
+        for p in pods
+        if p["metadata"].get("deletionTimestamp") is None
+        and any(
+            c["type"] == "Ready" and c["status"] == "True" for c in p.get("status", {}).get("conditions", [])
+        )
+    )
+
+
+def children(cluster: Cluster, ns: str, name: str = "acme") -> dict[str, list[dict[str, Any]]]:
+    out = {}
+    for kind in CHILD_KINDS:
+        items = cluster.kubectl_json("-n", ns, "get", kind, "-l", f"storyteller.dev/tenant={name}")["items"]
+        out[kind] = items
+    return out
+
+
+def writes_fingerprint(cluster: Cluster, ns: str, name: str = "acme") -> dict[str, Any]:
+    """What changes when anyone but a controller's status update writes the tenant or its children.
+
+    resourceVersion for objects only the operator and the user write; for the Deployment and the PDB
+    (whose status controllers update) their generation and the operator's managedFields entry, which the
+    API server re-stamps whenever an apply by the operator changes something.
+    """
+    out: dict[str, Any] = {"sd": get_sd(cluster, ns, name)["metadata"]["resourceVersion"]}
+    for kind, items in children(cluster, ns, name).items():
+        for item in items:
+            meta = item["metadata"]
+            if kind in ("deployment", "poddisruptionbudget"):
+                ours = [
+                    m for m in meta.get("managedFields", []) if m.get("manager") == "storyteller-operator"
+                ]
+                out[f"{kind}/{meta['name']}"] = (meta.get("generation"), ours)
+            else:
+                out[f"{kind}/{meta['name']}"] = meta["resourceVersion"]
+    return out
+
+
+def quiescent(cluster: Cluster, ns: str, name: str = "acme") -> bool:
+    """Ready, and no pod of an old ReplicaSet still terminating (its removal updates statuses)."""
+    pods = cluster.kubectl_json("-n", ns, "get", "pods", "-l", f"app.kubernetes.io/instance={name}")["items"]
+    dep = cluster.kubectl_json("-n", ns, "get", "deployment", f"{name}-worker")
+    st = dep.get("status", {})
+    return (
+        bool(is_ready(cluster, ns, name))
+        and not any(p["metadata"].get("deletionTimestamp") for p in pods)
+        and not st.get("terminatingReplicas")
+        and st.get("replicas") == dep["spec"]["replicas"]
+    )
+
+
+def deploy_ready_tenant(cluster: Cluster, ns: str, name: str = "acme", **spec: Any) -> dict[str, Any]:
+    cluster.apply(secrets_yaml(ns))
+    cluster.apply(tenant_yaml(ns, name, **spec))
+    return wait_for(f"tenant {ns}/{name} Ready", lambda: is_ready(cluster, ns, name), deadline=POD_DEADLINE)
+
+
+# ---------------------------------------------------------------------------------------------------- tests
+
+
+def test_chart_installs_crd_rbac_and_operator(cluster: Cluster, chart: None) -> None:
+    crd = cluster.kubectl_json("get", "crd", "storytellerdeployments.storyteller.dev")
+    version = crd["spec"]["versions"][0]
+    assert version["subresources"]["scale"]["specReplicasPath"] == ".spec.pool.minReplicas"
+    role = cluster.kubectl_json("get", "clusterrole", RELEASE)
+    for rule in role["rules"]:
+        assert (
+            "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule.get("apiGroups", [])
+        )
+    assert cluster.kubectl_json("-n", RELEASE_NS, "get", "deployment", RELEASE)["spec"]["replicas"] == 1
+    assert cluster.kubectl_json("-n", RELEASE_NS, "get", "serviceaccount", SA)
+
+
+def test_tenant_gets_owned_children_and_becomes_ready(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    sd = deploy_ready_tenant(cluster, namespace, pool={"minReplicas": 2, "drainTimeoutSeconds": 0})
+    st = sd["status"]
+    assert (
+        st["replicas"] == 2
+        and st["readyReplicas"] == 2
+        and st["desiredReplicas"] == 2
+        and st["capacity"] == 8
+    )
+    assert st["selector"] == "app.kubernetes.io/instance=acme,app.kubernetes.io/name=storyteller-worker"
+    uid = sd["metadata"]["uid"]
+    kids = children(cluster, namespace)
+    for kind in CHILD_KINDS:
+        assert len(kids[kind]) == 1, f"expected one {kind}, got {len(kids[kind])}"
+        (ref,) = kids[kind][0]["metadata"]["ownerReferences"]
+        assert ref["uid"] == uid and ref["controller"] is True
+    assert wait_for("2 ready worker pods", lambda: ready_pods(cluster, namespace) == 2)
+
+    # Keys reach the pods by reference only: not in the ConfigMap, the pod spec's literals or the status.
+    real = cluster.kubectl_json("-n", namespace, "get", "secrets")["items"]
+    secret_values = [base64.b64decode(v).decode() for s in real for v in (s.get("data") or {}).values()]
+    dump = json.dumps([kids["configmap"], kids["deployment"], sd]) + op_log(operator)
+    for value in secret_values:
+        if len(value) > 6:
+            assert value not in dump
+
+    cm = kids["configmap"][0]
+    config = json.loads(cm["data"]["tenant.json"])
+    assert config["tenant"] == "acme" and config["namespace"] == namespace and config["agentName"] == "acme"
+    assert "providerSecrets" not in config and "worker" not in config and "suspend" not in config
+
+    events = cluster.kubectl_json(
+        "-n", namespace, "get", "events", "--field-selector", "involvedObject.name=acme"
+    )
+    reasons = {e["reason"] for e in events["items"]}
+    assert {"Applied", "PoolReady"} <= reasons
+    assert operator.metric("storyteller_pool_desired_replicas", namespace=namespace, tenant="acme") == 2
+
+
+def op_log(operator: OperatorProcess) -> str:
+    return operator.log_path.read_text()
+
+
+def test_instruction_change_rolls_the_pool_and_no_change_writes_nothing(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    sd = deploy_ready_tenant(cluster, namespace)
+    old_hash = sd["status"]["configHash"]
+    dep = cluster.kubectl_json("-n", namespace, "get", "deployment", "acme-worker")
+    assert dep["spec"]["template"]["metadata"]["annotations"]["storyteller.dev/config-hash"] == old_hash
+    old_rs = {rs["metadata"]["name"] for rs in cluster.kubectl_json("-n", namespace, "get", "rs")["items"]}
+
+    cluster.kubectl(
+        "-n", namespace, "patch", "sd", "acme", "--type=merge",
+        "-p", json.dumps({"spec": {"story": {"instructions": "Tell a short story about a lighthouse."}}}),
+    )  # fmt: skip
+    sd = wait_for(
+        "the new config to roll out",
+        lambda: (s := is_ready(cluster, namespace)) and s["status"]["configHash"] != old_hash and s,
+        deadline=POD_DEADLINE,
+    )
+    assert sd["status"]["observedGeneration"] == 2
+    dep = cluster.kubectl_json("-n", namespace, "get", "deployment", "acme-worker")
+    assert (
+        dep["spec"]["template"]["metadata"]["annotations"]["storyteller.dev/config-hash"]
+        == sd["status"]["configHash"]
+    )
+    new_rs = {rs["metadata"]["name"] for rs in cluster.kubectl_json("-n", namespace, "get", "rs")["items"]}
+    assert new_rs - old_rs, "a spec change must create a new ReplicaSet (the pool rolls)"
+    cm = cluster.kubectl_json("-n", namespace, "get", "configmap", "acme-config")
+    assert (
+        json.loads(cm["data"]["tenant.json"])["story"]["instructions"]
+        == "Tell a short story about a lighthouse."
+    )
+
+    # Unchanged: re-apply the same manifest and let the operator re-apply everything (resync every 3 s).
+    wait_for("the rollout to settle", lambda: quiescent(cluster, namespace))
+    before = writes_fingerprint(cluster, namespace)
+    cluster.kubectl(
+        "-n",
+        namespace,
+        "patch",
+        "sd",
+        "acme",
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"story": {"instructions": "Tell a short story about a lighthouse."}}}),
+    )
+    mark = len(operator.records("acme"))
+
+    def full_reconciles_since_mark() -> bool:
+        recs = [r for r in operator.records("acme")[mark:] if r.get("namespace") == namespace]
+        return len(recs) >= 3
+
+    wait_for("three more reconciles of the tenant", full_reconciles_since_mark, deadline=60)
+    recs = [r for r in operator.records("acme")[mark:] if r.get("namespace") == namespace]
+    assert all(r["changed"] == [] and r["status_written"] is False for r in recs), recs
+    assert writes_fingerprint(cluster, namespace) == before
+
+
+def test_scale_subresource_and_suspend(cluster: Cluster, namespace: str, operator: OperatorProcess) -> None:
+    deploy_ready_tenant(cluster, namespace)
+    cluster.kubectl("-n", namespace, "scale", "sd", "acme", "--replicas=3")
+    sd = wait_for(
+        "3 ready replicas",
+        lambda: (s := is_ready(cluster, namespace)) and s["status"]["readyReplicas"] == 3 and s,
+    )
+    assert sd["spec"]["pool"]["minReplicas"] == 3
+    scale = cluster.kubectl_json("-n", namespace, "get", "sd", "acme", "--subresource=scale")
+    assert scale["spec"]["replicas"] == 3 and scale["status"]["replicas"] == 3
+    assert "app.kubernetes.io/instance=acme" in scale["status"]["selector"]
+
+    cluster.kubectl("-n", namespace, "patch", "sd", "acme", "--type=merge", "-p", '{"spec":{"suspend":true}}')
+
+    def suspended() -> dict[str, Any] | None:
+        s = get_sd(cluster, namespace)
+        st = s.get("status", {})
+        done = (
+            st.get("phase") == "Suspended"
+            and st.get("replicas") == 0
+            and st.get("observedGeneration") == s["metadata"]["generation"]
+        )
+        return s if done else None
+
+    sd = wait_for("the pool to be suspended", suspended)
+    assert condition(sd, "Ready")["reason"] == "Suspended"
+    assert sd["status"]["desiredReplicas"] == 0
+    assert cluster.kubectl_json("-n", namespace, "get", "deployment", "acme-worker")["spec"]["replicas"] == 0
+    assert wait_for("no worker pods", lambda: ready_pods(cluster, namespace) == 0 or None) is True
+
+    cluster.kubectl(
+        "-n", namespace, "patch", "sd", "acme", "--type=merge", "-p", '{"spec":{"suspend":false}}'
+    )
+    wait_for(
+        "the pool back", lambda: (s := is_ready(cluster, namespace)) and s["status"]["readyReplicas"] == 3
+    )
+
+
+def test_deleting_the_tenant_deletes_every_child(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    deploy_ready_tenant(cluster, namespace)
+    assert all(children(cluster, namespace).values())
+    cluster.kubectl("-n", namespace, "delete", "sd", "acme", "--wait=true", "--timeout=60s")
+
+    def all_gone() -> bool:
+        kids = children(cluster, namespace)
+        pods = cluster.kubectl_json("-n", namespace, "get", "pods", "-l", "app.kubernetes.io/instance=acme")[
+            "items"
+        ]
+        return not any(kids.values()) and not pods
+
+    wait_for("every child to be garbage-collected", all_gone, deadline=POD_DEADLINE)
+
+
+def test_missing_secret_degrades_and_recovers(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    cluster.apply(secrets_yaml(namespace, providers=()))  # only the LiveKit credentials
+    cluster.apply(tenant_yaml(namespace, providerSecrets=["acme-openai"]))
+
+    def degraded() -> dict[str, Any] | None:
+        s = get_sd(cluster, namespace)
+        return s if s.get("status", {}).get("phase") == "Degraded" else None
+
+    sd = wait_for("Degraded", degraded)
+    deg = condition(sd, "Degraded")
+    assert deg["status"] == "True" and deg["reason"] == "SecretNotFound"
+    assert '"acme-openai"' in deg["message"] and "spec.providerSecrets[0]" in deg["message"]
+    assert condition(sd, "Ready")["status"] == "False"
+    events = cluster.kubectl_json(
+        "-n", namespace, "get", "events", "--field-selector", "involvedObject.name=acme"
+    )
+    assert any(e["reason"] == "SecretNotFound" and e["type"] == "Warning" for e in events["items"])
+
+    cluster.apply(secrets_yaml(namespace, providers=("acme-openai",)))
+    sd = wait_for("Ready once the Secret exists", lambda: is_ready(cluster, namespace))
+    assert condition(sd, "Degraded")["status"] == "False"
+
+
+def test_restricted_namespace_admits_worker_pods(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    cluster.kubectl(
+        "label", "namespace", namespace, "--overwrite",
+        "pod-security.kubernetes.io/enforce=restricted", "pod-security.kubernetes.io/enforce-version=latest",
+    )  # fmt: skip
+    deploy_ready_tenant(cluster, namespace, pool={"minReplicas": 2, "drainTimeoutSeconds": 0})
+    assert wait_for("2 ready pods admitted under restricted", lambda: ready_pods(cluster, namespace) == 2)
+    rs = cluster.kubectl_json("-n", namespace, "get", "rs")["items"]
+    failures = [
+        c for r in rs for c in r.get("status", {}).get("conditions", []) if c["type"] == "ReplicaFailure"
+    ]
+    assert failures == []
+
+
+def test_operator_killed_mid_reconcile_converges(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    names = [f"t{i:02d}" for i in range(20)]
+    cluster.apply(secrets_yaml(namespace))
+    cluster.apply("---\n".join(tenant_yaml(namespace, n) for n in names))
+    # Kill as soon as the operator is part-way: some tenants have children, not all are reconciled.
+    wait_for(
+        "the operator to be mid-way",
+        lambda: cluster.kubectl_json("-n", namespace, "get", "deployments")["items"],
+        deadline=60,
+        every=0.05,
+    )
+    operator.kill()
+    partial = len(cluster.kubectl_json("-n", namespace, "get", "deployments")["items"])
+    operator.start()
+
+    def all_ready() -> bool:
+        items = cluster.kubectl_json("-n", namespace, "get", "sd")["items"]
+        return len(items) == 20 and all(
+            i.get("status", {}).get("phase") == "Ready"
+            and i["status"].get("observedGeneration") == i["metadata"]["generation"]
+            for i in items
+        )
+
+    wait_for("all 20 tenants Ready after the restart", all_ready, deadline=180, every=0.5)
+    for kind in CHILD_KINDS:
+        items = cluster.kubectl_json(
+            "-n", namespace, "get", kind, "-l", "app.kubernetes.io/managed-by=storyteller-operator"
+        )["items"]
+        per_tenant = sorted(i["metadata"]["labels"]["storyteller.dev/tenant"] for i in items)
+        assert per_tenant == names, f"{kind}: expected exactly one per tenant"
+    rs = cluster.kubectl_json("-n", namespace, "get", "rs")["items"]
+    assert len(rs) == 20, "one ReplicaSet per tenant: a restart must not roll anything"
+    print(f"killed with {partial}/20 Deployments created")
+
+
+def test_operator_health_and_metrics(cluster: Cluster, namespace: str, operator: OperatorProcess) -> None:
+    deploy_ready_tenant(cluster, namespace)
+    text = operator.metrics()
+    for name in (
+        "storyteller_operator_reconcile_total",
+        "storyteller_operator_reconcile_seconds_bucket",
+        "storyteller_pool_desired_replicas",
+    ):
+        assert name in text
+    assert operator.metric("storyteller_operator_reconcile_total", result="changed") >= 1
+    assert operator.healthy()
+
+
+# ------------------------------------------------------------------------------------ API-server validation
+
+VALID_LIVEKIT = {"url": "wss://lk.example.com", "credentialsSecret": "lk"}
+INVALID: list[tuple[str, dict[str, Any], str]] = [
+    ("no-livekit", {}, "spec.livekit"),
+    ("livekit-url-scheme", {"livekit": {"url": "https://lk", "credentialsSecret": "lk"}}, "spec.livekit.url"),
+    ("livekit-no-secret", {"livekit": {"url": "wss://lk"}}, "spec.livekit.credentialsSecret"),
+    (
+        "secret-not-dns",
+        {"livekit": {"url": "wss://lk", "credentialsSecret": "Bad_Name"}},
+        "spec.livekit.credentialsSecret",
+    ),
+    ("provider-secret-not-dns", {"providerSecrets": ["ok", "NOT OK"]}, "spec.providerSecrets[1]"),
+    ("agent-name-not-dns", {"agentName": "Acme Agent"}, "spec.agentName"),
+    (
+        "unknown-llm-provider",
+        {"intro": {"llm": {"provider": "anthropic", "model": "x"}}},
+        "spec.intro.llm.provider",
+    ),
+    (
+        "unknown-stt-provider",
+        {"intro": {"stt": {"provider": "whisper", "model": "x"}}},
+        "spec.intro.stt.provider",
+    ),
+    (
+        "unknown-tts-provider",
+        {"story": {"tts": {"provider": "elevenlabs", "model": "x"}}},
+        "spec.story.tts.provider",
+    ),
+    ("model-missing", {"story": {"llm": {"provider": "openai"}}}, "spec.story.llm.model"),
+    (
+        "realtime-with-tts",
+        {
+            "story": {
+                "llm": {"provider": "openai-realtime", "model": "gpt-realtime"},
+                "tts": {"provider": "openai", "model": "tts-1"},
+            }
+        },
+        "spec.story.tts",
+    ),
+    (
+        "realtime-intro-keeps-default-tts",
+        {"intro": {"llm": {"provider": "openai-realtime", "model": "gpt-realtime"}}},
+        "spec.intro.tts",
+    ),
+    (
+        "realtime-with-fallbacks",
+        {
+            "story": {
+                "llm": {
+                    "provider": "openai-realtime",
+                    "model": "r",
+                    "fallbacks": [{"provider": "openai", "model": "m"}],
+                }
+            }
+        },
+        "spec.story.llm.fallbacks",
+    ),
+    (
+        "realtime-as-fallback",
+        {
+            "intro": {
+                "llm": {
+                    "provider": "openai",
+                    "model": "m",
+                    "fallbacks": [{"provider": "openai-realtime", "model": "r"}],
+                }
+            }
+        },
+        "spec.intro.llm.fallbacks[0].provider",
+    ),
+    (
+        "base-url-scheme",
+        {"intro": {"llm": {"provider": "openai", "model": "m", "baseURL": "ftp://x"}}},
+        "spec.intro.llm.baseURL",
+    ),
+    (
+        "temperature-too-high",
+        {"intro": {"llm": {"provider": "openai", "model": "m", "temperature": 3}}},
+        "spec.intro.llm.temperature",
+    ),
+    ("min-above-max", {"pool": {"minReplicas": 5, "maxReplicas": 2}}, "spec.pool.minReplicas"),
+    ("negative-min", {"pool": {"minReplicas": -1}}, "spec.pool.minReplicas"),
+    ("zero-max", {"pool": {"maxReplicas": 0}}, "spec.pool.maxReplicas"),
+    ("zero-sessions-per-worker", {"pool": {"sessionsPerWorker": 0}}, "spec.pool.sessionsPerWorker"),
+    ("negative-drain", {"pool": {"drainTimeoutSeconds": -5}}, "spec.pool.drainTimeoutSeconds"),
+    ("unknown-autoscaler", {"pool": {"autoscaler": "hpa"}}, "spec.pool.autoscaler"),
+    ("metrics-port-low", {"observability": {"metricsPort": 80}}, "spec.observability.metricsPort"),
+    ("metrics-port-health", {"observability": {"metricsPort": 8081}}, "spec.observability.metricsPort"),
+    ("unknown-log-level", {"observability": {"logLevel": "trace"}}, "spec.observability.logLevel"),
+    (
+        "sample-ratio",
+        {"observability": {"tracing": {"sampleRatio": 1.5}}},
+        "spec.observability.tracing.sampleRatio",
+    ),
+    (
+        "otlp-scheme",
+        {"observability": {"tracing": {"otlpEndpoint": "otel:4317"}}},
+        "spec.observability.tracing.otlpEndpoint",
+    ),
+    ("pull-policy", {"worker": {"imagePullPolicy": "Sometimes"}}, "spec.worker.imagePullPolicy"),
+    (
+        "reserved-pod-label",
+        {"worker": {"podLabels": {"app.kubernetes.io/instance": "x"}}},
+        "spec.worker.podLabels",
+    ),
+    ("suspend-not-bool", {"suspend": "yes"}, "spec.suspend"),
+    (
+        "bad-quantity",
+        {"worker": {"resources": {"requests": {"cpu": "lots"}}}},
+        "spec.worker.resources.requests",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def validation_ns(cluster: Cluster, chart: None) -> Iterator[str]:
+    name = f"st-validation-{secrets.token_hex(3)}"
+    cluster.kubectl("create", "namespace", name)
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.mark.parametrize(("case", "spec", "field"), INVALID, ids=[c[0] for c in INVALID])
+def test_invalid_tenant_is_rejected_naming_the_field(
+    cluster: Cluster, validation_ns: str, case: str, spec: dict[str, Any], field: str
+) -> None:
+    body = {"livekit": VALID_LIVEKIT, **spec}
+    if case == "no-livekit":
+        del body["livekit"]
+    manifest = yaml.safe_dump(
+        {
+            "apiVersion": "storyteller.dev/v1alpha1",
+            "kind": "StorytellerDeployment",
+            "metadata": {"name": f"bad-{case}"[:48].rstrip("-"), "namespace": validation_ns},
+            "spec": body,
+        }
+    )
+    proc = cluster.kubectl("create", "-f", "-", input=manifest, check=False)
+    assert proc.returncode != 0, f"{case} was accepted"
+    assert field in proc.stderr, f"{case}: the error does not name {field}:\n{proc.stderr}"
+    # Nothing half-created.
+    assert cluster.kubectl_json("-n", validation_ns, "get", "sd")["items"] == []
+
+
+def test_invalid_tenant_name_is_rejected(cluster: Cluster, validation_ns: str) -> None:
+    manifest = yaml.safe_dump(
+        {
+            "apiVersion": "storyteller.dev/v1alpha1",
+            "kind": "StorytellerDeployment",
+            "metadata": {"name": "a" * 50, "namespace": validation_ns},
+            "spec": {"livekit": VALID_LIVEKIT},
+        }
+    )
+    proc = cluster.kubectl("create", "-f", "-", input=manifest, check=False)
+    assert proc.returncode != 0 and "metadata.name" in proc.stderr
+
+
+def test_example_tenant_applies_as_is(cluster: Cluster, operator: OperatorProcess) -> None:
+    """examples/tenant.yaml (+ its Secrets) works unchanged on the local cluster."""
+    ns = "storyteller-example"
+    try:
+        cluster.kubectl("apply", "-f", str(REPO / "examples" / "tenant-secrets.yaml"))
+        cluster.kubectl("apply", "-f", str(REPO / "examples" / "tenant.yaml"))
+        wait_for("the example tenant Ready", lambda: is_ready(cluster, ns, "acme"), deadline=POD_DEADLINE)
+    finally:
+        cluster.kubectl("delete", "namespace", ns, "--wait=false", "--ignore-not-found", check=False)
+
+
+POD_MONITOR_CRD = """
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: podmonitors.monitoring.coreos.com
+spec:
+  group: monitoring.coreos.com
+  names: {kind: PodMonitor, listKind: PodMonitorList, plural: podmonitors, singular: podmonitor}
+  scope: Namespaced
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema:
+        openAPIV3Schema:
+          type: object
+          x-kubernetes-preserve-unknown-fields: true
+"""
+
+
+@pytest.fixture
+def pod_monitor_crd(cluster: Cluster) -> None:
+    """A stand-in for the Prometheus Operator's PodMonitor CRD, installed before the operator starts."""
+    existing = cluster.kubectl("get", "crd", "podmonitors.monitoring.coreos.com", check=False)
+    if existing.returncode != 0:
+        cluster.apply(POD_MONITOR_CRD)
+    cluster.kubectl("wait", "--for=condition=Established", "crd/podmonitors.monitoring.coreos.com")
+
+
+def test_pod_monitor_when_the_prometheus_operator_crds_exist(
+    cluster: Cluster, pod_monitor_crd: None, namespace: str, operator: OperatorProcess
+) -> None:
+    sd = deploy_ready_tenant(cluster, namespace)
+    (pm,) = cluster.kubectl_json("-n", namespace, "get", "podmonitors.monitoring.coreos.com")["items"]
+    assert pm["metadata"]["name"] == "acme-worker"
+    assert pm["metadata"]["ownerReferences"][0]["uid"] == sd["metadata"]["uid"]
+    assert pm["spec"]["podMetricsEndpoints"] == [{"port": "metrics", "path": "/metrics"}]

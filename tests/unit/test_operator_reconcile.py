@@ -1,0 +1,314 @@
+"""The reconciler and status logic against an in-memory fake API server (no cluster)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+from kubernetes.client import ApiException
+
+from storyteller_operator import render
+from storyteller_operator import status as st
+from storyteller_operator.reconcile import ReconcileError, Reconciler
+from tests.unit.test_operator_render import tenant
+
+
+class FakeKube:
+    """Stores objects; an apply bumps resourceVersion only when the content changes (like the API server)."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.version = 100
+        self.writes: list[str] = []
+        self.fail_kind: str | None = None
+
+    def _key(self, kind: str, namespace: str, name: str) -> tuple[str, str, str]:
+        return (kind, namespace, name)
+
+    def add(self, obj: dict[str, Any]) -> None:
+        self.version += 1
+        obj["metadata"]["resourceVersion"] = str(self.version)
+        m = obj["metadata"]
+        self.objects[self._key(obj["kind"], m["namespace"], m["name"])] = obj
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        obj = self.objects.get(self._key(kind, namespace, name))
+        return copy.deepcopy(obj) if obj else None
+
+    def exists(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+        return self._key(kind, namespace, name) in self.objects
+
+    def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        if manifest["kind"] == self.fail_kind:
+            raise ApiException(status=422, reason="Unprocessable Entity")
+        m = manifest["metadata"]
+        key = self._key(manifest["kind"], m["namespace"], m["name"])
+        old = self.objects.get(key)
+        new = copy.deepcopy(dict(manifest))
+        if old is not None:
+            for extra in ("status",):
+                if extra in old:
+                    new[extra] = old[extra]
+            comparable = {k: v for k, v in old.items() if k != "status"}
+            comparable["metadata"] = {
+                k: v for k, v in old["metadata"].items() if k not in ("resourceVersion", "generation")
+            }
+            if comparable == {k: v for k, v in new.items() if k != "status"}:
+                return copy.deepcopy(old)
+            new["metadata"]["generation"] = old["metadata"].get("generation", 1) + 1
+        else:
+            new["metadata"]["generation"] = 1
+        self.writes.append(f"{manifest['kind']}/{m['name']}")
+        self.add(new)
+        return copy.deepcopy(new)
+
+    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any]:
+        obj = self.objects[self._key(render.KIND, namespace, name)]
+        obj["status"] = {**obj.get("status", {}), **copy.deepcopy(dict(status))}
+        self.version += 1
+        obj["metadata"]["resourceVersion"] = str(self.version)
+        self.writes.append(f"status/{name}")
+        return copy.deepcopy(obj)
+
+    def has_api(self, group_version: str, kind: str) -> bool:
+        return False
+
+    # what the Deployment controller + kwok would do
+    def roll_out(self, namespace: str, name: str) -> None:
+        dep = self.objects[("Deployment", namespace, render.worker_name(name))]
+        n = dep["spec"]["replicas"]
+        dep["status"] = {
+            "observedGeneration": dep["metadata"]["generation"],
+            "replicas": n,
+            "readyReplicas": n,
+            "updatedReplicas": n,
+            "availableReplicas": n,
+        }
+
+
+class Events:
+    def __init__(self) -> None:
+        self.posted: list[tuple[str, str, str]] = []
+
+    def __call__(self, obj: Mapping[str, Any], *, type: str, reason: str, message: str) -> None:
+        self.posted.append((type, reason, message))
+
+
+def secret(name: str, namespace: str = "team-a") -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": namespace}}
+
+
+@pytest.fixture
+def kube() -> FakeKube:
+    k = FakeKube()
+    t = tenant({"providerSecrets": ["acme-openai"]})
+    k.add(t)
+    k.add(secret("lk-creds"))
+    k.add(secret("acme-openai"))
+    return k
+
+
+@pytest.fixture
+def events() -> Events:
+    return Events()
+
+
+@pytest.fixture
+def rec(kube: FakeKube, events: Events) -> Reconciler:
+    return Reconciler(kube, events, clock=lambda: "2026-01-01T00:00:00Z", detect_pod_monitor=False)
+
+
+def stored_status(kube: FakeKube) -> dict[str, Any]:
+    status: dict[str, Any] = kube.objects[(render.KIND, "team-a", "acme")].get("status", {})
+    return status
+
+
+def test_first_reconcile_creates_children_and_status(rec: Reconciler, kube: FakeKube, events: Events) -> None:
+    out = rec.reconcile("team-a", "acme")
+    assert out is not None and len(out.changed) == 6 and out.status_written
+    s = stored_status(kube)
+    assert s["observedGeneration"] == 1
+    assert s["phase"] == "Pending"  # the Deployment controller has not looked yet
+    assert s["desiredReplicas"] == 1
+    assert s["selector"] == render.selector_string("acme")
+    assert events.posted[0][1] == "Applied"
+
+
+def test_ready_after_rollout_and_then_no_writes(rec: Reconciler, kube: FakeKube, events: Events) -> None:
+    rec.reconcile("team-a", "acme")
+    kube.roll_out("team-a", "acme")
+    out = rec.reconcile("team-a", "acme")
+    assert out is not None and out.changed == [] and out.status_written
+    s = stored_status(kube)
+    assert s["phase"] == "Ready" and s["readyReplicas"] == 1 and s["capacity"] == 4
+    assert (st.condition(s, "Ready") or {}).get("status") == "True"
+    assert ("Normal", "PoolReady", "1 of 1 workers ready") in events.posted
+
+    kube.writes.clear()
+    posted = len(events.posted)
+    for force in (True, False):
+        out = rec.reconcile("team-a", "acme", force_apply=force)
+        assert out is not None and not out.wrote
+    assert kube.writes == []
+    assert len(events.posted) == posted
+
+
+def test_fresh_process_detects_no_change(kube: FakeKube) -> None:
+    """After an operator restart the cache is empty: it must still tell "unchanged" exactly."""
+    Reconciler(kube, Events(), detect_pod_monitor=False).reconcile("team-a", "acme")
+    kube.roll_out("team-a", "acme")
+    Reconciler(kube, Events(), detect_pod_monitor=False).reconcile("team-a", "acme")
+    kube.writes.clear()
+    events = Events()
+    out = Reconciler(kube, events, detect_pod_monitor=False).reconcile("team-a", "acme")
+    assert out is not None and not out.wrote and kube.writes == [] and events.posted == []
+
+
+def test_spec_change_rolls_and_says_so(rec: Reconciler, kube: FakeKube, events: Events) -> None:
+    rec.reconcile("team-a", "acme")
+    kube.roll_out("team-a", "acme")
+    rec.reconcile("team-a", "acme")
+    old_hash = stored_status(kube)["configHash"]
+    t = kube.objects[(render.KIND, "team-a", "acme")]
+    t["spec"]["intro"]["instructions"] = "Be brief."
+    t["metadata"]["generation"] = 2
+    out = rec.reconcile("team-a", "acme", force_apply=False)
+    assert out is not None
+    assert sorted(out.changed) == ["ConfigMap/acme-config", "Deployment/acme-worker"]
+    s = stored_status(kube)
+    assert s["configHash"] != old_hash and s["observedGeneration"] == 2 and s["phase"] == "Progressing"
+    dep = kube.objects[("Deployment", "team-a", "acme-worker")]
+    assert (
+        dep["spec"]["template"]["metadata"]["annotations"][render.CONFIG_HASH_ANNOTATION] == s["configHash"]
+    )
+    assert any("rolling the pool" in m for _, _, m in events.posted)
+
+
+def test_missing_secret_degrades_then_recovers(rec: Reconciler, kube: FakeKube, events: Events) -> None:
+    del kube.objects[("Secret", "team-a", "acme-openai")]
+    rec.reconcile("team-a", "acme")
+    kube.roll_out("team-a", "acme")
+    rec.reconcile("team-a", "acme")
+    s = stored_status(kube)
+    assert s["phase"] == "Degraded"
+    deg = st.condition(s, "Degraded")
+    assert deg is not None and deg["status"] == "True" and deg["reason"] == "SecretNotFound"
+    assert "acme-openai" in deg["message"] and "spec.providerSecrets[0]" in deg["message"]
+    assert (st.condition(s, "Ready") or {}).get("status") == "False"
+    assert ("Warning", "SecretNotFound") in [(t, r) for t, r, _ in events.posted]
+
+    kube.add(secret("acme-openai"))
+    rec.reconcile("team-a", "acme", force_apply=False)
+    s = stored_status(kube)
+    assert s["phase"] == "Ready"
+    assert (st.condition(s, "Degraded") or {}).get("status") == "False"
+    assert "Recovered" in [r for _, r, _ in events.posted]
+
+
+def test_suspend_scales_to_zero(rec: Reconciler, kube: FakeKube, events: Events) -> None:
+    t = kube.objects[(render.KIND, "team-a", "acme")]
+    t["spec"]["suspend"] = True
+    rec.reconcile("team-a", "acme")
+    kube.roll_out("team-a", "acme")
+    rec.reconcile("team-a", "acme")
+    assert kube.objects[("Deployment", "team-a", "acme-worker")]["spec"]["replicas"] == 0
+    s = stored_status(kube)
+    assert s["phase"] == "Suspended" and s["desiredReplicas"] == 0
+    ready = st.condition(s, "Ready")
+    assert ready is not None and ready["reason"] == "Suspended"
+    assert "Suspended" in [r for _, r, _ in events.posted]
+
+
+def test_apply_error_degrades_and_raises(rec: Reconciler, kube: FakeKube, events: Events) -> None:
+    kube.fail_kind = "Deployment"
+    with pytest.raises(ReconcileError, match="Deployment acme-worker"):
+        rec.reconcile("team-a", "acme")
+    deg = st.condition(stored_status(kube), "Degraded")
+    assert deg is not None and deg["reason"] == "ApplyFailed"
+
+
+def test_gone_tenant_is_forgotten(rec: Reconciler, kube: FakeKube) -> None:
+    rec.touch("team-a", "acme")
+    del kube.objects[(render.KIND, "team-a", "acme")]
+    rec.trigger("team-a", "acme", force_apply=True)
+    assert rec.known() == []
+
+
+def test_trigger_tracks_phase_for_recheck(rec: Reconciler, kube: FakeKube) -> None:
+    rec.trigger("team-a", "acme", force_apply=True)
+    # Not Ready yet (Pending): the recheck visits it, without forcing a full apply.
+    assert rec.due(resync_seconds=3600) == [(("team-a", "acme"), False)]
+    kube.roll_out("team-a", "acme")
+    rec.trigger("team-a", "acme", force_apply=False)
+    assert rec.due(resync_seconds=3600) == []
+    assert rec.due(resync_seconds=0) == [(("team-a", "acme"), True)]
+
+
+def test_no_secret_value_ever_rendered(kube: FakeKube, rec: Reconciler) -> None:
+    kube.objects[("Secret", "team-a", "lk-creds")]["data"] = {"LIVEKIT_API_SECRET": "c3VwZXJzZWNyZXQ="}
+    rec.reconcile("team-a", "acme")
+    dump = json.dumps([o for k, o in kube.objects.items() if k[0] != "Secret"])
+    assert "c3VwZXJzZWNyZXQ=" not in dump and "supersecret" not in dump
+
+
+# ------------------------------------------------------------------------------------------------ status
+
+
+def obs(**kw: Any) -> st.Observation:
+    base: dict[str, Any] = {
+        "generation": 1,
+        "spec": {"pool": {"sessionsPerWorker": 4}},
+        "name": "acme",
+        "desired_replicas": 2,
+        "config_hash": "h",
+    }
+    return st.Observation(**{**base, **kw})
+
+
+def dep(
+    ready: int, replicas: int = 2, updated: int | None = None, generation: int = 1, seen: int = 1
+) -> dict[str, Any]:
+    return {
+        "metadata": {"generation": generation},
+        "status": {
+            "observedGeneration": seen,
+            "replicas": replicas,
+            "readyReplicas": ready,
+            "updatedReplicas": replicas if updated is None else updated,
+        },
+    }
+
+
+def test_status_phases() -> None:
+    assert st.compute(obs(), None, "t")["phase"] == "Pending"
+    assert st.compute(obs(deployment=dep(1)), None, "t")["phase"] == "Progressing"
+    assert st.compute(obs(deployment=dep(2, seen=1, generation=2)), None, "t")["phase"] == "Progressing"
+    assert st.compute(obs(deployment=dep(2, updated=1)), None, "t")["phase"] == "Progressing"
+    ready = st.compute(obs(deployment=dep(2)), None, "t")
+    assert ready["phase"] == "Ready" and ready["capacity"] == 8
+    assert st.compute(obs(deployment=dep(2), missing_secrets=[("s", "f")]), None, "t")["phase"] == "Degraded"
+
+
+def test_status_keeps_transition_time_when_unchanged() -> None:
+    first = st.compute(obs(deployment=dep(2)), None, "t1")
+    again = st.compute(obs(deployment=dep(2)), first, "t2")
+    assert again == first and not st.differs(again, first)
+    degraded = st.compute(obs(deployment=dep(2), missing_secrets=[("s", "f")]), first, "t3")
+    times = {c["type"]: c["lastTransitionTime"] for c in degraded["conditions"]}
+    assert times == {"Ready": "t3", "Progressing": "t1", "Degraded": "t3"}
+
+
+def test_status_reports_deployment_failure() -> None:
+    d = dep(0)
+    d["status"]["conditions"] = [{"type": "ReplicaFailure", "status": "True", "message": "quota exceeded"}]
+    s = st.compute(obs(deployment=d), None, "t")
+    deg = st.condition(s, "Degraded")
+    assert deg is not None and deg["reason"] == "ReplicaFailure" and deg["message"] == "quota exceeded"
+
+
+def test_status_keeps_active_sessions_from_elsewhere() -> None:
+    s = st.compute(obs(deployment=dep(2)), {"activeSessions": 5}, "t")
+    assert s["activeSessions"] == 5
