@@ -14,18 +14,16 @@ from typing import Any
 
 import yaml
 
+import storyteller_worker.config as worker_config
+
 OUT = Path(__file__).with_name("storyteller.dev_storytellerdeployments.yaml")
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-DEFAULT_PERSONA = "Your name is Echo. You are a story teller that interacts with the user via voice."
-DEFAULT_INTRO_INSTRUCTIONS = (
-    "You are a curious, friendly person. Your goal is to gather a few pieces of information from the "
-    "user to make the story personalized and engaging. Ask the user for their name and where they are "
-    "from. Start the conversation with a short introduction."
-)
-DEFAULT_STORY_INSTRUCTIONS = (
-    "You are a storyteller. Use the user's information to make the story personalized and "
-    "interactive: ask what should happen next now and then."
+# The worker's defaults are the contract's: the CRD shows and applies the same ones.
+DEFAULT_PERSONA, DEFAULT_INTRO_INSTRUCTIONS, DEFAULT_STORY_INSTRUCTIONS = (
+    worker_config.DEFAULT_PERSONA,
+    worker_config.DEFAULT_INTRO_INSTRUCTIONS,
+    worker_config.DEFAULT_STORY_INSTRUCTIONS,
 )
 PROVIDERS = {
     "llm": ["openai", "openai-realtime"],
@@ -194,10 +192,13 @@ def spec_schema() -> Schema:
                         "of the intro agent (also the story's when the story sets none)",
                         default={"provider": "deepgram", "model": "nova-3", "language": "en"},
                     ),
+                    # No schema default: a realtime intro llm must be able to leave it out (CEL rule below).
+                    # The worker fills openai gpt-4o-mini-tts with voice echo when absent otherwise.
                     "tts": model(
                         "tts",
-                        "of the intro agent (also the story's when the story sets none)",
-                        default={"provider": "openai", "model": "gpt-4o-mini-tts", "voice": "echo"},
+                        "of the intro agent (also the story's when the story sets none); when absent, "
+                        "openai gpt-4o-mini-tts with voice echo, unless the llm is openai-realtime "
+                        "(it speaks itself)",
                     ),
                 },
                 "x-kubernetes-validations": [realtime_rule("intro")],

@@ -230,10 +230,13 @@ class Reconciler:
         uid = meta["uid"]
         old_status = tenant.get("status") or {}
         config = render.worker_config(name, namespace, spec)
-        per_pod = self._observe_sessions(namespace, name)
+        per_pod, running = self._observe_sessions(namespace, name)
         active = sum(per_pod.values()) if per_pod is not None else None
         decision = self._autoscale(namespace, name, spec, active)
         desired = decision.replicas if decision else scaling.desired_replicas(spec)
+        if decision and per_pod is not None and len(per_pod) < running:
+            # Some running workers did not say how busy they are: never shrink on a partial count.
+            desired = max(desired, running)
         if decision and per_pod:
             self._protect_busy_pods(namespace, name, per_pod, desired)
 
@@ -321,14 +324,21 @@ class Reconciler:
             raise ReconcileError(apply_error)
         return Outcome(changed=changed, status_written=status_written, phase=new_status["phase"])
 
-    def _observe_sessions(self, namespace: str, name: str) -> dict[str, int] | None:
-        """Pod → sessions, as the tenant's workers report them (None: no session source)."""
+    def _observe_sessions(self, namespace: str, name: str) -> tuple[dict[str, int] | None, int]:
+        """Pod → sessions as the tenant's workers report them (None: no session source), and how many
+        of its pods are running (those that should have answered)."""
         if self.sessions is None:
-            return None
+            return None, 0
         pods = self.kube.list("v1", "Pod", namespace, render.selector_string(name))
+        running = sum(
+            1
+            for p in pods
+            if (p.get("status") or {}).get("phase") == "Running"
+            and not p["metadata"].get("deletionTimestamp")
+        )
         per_pod = self.sessions.active_sessions(pods)
         metrics.POOL_ACTIVE_SESSIONS.labels(tenant=name, namespace=namespace).set(sum(per_pod.values()))
-        return per_pod
+        return per_pod, running
 
     def _autoscale(
         self, namespace: str, name: str, spec: Mapping[str, Any], active: int | None

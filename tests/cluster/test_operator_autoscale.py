@@ -36,8 +36,11 @@ POOL = {
 
 
 @pytest.fixture
-def fake_pool() -> Iterator[FakePool]:
+def fake_pool(cluster: Cluster, namespace: str, operator: OperatorProcess) -> Iterator[FakePool]:  # noqa: F811
+    """A Ready tenant with one pod, and a stand-in for that pod's worker (0 sessions)."""
+    deploy_ready_tenant(cluster, namespace, pool=POOL)
     pool = FakePool()
+    pool.sync(_pods(cluster, namespace))
     yield pool
     pool.close()
 
@@ -57,8 +60,6 @@ def test_load_scales_up_at_once_and_down_after_the_delay_removing_the_idle_pod(
     operator: OperatorProcess,  # noqa: F811
     fake_pool: FakePool,
 ) -> None:
-    deploy_ready_tenant(cluster, namespace, pool=POOL)
-    fake_pool.sync(_pods(cluster, namespace))
     (first,) = fake_pool.workers
     wait_for("activeSessions 0 observed", lambda: _status(cluster, namespace).get("activeSessions") == 0)
     assert _replicas(cluster, namespace) == 1  # ceil((0 + 1 spare) / 2)
@@ -107,8 +108,6 @@ def test_demand_above_max_is_held_at_max_and_says_so(
     operator: OperatorProcess,  # noqa: F811
     fake_pool: FakePool,
 ) -> None:
-    deploy_ready_tenant(cluster, namespace, pool=POOL)
-    fake_pool.sync(_pods(cluster, namespace))
     (first,) = fake_pool.workers
     fake_pool.set(first, 9)  # ceil((9 + 1) / 2) = 5 pods wanted, max is 3
     wait_for("the pool at max", lambda: _replicas(cluster, namespace) == 3, deadline=15)

@@ -773,4 +773,4 @@ def test_pod_monitor_when_the_prometheus_operator_crds_exist(
     (pm,) = cluster.kubectl_json("-n", namespace, "get", "podmonitors.monitoring.coreos.com")["items"]
     assert pm["metadata"]["name"] == "acme-worker"
     assert pm["metadata"]["ownerReferences"][0]["uid"] == sd["metadata"]["uid"]
-    assert pm["spec"]["podMetricsEndpoints"] == [{"port": "metrics", "path": "/metrics"}]
+    assert pm["spec"]["podMetricsEndpoints"] == [{"port": "metrics", "path": "/metrics", "honorLabels": True}]

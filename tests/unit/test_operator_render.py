@@ -77,7 +77,7 @@ def test_worker_config_is_spec_minus_pod_fields_plus_identity() -> None:
     }
     # camelCase keys and defaults exactly as stored
     assert cfg["pool"]["drainTimeoutSeconds"] == 900
-    assert cfg["intro"]["tts"] == {"provider": "openai", "model": "gpt-4o-mini-tts", "voice": "echo"}
+    assert "tts" not in cfg["intro"]  # no schema default (a realtime intro has none); the worker fills it
     assert cfg["story"]["carryChatContext"] is False
     assert cfg["observability"]["tracing"] == {"sampleRatio": 1.0, "captureContent": False}
 
@@ -351,3 +351,12 @@ def test_selector_string() -> None:
         render.selector_string("acme")
         == "app.kubernetes.io/instance=acme,app.kubernetes.io/name=storyteller-worker"
     )
+
+
+def test_rendered_config_loads_in_the_worker() -> None:
+    """The operator's tenant.json is exactly what the worker's TenantConfig accepts (the contract)."""
+    from storyteller_worker.config import parse_tenant_config
+
+    t = tenant({"intro": {"llm": {"provider": "openai-realtime", "model": "gpt-realtime", "voice": "echo"}}})
+    cfg = parse_tenant_config(render.worker_config("acme", "team-a", t["spec"]))
+    assert cfg.agent_name == "acme" and cfg.intro.llm.realtime and cfg.intro.tts is None

@@ -171,3 +171,13 @@ def test_load_from_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
         load_tenant_config()
     with pytest.raises(ConfigError, match="not found"):
         load_tenant_config(tmp_path / "absent.json")
+
+
+def test_intro_tts_defaults_unless_the_llm_is_realtime() -> None:
+    data = _with("intro", {"llm": {"provider": "openai", "model": "gpt-4o-mini"}})
+    tts = parse_tenant_config(data).intro.tts
+    assert tts is not None and tts.model == "gpt-4o-mini-tts" and tts.voice == "echo"
+    realtime = parse_tenant_config(
+        _with("intro", {"llm": {"provider": "openai-realtime", "model": "gpt-realtime"}})
+    )
+    assert realtime.intro.tts is None

@@ -117,7 +117,18 @@ class IntroPhase(_Model):
     instructions: str = DEFAULT_INTRO_INSTRUCTIONS
     llm: LLMSpec = Field(default_factory=_default_intro_llm)
     stt: STTSpec = Field(default_factory=_default_stt)
-    tts: TTSSpec | None = Field(default_factory=_default_tts)
+    tts: TTSSpec | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_tts_unless_realtime(cls, data: Any) -> Any:
+        # Not a plain default: a realtime llm speaks itself, so it gets no tts when none is given.
+        if isinstance(data, dict) and data.get("tts") is None:
+            llm = data.get("llm")
+            provider = llm.get("provider") if isinstance(llm, dict) else getattr(llm, "provider", None)
+            if provider != "openai-realtime":
+                return {**data, "tts": _default_tts()}
+        return data
 
     @model_validator(mode="after")
     def _realtime_speaks_itself(self) -> Self:
