@@ -609,8 +609,13 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
         "spec.story.tts",
     ),
     (
-        "realtime-intro-keeps-default-tts",
-        {"intro": {"llm": {"provider": "openai-realtime", "model": "gpt-realtime"}}},
+        "realtime-intro-with-tts",
+        {
+            "intro": {
+                "llm": {"provider": "openai-realtime", "model": "gpt-realtime"},
+                "tts": {"provider": "openai", "model": "tts-1"},
+            }
+        },
         "spec.intro.tts",
     ),
     (
