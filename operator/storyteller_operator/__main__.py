@@ -54,8 +54,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--recheck-seconds",
         type=float,
-        default=float(_env("RECHECK_SECONDS", "10")),
-        help="how often tenants that are not Ready are looked at again "
+        default=float(_env("RECHECK_SECONDS", "5")),
+        help="how often tenants are looked at again: sessions for the autoscaler, and the ones not Ready "
         "[STORYTELLER_OPERATOR_RECHECK_SECONDS]",
     )
     p.add_argument(

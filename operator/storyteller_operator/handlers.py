@@ -23,7 +23,7 @@ log = logging.getLogger("storyteller.operator.handlers")
 
 @dataclasses.dataclass
 class Options:
-    recheck_seconds: float = 10.0  # how often tenants that are not Ready are looked at again
+    recheck_seconds: float = 5.0  # how often tenants are looked at again (sessions; not-Ready ones)
     resync_seconds: float = 300.0  # how often every tenant is fully re-applied (undoes hand edits)
     workers: int = 8  # threads running reconciles
 
