@@ -235,8 +235,10 @@ class Reconciler:
         decision = self._autoscale(namespace, name, spec, active)
         desired = decision.replicas if decision else scaling.desired_replicas(spec)
         if decision and per_pod is not None and len(per_pod) < running:
-            # Some running workers did not say how busy they are: never shrink on a partial count.
-            desired = max(desired, running)
+            # Some running workers did not say how busy they are: never shrink on a partial count. (The
+            # Deployment's own size, not the pods counted: a rollout's surge pods must not ratchet it up.)
+            current = self.kube.get("apps/v1", "Deployment", namespace, render.worker_name(name))
+            desired = max(desired, int(((current or {}).get("spec") or {}).get("replicas") or 0))
         if decision and per_pod:
             self._protect_busy_pods(namespace, name, per_pod, desired)
 
