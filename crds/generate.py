@@ -228,6 +228,13 @@ def spec_schema() -> Schema:
                 },
                 "x-kubernetes-validations": [realtime_rule("story")],
             },
+            "replicas": integer(
+                "Worker pods asked for by hand or by KEDA, through the scale subresource (kubectl scale "
+                "sd/NAME --replicas=N, or a KEDA ScaledObject). Used when pool.autoscaler is none or keda, "
+                "held within pool.minReplicas..maxReplicas, and pool.minReplicas when absent; the builtin "
+                "autoscaler ignores it.",
+                minimum=0,
+            ),
             "pool": pool_schema(),
             "worker": worker_schema(),
             "observability": observability_schema(),
@@ -243,11 +250,11 @@ def spec_schema() -> Schema:
 def pool_schema() -> Schema:
     return {
         "type": "object",
-        "description": "The prewarmed worker pool. The scale subresource (kubectl scale) sets minReplicas.",
+        "description": "The prewarmed worker pool and how it scales.",
         "default": {},
         "properties": {
             "minReplicas": integer(
-                "Workers kept running (the pool's floor; kubectl scale sets it). 0 allows an empty pool.",
+                "Workers kept running even at zero load (the pool's floor). 0 allows an empty pool.",
                 minimum=0,
                 default=1,
             ),
@@ -269,7 +276,9 @@ def pool_schema() -> Schema:
                 default=900,
             ),
             "autoscaler": string(
-                "Who sizes the pool between minReplicas and maxReplicas: builtin, keda or none.",
+                "Who sizes the pool between minReplicas and maxReplicas: builtin (the operator, on the "
+                "sessions its workers report), keda (a KEDA ScaledObject on the same formula writes "
+                "spec.replicas) or none (spec.replicas, set by kubectl scale).",
                 16,
                 enum=["builtin", "keda", "none"],
                 default="builtin",
@@ -524,7 +533,7 @@ def crd() -> Schema:
                     "subresources": {
                         "status": {},
                         "scale": {
-                            "specReplicasPath": ".spec.pool.minReplicas",
+                            "specReplicasPath": ".spec.replicas",
                             "statusReplicasPath": ".status.replicas",
                             "labelSelectorPath": ".status.selector",
                         },

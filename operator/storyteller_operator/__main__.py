@@ -71,6 +71,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="reconcile threads [STORYTELLER_OPERATOR_WORKERS]",
     )
     p.add_argument(
+        "--keda-prometheus-url",
+        default=_env("KEDA_PROMETHEUS_URL", ""),
+        help="Prometheus URL the ScaledObjects of keda tenants query; empty: no ScaledObject "
+        "[STORYTELLER_OPERATOR_KEDA_PROMETHEUS_URL]",
+    )
+    p.add_argument(
         "--log-level",
         default=_env("LOG_LEVEL", "info"),
         choices=["debug", "info", "warning", "error"],
@@ -91,7 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     api = kube.load_api_client(pool_size=args.workers * 2 + 4)
     client = kube.Kube(api)
     # Sessions per pod come from the workers' own status endpoint (see sessions.py for why).
-    reconciler = Reconciler(client, client.post_event, sessions=WorkerStatusSource())
+    reconciler = Reconciler(
+        client,
+        client.post_event,
+        sessions=WorkerStatusSource(),
+        keda_prometheus_url=args.keda_prometheus_url or None,
+    )
     registry = build_registry(
         reconciler,
         Options(

@@ -34,6 +34,7 @@ KINDS: dict[tuple[str, str], tuple[str, str]] = {
     ("policy/v1", "PodDisruptionBudget"): ("/apis/policy/v1", "poddisruptionbudgets"),
     ("networking.k8s.io/v1", "NetworkPolicy"): ("/apis/networking.k8s.io/v1", "networkpolicies"),
     ("monitoring.coreos.com/v1", "PodMonitor"): ("/apis/monitoring.coreos.com/v1", "podmonitors"),
+    ("keda.sh/v1alpha1", "ScaledObject"): ("/apis/keda.sh/v1alpha1", "scaledobjects"),
     (render.API_VERSION, render.KIND): (f"/apis/{render.API_VERSION}", render.PLURAL),
 }
 # Secrets are only checked for existence: ask for metadata so key material never enters this process.
@@ -59,6 +60,8 @@ class KubeClient(Protocol):
     def annotate(
         self, api_version: str, kind: str, namespace: str, name: str, annotations: dict[str, str]
     ) -> None: ...
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None: ...
 
 
 def object_path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
@@ -172,6 +175,14 @@ class Kube:
             body={"metadata": {"annotations": annotations}},
             content_type="application/merge-patch+json",
         )
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        """Delete one object; already gone is fine."""
+        try:
+            self._request("DELETE", object_path(api_version, kind, namespace, name))
+        except ApiException as err:
+            if err.status != 404:
+                raise
 
     def has_api(self, group_version: str, kind: str) -> bool:
         """Whether the API server serves `kind` in `group_version` (e.g. the Prometheus Operator's CRDs)."""

@@ -27,7 +27,10 @@ from storyteller_operator.sessions import SessionSource
 
 log = logging.getLogger("storyteller.operator.reconcile")
 
-POD_MONITOR_RECHECK_SECONDS = 300.0
+API_RECHECK_SECONDS = 300.0  # how stale "is this optional API served?" may be once it is
+API_ABSENT_RECHECK_SECONDS = 30.0  # sooner while it is not: a user installing KEDA waits this long at most
+KEDA_API = ("keda.sh/v1alpha1", "ScaledObject")
+PODMONITOR_API = ("monitoring.coreos.com/v1", "PodMonitor")
 POD_DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 
 
@@ -87,14 +90,16 @@ class Reconciler:
         clock: Callable[[], str] = utc_now,
         detect_pod_monitor: bool = True,
         sessions: SessionSource | None = None,
+        keda_prometheus_url: str | None = None,
     ) -> None:
         self.kube = kube
         self.events = events
         self.clock = clock
         self.sessions = sessions
+        self.keda_prometheus_url = keda_prometheus_url
         self.detect_pod_monitor = detect_pod_monitor
-        self._pod_monitor: bool = False
-        self._pod_monitor_checked = -POD_MONITOR_RECHECK_SECONDS
+        # (group/version, kind) → (served, monotonic time of the check)
+        self._apis: dict[tuple[str, str], tuple[bool, float]] = {}
         # (tenant uid, kind, name) → (hash of the manifest last applied, hash of the owned fields after it).
         self._applied: dict[tuple[str, str, str], tuple[str, str]] = {}
         self._states: dict[tuple[str, str], TenantState] = {}
@@ -186,18 +191,55 @@ class Reconciler:
             with self._guard:
                 st.running = False
 
-    def pod_monitor_enabled(self) -> bool:
-        """Whether the Prometheus Operator's PodMonitor CRD is served (re-checked every few minutes)."""
-        if not self.detect_pod_monitor:
-            return False
+    def api_served(self, api: tuple[str, str]) -> bool:
+        """Whether the API server serves an optional kind (the Prometheus Operator's, KEDA's), re-checked
+        every few minutes, or every few seconds while it is absent."""
+        served, checked = self._apis.get(api, (False, -1e12))
         now = time.monotonic()
-        if now - self._pod_monitor_checked >= POD_MONITOR_RECHECK_SECONDS:
-            self._pod_monitor_checked = now
+        if now - checked >= (API_RECHECK_SECONDS if served else API_ABSENT_RECHECK_SECONDS):
             try:
-                self._pod_monitor = self.kube.has_api("monitoring.coreos.com/v1", "PodMonitor")
+                served = self.kube.has_api(*api)
             except ApiException as err:
-                log.warning("cannot discover PodMonitor support", extra={"error": _error_text(err)})
-        return self._pod_monitor
+                log.warning("cannot discover an API", extra={"api": "/".join(api), "error": _error_text(err)})
+            self._apis[api] = (served, now)
+        return served
+
+    def pod_monitor_enabled(self) -> bool:
+        return self.detect_pod_monitor and self.api_served(PODMONITOR_API)
+
+    def _keda_problem(self, spec: Mapping[str, Any], replicas: int) -> tuple[str, str] | None:
+        """Why a keda tenant gets no ScaledObject (reason, message), or None when it can have one."""
+        if scaling.autoscaler(spec) != "keda":
+            return None
+        held = f"the pool stays at {replicas} workers (spec.replicas, else pool.minReplicas)"
+        if not self.keda_prometheus_url:
+            return (
+                "KedaNotConfigured",
+                "autoscaler keda needs the Prometheus address KEDA queries: set the chart value "
+                f"autoscaling.keda.prometheusURL (operator flag --keda-prometheus-url); {held}",
+            )
+        if not self.api_served(KEDA_API):
+            return (
+                "KedaNotInstalled",
+                f"autoscaler keda needs KEDA: this cluster does not serve {'/'.join(KEDA_API)}; {held}",
+            )
+        return None
+
+    def _prune_scaled_object(self, tenant: Mapping[str, Any], force_apply: bool) -> bool:
+        """Delete the ScaledObject this tenant no longer wants (autoscaler changed from keda): else KEDA
+        would keep an HPA writing spec.replicas. True when one was deleted."""
+        meta = tenant["metadata"]
+        child = render.worker_name(meta["name"])
+        key = (meta["uid"], KEDA_API[1], child)
+        if not (force_apply or key in self._applied) or not self.api_served(KEDA_API):
+            return False
+        self._applied.pop(key, None)
+        current = self.kube.get(KEDA_API[0], KEDA_API[1], meta["namespace"], child)
+        owners = ((current or {}).get("metadata") or {}).get("ownerReferences") or []
+        if not any(o.get("uid") == meta["uid"] for o in owners):
+            return False  # absent, or somebody else's: never delete what this tenant does not own
+        self.kube.delete(KEDA_API[0], KEDA_API[1], meta["namespace"], child)
+        return True
 
     # -------------------------------------------------------------------------------------- reconcile
 
@@ -230,17 +272,22 @@ class Reconciler:
         uid = meta["uid"]
         old_status = tenant.get("status") or {}
         config = render.worker_config(name, namespace, spec)
+        # Read once: it seeds the autoscaler, holds a partial count, and is the status when unchanged.
+        current = self.kube.get("apps/v1", "Deployment", namespace, render.worker_name(name))
+        current_replicas = int(((current or {}).get("spec") or {}).get("replicas") or 0) if current else None
         per_pod, running = self._observe_sessions(namespace, name)
         active = sum(per_pod.values()) if per_pod is not None else None
-        decision = self._autoscale(namespace, name, spec, active)
-        desired = decision.replicas if decision else scaling.desired_replicas(spec)
+        decision = self._autoscale(namespace, name, spec, active, current_replicas)
+        static = scaling.static_size(spec)
+        desired = decision.replicas if decision else static.replicas
         if decision and per_pod is not None and len(per_pod) < running:
             # Some running workers did not say how busy they are: never shrink on a partial count. (The
             # Deployment's own size, not the pods counted: a rollout's surge pods must not ratchet it up.)
-            current = self.kube.get("apps/v1", "Deployment", namespace, render.worker_name(name))
-            desired = max(desired, int(((current or {}).get("spec") or {}).get("replicas") or 0))
-        if decision and per_pod:
+            desired = max(desired, current_replicas or 0)
+        if per_pod:
+            # Whoever chose the size (the policy, KEDA, kubectl scale), the operator lowers the Deployment.
             self._protect_busy_pods(namespace, name, per_pod, desired)
+        keda_problem = self._keda_problem(spec, desired)
 
         missing = [
             (secret, field)
@@ -250,19 +297,29 @@ class Reconciler:
 
         changed: list[str] = []
         apply_error: str | None = None
-        dep: dict[str, Any] | None = None
+        dep: dict[str, Any] | None = current
         never_reconciled = "observedGeneration" not in old_status
         children = render.children(
-            tenant, pod_monitor_enabled=self.pod_monitor_enabled(), replicas=desired if decision else None
+            tenant,
+            pod_monitor_enabled=self.pod_monitor_enabled(),
+            replicas=desired,
+            keda_prometheus_url=None if keda_problem else self.keda_prometheus_url,
         )
+        if not any(c["kind"] == KEDA_API[1] for c in children) and self._prune_scaled_object(
+            tenant, force_apply
+        ):
+            self.events(
+                tenant,
+                type="Normal",
+                reason="Deleted",
+                message=f"deleted ScaledObject/{render.worker_name(name)}: pool.autoscaler is not keda",
+            )
         for manifest in children:
             kind, child = manifest["kind"], manifest["metadata"]["name"]
             key = (uid, kind, child)
             digest = render.manifest_hash(manifest)
             cached = self._applied.get(key)
             if not force_apply and cached and cached[0] == digest:
-                if kind == "Deployment":
-                    dep = self.kube.get("apps/v1", kind, namespace, child)
                 continue
             before = cached[1] if cached else ""
             if cached is None and not never_reconciled:
@@ -296,8 +353,10 @@ class Reconciler:
             apply_error=apply_error,
             deployment=dep,
             active_sessions=active,
-            scaling_limited=decision.limited if decision else None,
-            demand_replicas=decision.unclamped if decision else None,
+            scaling_limited=decision.limited if decision else static.limited,
+            demand_replicas=decision.unclamped if decision else static.requested,
+            demand_source="sessions" if decision else "spec.replicas",
+            scaling_problem=keda_problem,
         )
         new_status = status_mod.compute(obs, old_status, self.clock())
         status_written = False
@@ -343,11 +402,16 @@ class Reconciler:
         return per_pod, running
 
     def _autoscale(
-        self, namespace: str, name: str, spec: Mapping[str, Any], active: int | None
+        self,
+        namespace: str,
+        name: str,
+        spec: Mapping[str, Any],
+        active: int | None,
+        current_replicas: int | None,
     ) -> policy.Decision | None:
         """The builtin policy's decision, or None where the pool's size is static (none, keda, suspended)."""
         pool = spec.get("pool") or {}
-        if spec.get("suspend") or pool.get("autoscaler", "builtin") != "builtin" or active is None:
+        if spec.get("suspend") or scaling.autoscaler(spec) != "builtin" or active is None:
             return None
         limits = policy.PoolLimits(
             min_replicas=int(pool.get("minReplicas", 1)),
@@ -360,9 +424,7 @@ class Reconciler:
         now = time.monotonic()
         if st.history is None:
             # First sight (or an operator restart): never shrink a pool before a whole delay has passed.
-            dep = self.kube.get("apps/v1", "Deployment", namespace, render.worker_name(name))
-            current = int(((dep or {}).get("spec") or {}).get("replicas") or limits.min_replicas)
-            st.history = policy.seed_history(current, now)
+            st.history = policy.seed_history(current_replicas or limits.min_replicas, now)
         decision = policy.decide(active, limits, st.history, now)
         st.history = decision.history
         return decision
@@ -405,6 +467,15 @@ class Reconciler:
         new_ready = status_mod.condition(new, status_mod.READY) or {}
         if new_ready.get("status") == "True" and old_ready.get("status") != "True":
             self.events(tenant, type="Normal", reason="PoolReady", message=str(new_ready.get("message")))
+        # ScalingLimited at a bound is routine; a KEDA tenant without KEDA needs somebody to act.
+        old_lim = status_mod.condition(old, status_mod.SCALING_LIMITED) or {}
+        new_lim = status_mod.condition(new, status_mod.SCALING_LIMITED) or {}
+        if str(new_lim.get("reason", "")).startswith("Keda") and new_lim.get("reason") != old_lim.get(
+            "reason"
+        ):
+            self.events(
+                tenant, type="Warning", reason=str(new_lim["reason"]), message=str(new_lim["message"])
+            )
         if new.get("phase") == "Suspended" and old.get("phase") != "Suspended":
             self.events(
                 tenant, type="Normal", reason="Suspended", message="pool scaled to zero (spec.suspend)"

@@ -35,7 +35,8 @@ WORKER_UID = 1000
 PROMETHEUS_MULTIPROC_DIR = "/tmp/prometheus-multiproc"
 
 # Spec fields that configure the pod rather than the agent: the worker's config model forbids them.
-POD_LEVEL_FIELDS = ("worker", "suspend", "providerSecrets")
+# spec.replicas too: a `kubectl scale` (or KEDA) must resize the pool, not roll every pod with a new config.
+POD_LEVEL_FIELDS = ("worker", "suspend", "providerSecrets", "replicas")
 
 Manifest = dict[str, Any]
 
@@ -422,12 +423,81 @@ def network_policy(tenant: Mapping[str, Any]) -> Manifest:
     }
 
 
+def sessions_query(tenant: Mapping[str, Any]) -> str:
+    """PromQL for the builtin policy's numerator: the tenant's active sessions plus its spare slots.
+
+    `or vector(0)`: a pool with no pod scraped yet has no series, and no answer would stall KEDA.
+    """
+    meta, pool = tenant["metadata"], tenant["spec"].get("pool") or {}
+    selector = f'namespace="{meta["namespace"]}", tenant="{meta["name"]}"'
+    spare = int(pool.get("spareSessions", 2))
+    return f"(sum(storyteller_sessions_active{{{selector}}}) or vector(0)) + {spare}"
+
+
+def scaled_object(tenant: Mapping[str, Any], prometheus_url: str) -> Manifest:
+    """A KEDA ScaledObject sizing the tenant through its scale subresource (`autoscaler: keda`).
+
+    The HPA KEDA creates computes ceil(query / sessionsPerWorker) with an AverageValue target, which is
+    the builtin formula ceil((active + spareSessions) / sessionsPerWorker); it writes spec.replicas and
+    the operator sizes the Deployment from that, so pod-deletion-cost protects busy pods here too.
+    """
+    meta, spec = tenant["metadata"], tenant["spec"]
+    pool = spec.get("pool") or {}
+    delay = int(pool.get("scaleDownDelaySeconds", 300))
+    max_replicas = int(pool.get("maxReplicas", 10))
+    metadata = _metadata(tenant, worker_name(meta["name"]))
+    if spec.get("suspend"):
+        # KEDA stops writing spec.replicas; suspend already holds the Deployment at zero.
+        metadata["annotations"] = {"autoscaling.keda.sh/paused": "true"}
+    return {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": metadata,
+        "spec": {
+            "scaleTargetRef": {"apiVersion": API_VERSION, "kind": KIND, "name": meta["name"]},
+            "minReplicaCount": int(pool.get("minReplicas", 1)),
+            "maxReplicaCount": max_replicas,
+            "pollingInterval": 5,
+            "cooldownPeriod": delay,  # KEDA's own delay before it deactivates to zero (minReplicas 0)
+            "advanced": {
+                "horizontalPodAutoscalerConfig": {
+                    "behavior": {
+                        # Like the builtin policy: up at once to what demand asks, down only after the delay.
+                        "scaleUp": {
+                            "stabilizationWindowSeconds": 0,
+                            "policies": [{"type": "Pods", "value": max_replicas, "periodSeconds": 15}],
+                        },
+                        "scaleDown": {"stabilizationWindowSeconds": delay},
+                    }
+                }
+            },
+            "triggers": [
+                {
+                    "type": "prometheus",
+                    "name": "sessions",
+                    "metricType": "AverageValue",
+                    "metadata": {
+                        "serverAddress": prometheus_url,
+                        "query": sessions_query(tenant),
+                        "threshold": str(int(pool.get("sessionsPerWorker", 4))),
+                    },
+                }
+            ],
+        },
+    }
+
+
 def children(
-    tenant: Mapping[str, Any], *, pod_monitor_enabled: bool = False, replicas: int | None = None
+    tenant: Mapping[str, Any],
+    *,
+    pod_monitor_enabled: bool = False,
+    replicas: int | None = None,
+    keda_prometheus_url: str | None = None,
 ) -> list[Manifest]:
     """Everything a tenant owns, in apply order (what the pods mount and use exists before the pods).
 
-    `replicas`: the autoscaler's decision; None for the static size (minReplicas, 0 when suspended).
+    `replicas`: the autoscaler's decision; None for the static size (see scaling.static_size).
+    `keda_prometheus_url`: where a ScaledObject's trigger queries; a keda tenant gets none without it.
     """
     out = [
         service_account(tenant),
@@ -439,4 +509,6 @@ def children(
     ]
     if pod_monitor_enabled:
         out.append(pod_monitor(tenant))
+    if scaling.autoscaler(tenant["spec"]) == "keda" and keda_prometheus_url:
+        out.append(scaled_object(tenant, keda_prometheus_url))
     return out

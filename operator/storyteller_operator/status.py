@@ -33,7 +33,9 @@ class Observation:
     deployment: Mapping[str, Any] | None = None  # the worker Deployment as read or applied
     active_sessions: int | None = None  # summed over the pods that answered; None: not observed
     scaling_limited: str | None = None  # the autoscaler wanted more/fewer pods than max/min allow
-    demand_replicas: int | None = None  # what the sessions alone asked for, before clamping
+    demand_replicas: int | None = None  # what the sessions (or spec.replicas) asked for, before clamping
+    demand_source: str = "sessions"  # who asked: "sessions" (builtin) or "spec.replicas" (none, keda)
+    scaling_problem: tuple[str, str] | None = None  # (reason, message): the autoscaler cannot work at all
 
 
 def _deployment_counts(dep: Mapping[str, Any] | None) -> dict[str, int]:
@@ -159,17 +161,23 @@ def compute(obs: Observation, previous: Mapping[str, Any] | None, now: str) -> d
     else:
         phase = "Ready"
 
-    if obs.demand_replicas is not None:
+    if obs.scaling_problem:
+        reason, message = obs.scaling_problem
+        conditions.append(
+            _condition(SCALING_LIMITED, True, reason, message, obs.generation, prev_conditions, now)
+        )
+    elif obs.demand_replicas is not None:
         limited = obs.scaling_limited
+        verb = "ask" if obs.demand_source == "sessions" else "asks"
+        asked = f"{obs.demand_source} {verb} for {obs.demand_replicas} workers"
         conditions.append(
             _condition(
                 SCALING_LIMITED,
                 limited is not None,
                 limited or "WithinBounds",
-                f"sessions ask for {obs.demand_replicas} workers; the pool is held at {desired} "
-                "(pool.minReplicas/maxReplicas)"
+                f"{asked}; the pool is held at {desired} (pool.minReplicas/maxReplicas)"
                 if limited
-                else f"sessions ask for {obs.demand_replicas} workers, within the pool's bounds",
+                else f"{asked}, within the pool's bounds",
                 obs.generation,
                 prev_conditions,
                 now,

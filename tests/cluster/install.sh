@@ -125,6 +125,17 @@ install_kwok_stages() {
   chmod 644 "$dest"/*.yaml   # the module cache is read-only
 }
 
+# KEDA's ScaledObject CRD, as KEDA's own release installs it (config/crd/bases in its Go module).
+install_keda_crds() {
+  [[ -f "$KEDA_CRDS/keda.sh_scaledobjects.yaml" ]] && return 0
+  local dir
+  dir="$(go mod download -json "github.com/kedacore/keda/v2@$KEDA_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+  [[ -f "$dir/config/crd/bases/keda.sh_scaledobjects.yaml" ]] || die "KEDA $KEDA_VERSION has no ScaledObject CRD"
+  mkdir -p "$KEDA_CRDS"
+  cp "$dir/config/crd/bases/keda.sh_scaledobjects.yaml" "$KEDA_CRDS/"
+  chmod 644 "$KEDA_CRDS"/*.yaml   # the module cache is read-only
+}
+
 ((want_apt)) && install_apt
 # Go is preinstalled under /usr/local/go on many machines without being on a non-login PATH.
 if ! command -v go >/dev/null && [[ -x /usr/local/go/bin/go ]]; then PATH="$PATH:/usr/local/go/bin"; fi
@@ -132,6 +143,7 @@ command -v go >/dev/null || die "Go is required to build the cluster binaries (h
 ((want_k8s)) && build_kubernetes
 go_install "$KWOK_BIN" kwok "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
 install_kwok_stages
+install_keda_crds
 go_install "$HELM_BIN" helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 # The livekit-server command package is named "server"; install it under its usual name.
 go_install "$LIVEKIT_BIN" livekit-server "github.com/livekit/livekit-server/cmd/server@$LIVEKIT_VERSION"

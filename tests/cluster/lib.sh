@@ -15,6 +15,8 @@ KWOK_VERSION="${STORYTELLER_KWOK_VERSION:-v0.8.0}"
 # helm 3 on purpose: helm 4 changed flags and behaviour the chart tests rely on.
 HELM_VERSION="${STORYTELLER_HELM_VERSION:-v3.22.0}"
 LIVEKIT_VERSION="${STORYTELLER_LIVEKIT_VERSION:-v1.9.12}"
+# Only KEDA's CRDs (no build): the cluster tests check the ScaledObjects the operator renders against them.
+KEDA_VERSION="${STORYTELLER_KEDA_VERSION:-v2.21.0}"
 
 CACHE_ROOT="${STORYTELLER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/storyteller}"
 # One directory per tool and version: bumping a version builds next to the old one, never over it.
@@ -23,6 +25,7 @@ KWOK_BIN="$CACHE_ROOT/kwok-$KWOK_VERSION/bin"
 KWOK_STAGES="$CACHE_ROOT/kwok-$KWOK_VERSION/stages"
 HELM_BIN="$CACHE_ROOT/helm-$HELM_VERSION/bin"
 LIVEKIT_BIN="$CACHE_ROOT/livekit-server-$LIVEKIT_VERSION/bin"
+KEDA_CRDS="$CACHE_ROOT/keda-$KEDA_VERSION/crds"
 TOOLS_PATH="$K8S_BIN:$KWOK_BIN:$HELM_BIN:$LIVEKIT_BIN"
 
 STATE_DIR="${STORYTELLER_STATE:-$REPO_ROOT/.state/cluster}"   # /.state/ is git-ignored

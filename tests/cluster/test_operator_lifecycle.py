@@ -165,9 +165,18 @@ class OperatorProcess:
 
 
 @pytest.fixture
-def operator(cluster: Cluster, chart: None, tmp_path: Path) -> Iterator[OperatorProcess]:
+def operator_env() -> dict[str, str]:
+    """Extra STORYTELLER_OPERATOR_* settings of the `operator` fixture; a test module overrides this."""
+    return {}
+
+
+@pytest.fixture
+def operator(
+    cluster: Cluster, chart: None, tmp_path: Path, operator_env: dict[str, str]
+) -> Iterator[OperatorProcess]:
     env = {**cluster.env, "KUBECONFIG": str(_sa_kubeconfig(cluster, tmp_path / "operator.kubeconfig"))}
     env.pop("STORYTELLER_OPERATOR_NAMESPACES", None)
+    env.update(operator_env)
     op = OperatorProcess(env, tmp_path / "operator.log")
     op.start()
     try:
@@ -310,7 +319,7 @@ def deploy_ready_tenant(cluster: Cluster, ns: str, name: str = "acme", **spec: A
 def test_chart_installs_crd_rbac_and_operator(cluster: Cluster, chart: None) -> None:
     crd = cluster.kubectl_json("get", "crd", "storytellerdeployments.storyteller.dev")
     version = crd["spec"]["versions"][0]
-    assert version["subresources"]["scale"]["specReplicasPath"] == ".spec.pool.minReplicas"
+    assert version["subresources"]["scale"]["specReplicasPath"] == ".spec.replicas"
     role = cluster.kubectl_json("get", "clusterrole", RELEASE)
     for rule in role["rules"]:
         assert (
@@ -423,13 +432,18 @@ def test_instruction_change_rolls_the_pool_and_no_change_writes_nothing(
 
 
 def test_scale_subresource_and_suspend(cluster: Cluster, namespace: str, operator: OperatorProcess) -> None:
-    deploy_ready_tenant(cluster, namespace)
+    # autoscaler none: the user sizes the pool with kubectl scale (spec.replicas).
+    deploy_ready_tenant(cluster, namespace, pool={"autoscaler": "none"})
     cluster.kubectl("-n", namespace, "scale", "sd", "acme", "--replicas=3")
     sd = wait_for(
         "3 ready replicas",
         lambda: (s := is_ready(cluster, namespace)) and s["status"]["readyReplicas"] == 3 and s,
     )
-    assert sd["spec"]["pool"]["minReplicas"] == 3
+    assert sd["spec"]["replicas"] == 3 and sd["spec"]["pool"]["minReplicas"] == 1
+    assert (
+        condition(sd, "ScalingLimited")["message"]
+        == "spec.replicas asks for 3 workers, within the pool's bounds"
+    )
     scale = cluster.kubectl_json("-n", namespace, "get", "sd", "acme", "--subresource=scale")
     assert scale["spec"]["replicas"] == 3 and scale["status"]["replicas"] == 3
     assert "app.kubernetes.io/instance=acme" in scale["status"]["selector"]

@@ -8,6 +8,7 @@ provider (tests/panel_queries.py) must return data.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from livekit import api
 from prometheus_client.parser import text_string_to_metric_families
 
+from storyteller_operator import render
 from tests.e2e.caller import Caller, caller_token
 from tests.e2e.conftest import CALLER_SCRIPT
 from tests.e2e.worker_process import WorkerProcess
@@ -89,6 +91,13 @@ async def test_dispatched_agent_greets_hands_off_tells_the_story_and_hangs_up(
                 60,
             )
             story_frames = caller.voiced_frames
+            # Mid-call, the KEDA trigger's query (autoscaler: keda) sees this session plus the 2 spare slots.
+            keda_query = render.sessions_query(
+                {"metadata": {"name": "acme", "namespace": "acme"}, "spec": {"pool": {"spareSessions": 2}}}
+            )
+            await asyncio.to_thread(  # off the event loop: the caller keeps receiving audio meanwhile
+                prometheus.wait_for, keda_query, lambda r: bool(r) and float(r[0]["value"][1]) == 3
+            )
             await caller.wait_for(
                 "the story to pause for the caller", _listening_after_speaking(caller, 2), 60
             )

@@ -24,6 +24,7 @@ class FakeKube:
         self.version = 100
         self.writes: list[str] = []
         self.fail_kind: str | None = None
+        self.apis: set[tuple[str, str]] = set()  # optional APIs served (KEDA's, the Prometheus Operator's)
 
     def _key(self, kind: str, namespace: str, name: str) -> tuple[str, str, str]:
         return (kind, namespace, name)
@@ -74,7 +75,11 @@ class FakeKube:
         return copy.deepcopy(obj)
 
     def has_api(self, group_version: str, kind: str) -> bool:
-        return False
+        return (group_version, kind) in self.apis
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        self.writes.append(f"delete {kind}/{name}")
+        self.objects.pop(self._key(kind, namespace, name), None)
 
     # what the Deployment controller + kwok would do
     def roll_out(self, namespace: str, name: str) -> None:

@@ -1,0 +1,177 @@
+"""Static pool sizes (autoscaler none/keda, suspend) and the KEDA ScaledObject: rendering and reconciling."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from storyteller_operator import policy, render, scaling
+from storyteller_operator import status as st
+from storyteller_operator.reconcile import KEDA_API, Reconciler
+from tests.unit.test_operator_reconcile import Events, FakeKube, secret
+from tests.unit.test_operator_render import tenant
+
+PROM = "http://prometheus.monitoring:9090"
+
+
+@pytest.mark.parametrize(
+    ("spec", "replicas", "requested", "limited"),
+    [
+        ({}, 1, None, None),  # builtin before any session count: the floor
+        ({"replicas": 7}, 1, None, None),  # the builtin autoscaler ignores spec.replicas
+        ({"pool": {"autoscaler": "none"}}, 1, None, None),  # none without spec.replicas: the floor
+        ({"pool": {"autoscaler": "none"}, "replicas": 4}, 4, 4, None),
+        ({"pool": {"autoscaler": "keda"}, "replicas": 4}, 4, 4, None),
+        ({"pool": {"autoscaler": "none", "maxReplicas": 5}, "replicas": 9}, 5, 9, policy.AT_MAX),
+        ({"pool": {"autoscaler": "none", "minReplicas": 2}, "replicas": 0}, 2, 0, policy.AT_MIN),
+        ({"pool": {"autoscaler": "none"}, "replicas": 4, "suspend": True}, 0, None, None),
+    ],
+)
+def test_static_size(spec: dict[str, Any], replicas: int, requested: int | None, limited: str | None) -> None:
+    assert scaling.static_size(tenant(spec)["spec"]) == scaling.StaticSize(replicas, requested, limited)
+
+
+def test_spec_replicas_resizes_without_rolling_the_pool() -> None:
+    a = tenant({"pool": {"autoscaler": "none"}, "replicas": 2})
+    b = tenant({"pool": {"autoscaler": "none"}, "replicas": 5})
+    assert render.deployment(a)["spec"]["replicas"] == 2 and render.deployment(b)["spec"]["replicas"] == 5
+    assert "replicas" not in render.worker_config("acme", "team-a", b["spec"])  # the worker refuses it
+    template = render.deployment(a)["spec"]["template"]
+    assert template == render.deployment(b)["spec"]["template"]  # same pods: a resize, not a rollout
+
+
+def keda_tenant(**spec: Any) -> dict[str, Any]:
+    pool = {
+        "autoscaler": "keda",
+        "minReplicas": 2,
+        "maxReplicas": 12,
+        "sessionsPerWorker": 3,
+        "spareSessions": 5,
+        "scaleDownDelaySeconds": 120,
+    }
+    return tenant({"pool": pool, **spec})
+
+
+def test_scaled_object_is_the_builtin_formula_on_the_scale_subresource() -> None:
+    so = render.scaled_object(keda_tenant(), PROM)
+    assert so["apiVersion"] == "keda.sh/v1alpha1" and so["kind"] == "ScaledObject"
+    assert so["metadata"]["name"] == render.worker_name("acme")
+    assert so["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    spec = so["spec"]
+    assert spec["scaleTargetRef"] == {"apiVersion": render.API_VERSION, "kind": render.KIND, "name": "acme"}
+    assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (2, 12)
+    (trigger,) = spec["triggers"]
+    assert trigger["type"] == "prometheus" and trigger["metricType"] == "AverageValue"
+    # AverageValue: the HPA asks for ceil(value / threshold) = ceil((active + spare) / sessionsPerWorker).
+    assert trigger["metadata"] == {
+        "serverAddress": PROM,
+        "query": '(sum(storyteller_sessions_active{namespace="team-a", tenant="acme"}) or vector(0)) + 5',
+        "threshold": "3",
+    }
+    behavior = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+    assert behavior["scaleDown"] == {"stabilizationWindowSeconds": 120}
+    assert behavior["scaleUp"]["stabilizationWindowSeconds"] == 0
+    assert behavior["scaleUp"]["policies"] == [{"type": "Pods", "value": 12, "periodSeconds": 15}]
+    assert "annotations" not in so["metadata"]
+
+
+def test_suspend_pauses_the_scaled_object() -> None:
+    so = render.scaled_object(keda_tenant(suspend=True), PROM)
+    assert so["metadata"]["annotations"] == {"autoscaling.keda.sh/paused": "true"}
+
+
+def test_scaled_object_only_for_keda_with_an_address() -> None:
+    def kinds(t: dict[str, Any], url: str | None) -> list[str]:
+        return [c["kind"] for c in render.children(t, keda_prometheus_url=url)]
+
+    assert kinds(keda_tenant(), PROM)[-1] == "ScaledObject"
+    assert "ScaledObject" not in kinds(keda_tenant(), None)
+    assert "ScaledObject" not in kinds(tenant(), PROM)
+    assert "ScaledObject" not in kinds(tenant({"pool": {"autoscaler": "none"}}), PROM)
+
+
+# ----------------------------------------------------------------------------------------- reconcile
+
+
+def cluster_with(t: dict[str, Any], *, keda_served: bool) -> FakeKube:
+    kube = FakeKube()
+    kube.add(t)
+    kube.add(secret("lk-creds"))
+    if keda_served:
+        kube.apis.add(KEDA_API)
+    return kube
+
+
+def reconciler(kube: FakeKube, events: Events, url: str | None = PROM) -> Reconciler:
+    return Reconciler(kube, events, clock=lambda: "2026-01-01T00:00:00Z", detect_pod_monitor=False,
+                      keda_prometheus_url=url)  # fmt: skip
+
+
+def limited(kube: FakeKube) -> dict[str, Any]:
+    status = kube.objects[(render.KIND, "team-a", "acme")]["status"]
+    return dict(st.condition(status, st.SCALING_LIMITED) or {})
+
+
+def test_keda_tenant_gets_its_scaled_object_and_spec_replicas_sizes_the_pool() -> None:
+    kube, events = cluster_with(keda_tenant(replicas=4), keda_served=True), Events()
+    reconciler(kube, events).reconcile("team-a", "acme")
+    assert ("ScaledObject", "team-a", "acme-worker") in kube.objects
+    assert kube.objects[("Deployment", "team-a", "acme-worker")]["spec"]["replicas"] == 4
+    cond = limited(kube)
+    assert (cond["status"], cond["reason"]) == ("False", "WithinBounds")
+    assert cond["message"] == "spec.replicas asks for 4 workers, within the pool's bounds"
+
+
+@pytest.mark.parametrize(
+    ("keda_served", "url", "reason", "names"),
+    [
+        (False, PROM, "KedaNotInstalled", "keda.sh/v1alpha1/ScaledObject"),
+        (True, None, "KedaNotConfigured", "autoscaling.keda.prometheusURL"),
+    ],
+)
+def test_keda_tenant_without_keda_says_why_and_keeps_serving(
+    keda_served: bool, url: str | None, reason: str, names: str
+) -> None:
+    kube, events = cluster_with(keda_tenant(), keda_served=keda_served), Events()
+    rec = reconciler(kube, events, url)
+    rec.reconcile("team-a", "acme")
+    assert ("ScaledObject", "team-a", "acme-worker") not in kube.objects
+    assert kube.objects[("Deployment", "team-a", "acme-worker")]["spec"]["replicas"] == 2  # the floor
+    cond = limited(kube)
+    assert (cond["status"], cond["reason"]) == ("True", reason)
+    assert names in cond["message"] and "stays at 2 workers" in cond["message"]
+    assert [e for e in events.posted if e[1] == reason] == [("Warning", reason, cond["message"])]
+    kube.roll_out("team-a", "acme")
+    rec.reconcile("team-a", "acme")
+    status = kube.objects[(render.KIND, "team-a", "acme")]["status"]
+    assert status["phase"] == "Ready"  # the pool serves; only its scaling is stuck
+    assert len([e for e in events.posted if e[1] == reason]) == 1  # no repeat while unchanged
+
+
+def test_leaving_keda_deletes_the_scaled_object() -> None:
+    kube, events = cluster_with(keda_tenant(), keda_served=True), Events()
+    rec = reconciler(kube, events)
+    rec.reconcile("team-a", "acme")
+    assert ("ScaledObject", "team-a", "acme-worker") in kube.objects
+    t = kube.objects[(render.KIND, "team-a", "acme")]
+    t["spec"]["pool"]["autoscaler"] = "builtin"
+    rec.reconcile("team-a", "acme", force_apply=False)
+    assert ("ScaledObject", "team-a", "acme-worker") not in kube.objects
+    assert (
+        "Normal",
+        "Deleted",
+        "deleted ScaledObject/acme-worker: pool.autoscaler is not keda",
+    ) in events.posted
+    writes = len(kube.writes)
+    rec.reconcile("team-a", "acme", force_apply=False)
+    assert len(kube.writes) == writes  # nothing left to delete, nothing asked again
+
+
+def test_a_scaled_object_owned_by_someone_else_is_left_alone() -> None:
+    kube, events = cluster_with(tenant(), keda_served=True), Events()
+    foreign = render.scaled_object(keda_tenant(), PROM)
+    foreign["metadata"]["ownerReferences"][0]["uid"] = "someone-else"
+    kube.add(foreign)
+    reconciler(kube, events).reconcile("team-a", "acme", force_apply=True)
+    assert ("ScaledObject", "team-a", "acme-worker") in kube.objects
