@@ -165,12 +165,6 @@ class OperatorProcess:
 
 
 @pytest.fixture
-def operator_env() -> dict[str, str]:
-    """Extra STORYTELLER_OPERATOR_* settings of the `operator` fixture; a test module overrides this."""
-    return {}
-
-
-@pytest.fixture
 def operator(
     cluster: Cluster, chart: None, tmp_path: Path, operator_env: dict[str, str]
 ) -> Iterator[OperatorProcess]:
