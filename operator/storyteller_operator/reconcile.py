@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from kubernetes.client import ApiException
 
 from storyteller_operator import metrics, policy, render, scaling
+from storyteller_operator import sessions as sessions_mod
 from storyteller_operator import status as status_mod
 from storyteller_operator.kube import KubeClient
 from storyteller_operator.sessions import SessionSource
@@ -280,14 +281,24 @@ class Reconciler:
         decision = self._autoscale(namespace, name, spec, active, current_replicas)
         static = scaling.static_size(spec)
         desired = decision.replicas if decision else static.replicas
+        scaling_problem: tuple[str, str] | None = None
         if decision and per_pod is not None and len(per_pod) < running:
             # Some running workers did not say how busy they are: never shrink on a partial count. (The
             # Deployment's own size, not the pods counted: a rollout's surge pods must not ratchet it up.)
-            desired = max(desired, current_replicas or 0)
+            held = max(desired, current_replicas or 0)
+            if held > desired:
+                scaling_problem = (
+                    "WorkersNotReporting",
+                    f"{running - len(per_pod)} of {running} running workers did not report their sessions "
+                    f"(GET :{sessions_mod.WORKER_STATUS_PORT}/worker); the pool is held at {held} "
+                    f"workers instead of {desired} until they do",
+                )
+            desired = held
         if per_pod:
             # Whoever chose the size (the policy, KEDA, kubectl scale), the operator lowers the Deployment.
             self._protect_busy_pods(namespace, name, per_pod, desired)
         keda_problem = self._keda_problem(spec, desired)
+        scaling_problem = scaling_problem or keda_problem
 
         missing = [
             (secret, field)
@@ -356,7 +367,7 @@ class Reconciler:
             scaling_limited=decision.limited if decision else static.limited,
             demand_replicas=decision.unclamped if decision else static.requested,
             demand_source="sessions" if decision else "spec.replicas",
-            scaling_problem=keda_problem,
+            scaling_problem=scaling_problem,
         )
         new_status = status_mod.compute(obs, old_status, self.clock())
         status_written = False

@@ -77,6 +77,20 @@ class FakeKube:
     def has_api(self, group_version: str, kind: str) -> bool:
         return (group_version, kind) in self.apis
 
+    def list(self, api_version: str, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
+        want = dict(term.split("=", 1) for term in selector.split(","))
+        return [
+            copy.deepcopy(o)
+            for (k, ns, _), o in self.objects.items()
+            if k == kind and ns == namespace and want.items() <= (o["metadata"].get("labels") or {}).items()
+        ]
+
+    def annotate(
+        self, api_version: str, kind: str, namespace: str, name: str, annotations: dict[str, str]
+    ) -> None:
+        meta = self.objects[self._key(kind, namespace, name)]["metadata"]
+        meta.setdefault("annotations", {}).update(annotations)
+
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
         self.writes.append(f"delete {kind}/{name}")
         self.objects.pop(self._key(kind, namespace, name), None)

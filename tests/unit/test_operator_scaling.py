@@ -175,3 +175,51 @@ def test_a_scaled_object_owned_by_someone_else_is_left_alone() -> None:
     kube.add(foreign)
     reconciler(kube, events).reconcile("team-a", "acme", force_apply=True)
     assert ("ScaledObject", "team-a", "acme-worker") in kube.objects
+
+
+# ------------------------------------------------------------------ builtin, with workers not reporting
+
+
+class Sessions:
+    """A session source whose answers the test sets (pods absent from `answers` do not answer)."""
+
+    def __init__(self) -> None:
+        self.answers: dict[str, int] = {}
+
+    def active_sessions(self, pods: Any) -> dict[str, int]:
+        names = [p["metadata"]["name"] for p in pods]
+        return {n: self.answers[n] for n in names if n in self.answers}
+
+
+def running_pod(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "team-a", "labels": render.selector_labels("acme")},
+        "status": {"phase": "Running", "podIP": "127.77.0.9"},
+    }
+
+
+def test_a_pool_is_never_shrunk_on_a_partial_count_and_says_why() -> None:
+    t = tenant({"pool": {"minReplicas": 1, "maxReplicas": 5, "scaleDownDelaySeconds": 0}})
+    kube, events, source = cluster_with(t, keda_served=False), Events(), Sessions()
+    rec = Reconciler(kube, events, clock=lambda: "2026-01-01T00:00:00Z", detect_pod_monitor=False,
+                     sessions=source)  # fmt: skip
+    kube.add(render.deployment(t, 3))
+    for name in ("w-a", "w-b", "w-c"):
+        kube.add(running_pod(name))
+    source.answers = {"w-a": 0, "w-b": 0}  # w-c is silent: it may be busy
+    rec.reconcile("team-a", "acme")
+    assert kube.objects[("Deployment", "team-a", "acme-worker")]["spec"]["replicas"] == 3
+    cond = limited(kube)
+    assert (cond["status"], cond["reason"]) == ("True", "WorkersNotReporting")
+    assert cond["message"].startswith("1 of 3 running workers did not report their sessions")
+    assert "held at 3 workers instead of 1" in cond["message"]
+
+    source.answers["w-c"] = 1  # now everyone answers: 1 session + 2 spare fit in one pod of 4
+    rec.reconcile("team-a", "acme")
+    assert kube.objects[("Deployment", "team-a", "acme-worker")]["spec"]["replicas"] == 1
+    assert (limited(kube)["status"], limited(kube)["reason"]) == ("False", "WithinBounds")
+    pods = {n: kube.objects[("Pod", "team-a", n)]["metadata"] for n in ("w-a", "w-b", "w-c")}
+    costs = {n: meta["annotations"]["controller.kubernetes.io/pod-deletion-cost"] for n, meta in pods.items()}
+    assert costs == {"w-a": "0", "w-b": "0", "w-c": "1"}  # priced before the scale-in
