@@ -17,7 +17,7 @@ import kopf
 from storyteller_operator import __version__, kube, logs, metrics
 from storyteller_operator.handlers import Options, build_registry
 from storyteller_operator.reconcile import Reconciler
-from storyteller_operator.sessions import WorkerStatusSource
+from storyteller_operator.sessions import PrometheusSessionSource, SessionSource, WorkerStatusSource
 
 log = logging.getLogger("storyteller.operator")
 
@@ -71,10 +71,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="reconcile threads [STORYTELLER_OPERATOR_WORKERS]",
     )
     p.add_argument(
-        "--keda-prometheus-url",
-        default=_env("KEDA_PROMETHEUS_URL", ""),
-        help="Prometheus URL the ScaledObjects of keda tenants query; empty: no ScaledObject "
-        "[STORYTELLER_OPERATOR_KEDA_PROMETHEUS_URL]",
+        "--prometheus-url",
+        default=_env("PROMETHEUS_URL", ""),
+        help="the Prometheus that scrapes the workers: queried by keda tenants' ScaledObjects (none "
+        "without it) and by --sessions-source prometheus [STORYTELLER_OPERATOR_PROMETHEUS_URL]",
+    )
+    p.add_argument(
+        "--sessions-source",
+        default=_env("SESSIONS_SOURCE", "workers"),
+        choices=["workers", "prometheus"],
+        help="where the builtin autoscaler reads each pod's sessions: the workers' :8081/worker, or "
+        "Prometheus (--prometheus-url) [STORYTELLER_OPERATOR_SESSIONS_SOURCE]",
     )
     p.add_argument(
         "--log-level",
@@ -96,12 +103,17 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(args.log_level, args.log_format)
     api = kube.load_api_client(pool_size=args.workers * 2 + 4)
     client = kube.Kube(api)
-    # Sessions per pod come from the workers' own status endpoint (see sessions.py for why).
+    # Sessions per pod: the workers' own status endpoint, or Prometheus (see sessions.py for why).
+    sessions: SessionSource = WorkerStatusSource()
+    if args.sessions_source == "prometheus":
+        if not args.prometheus_url:
+            log.error(
+                "--sessions-source prometheus needs --prometheus-url [STORYTELLER_OPERATOR_PROMETHEUS_URL]"
+            )
+            return 2
+        sessions = PrometheusSessionSource(args.prometheus_url)
     reconciler = Reconciler(
-        client,
-        client.post_event,
-        sessions=WorkerStatusSource(),
-        keda_prometheus_url=args.keda_prometheus_url or None,
+        client, client.post_event, sessions=sessions, prometheus_url=args.prometheus_url or None
     )
     registry = build_registry(
         reconciler,

@@ -91,13 +91,13 @@ class Reconciler:
         clock: Callable[[], str] = utc_now,
         detect_pod_monitor: bool = True,
         sessions: SessionSource | None = None,
-        keda_prometheus_url: str | None = None,
+        prometheus_url: str | None = None,
     ) -> None:
         self.kube = kube
         self.events = events
         self.clock = clock
         self.sessions = sessions
-        self.keda_prometheus_url = keda_prometheus_url
+        self.prometheus_url = prometheus_url
         self.detect_pod_monitor = detect_pod_monitor
         # (group/version, kind) → (served, monotonic time of the check)
         self._apis: dict[tuple[str, str], tuple[bool, float]] = {}
@@ -213,11 +213,11 @@ class Reconciler:
         if scaling.autoscaler(spec) != "keda":
             return None
         held = f"the pool stays at {replicas} workers (spec.replicas, else pool.minReplicas)"
-        if not self.keda_prometheus_url:
+        if not self.prometheus_url:
             return (
                 "KedaNotConfigured",
                 "autoscaler keda needs the Prometheus address KEDA queries: set the chart value "
-                f"autoscaling.keda.prometheusURL (operator flag --keda-prometheus-url); {held}",
+                f"prometheus.url (operator flag --prometheus-url); {held}",
             )
         if not self.api_served(KEDA_API):
             return (
@@ -314,7 +314,7 @@ class Reconciler:
             tenant,
             pod_monitor_enabled=self.pod_monitor_enabled(),
             replicas=desired,
-            keda_prometheus_url=None if keda_problem else self.keda_prometheus_url,
+            keda_prometheus_url=None if keda_problem else self.prometheus_url,
         )
         if not any(c["kind"] == KEDA_API[1] for c in children) and self._prune_scaled_object(
             tenant, force_apply

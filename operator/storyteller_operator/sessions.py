@@ -1,16 +1,23 @@
 """Where the operator learns how many sessions each worker pod is running.
 
-The source is the workers themselves: every worker serves `GET :8081/worker` (the framework's status,
-with `active_jobs`), the same port the kubelet probes, so it works on any cluster with no Prometheus
-and no extra RBAC beyond listing pods, and it is current to the second. Prometheus would add a
-scrape interval of lag and a dependency; it can be plugged in later as another `SessionSource`.
-A pod that does not answer (starting, or gone) counts as unknown, not as zero.
+Two sources, chosen with the operator's --sessions-source:
+
+- `workers` (the default): every worker serves `GET :8081/worker` (the framework's status, with
+  `active_jobs`), the same port the kubelet probes. It works on any cluster with no Prometheus and no
+  extra RBAC beyond listing pods, and it is current to the second.
+- `prometheus`: `storyteller_sessions_active` per pod from the Prometheus that scrapes the workers. One
+  query per tenant instead of one request per pod, and no operator→pod traffic (for clusters whose
+  NetworkPolicies forbid it), at the cost of a scrape interval of lag and a dependency.
+
+A pod with no answer (starting, gone, not scraped yet) counts as unknown, not as zero.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -55,3 +62,36 @@ class WorkerStatusSource:
 
     def active_sessions(self, pods: Sequence[Mapping[str, Any]]) -> dict[str, int]:
         return {name: n for name, n in self._pool.map(self._one, pods) if n is not None}
+
+
+POD_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")  # what a pod name can be (safe inside a regex)
+
+
+class PrometheusSessionSource:
+    """`sum by (pod) (storyteller_sessions_active{namespace=..., pod=~...})` from Prometheus."""
+
+    def __init__(self, url: str, fetch: Callable[[str], Any] = _fetch_json) -> None:
+        self._url = url.rstrip("/")
+        self._fetch = fetch
+
+    def query(self, pods: Sequence[Mapping[str, Any]]) -> str | None:
+        """The PromQL asked for `pods` (one namespace: a tenant's), or None when there is nothing to ask."""
+        names = sorted(str(p["metadata"]["name"]) for p in pods if POD_NAME.match(str(p["metadata"]["name"])))
+        if not names:
+            return None
+        namespace = pods[0]["metadata"]["namespace"]
+        return (
+            f'sum by (pod) (storyteller_sessions_active{{namespace="{namespace}", pod=~"{"|".join(names)}"}})'
+        )
+
+    def active_sessions(self, pods: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+        expr = self.query(pods)
+        if expr is None:
+            return {}
+        try:
+            body = self._fetch(f"{self._url}/api/v1/query?{urllib.parse.urlencode({'query': expr})}")
+            result = body["data"]["result"]
+            return {str(r["metric"]["pod"]): int(float(r["value"][1])) for r in result}
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            log.warning("prometheus sessions query failed", extra={"error": str(err)[:300]})
+            return {}

@@ -51,7 +51,7 @@ def keda_crds(cluster: Cluster) -> Iterator[None]:
 
 @pytest.fixture
 def operator_env(keda_crds: None) -> dict[str, str]:
-    return {"STORYTELLER_OPERATOR_KEDA_PROMETHEUS_URL": PROMETHEUS_URL}
+    return {"STORYTELLER_OPERATOR_PROMETHEUS_URL": PROMETHEUS_URL}
 
 
 def _pods(cluster: Cluster, ns: str) -> list[dict[str, Any]]:

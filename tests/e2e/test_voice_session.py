@@ -17,6 +17,7 @@ from livekit import api
 from prometheus_client.parser import text_string_to_metric_families
 
 from storyteller_operator import render
+from storyteller_operator.sessions import PrometheusSessionSource
 from tests.e2e.caller import Caller, caller_token
 from tests.e2e.conftest import CALLER_SCRIPT
 from tests.e2e.worker_process import WorkerProcess
@@ -98,6 +99,9 @@ async def test_dispatched_agent_greets_hands_off_tells_the_story_and_hangs_up(
             await asyncio.to_thread(  # off the event loop: the caller keeps receiving audio meanwhile
                 prometheus.wait_for, keda_query, lambda r: bool(r) and float(r[0]["value"][1]) == 3
             )
+            # ...and so does the operator's --sessions-source prometheus, on the worker's pod.
+            worker_pod = {"metadata": {"name": "w-0", "namespace": "acme"}}
+            assert PrometheusSessionSource(prometheus.url).active_sessions([worker_pod]) == {"w-0": 1}
             await caller.wait_for(
                 "the story to pause for the caller", _listening_after_speaking(caller, 2), 60
             )

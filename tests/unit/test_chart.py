@@ -269,3 +269,23 @@ def test_optional_monitors() -> None:
     (dep,) = [d for d in docs if d["kind"] == "Deployment"]
     env = {e["name"]: e["value"] for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["STORYTELLER_OPERATOR_NAMESPACES"] == "a,b"
+
+
+def test_prometheus_url_and_sessions_source_reach_the_operator() -> None:
+    docs = helm_template(
+        "--set", "prometheus.url=http://prometheus-operated.monitoring:9090",
+        "--set", "operator.sessionsSource=prometheus",
+    )  # fmt: skip
+    (dep,) = [d for d in docs if d["kind"] == "Deployment"]
+    env = {e["name"]: e["value"] for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["STORYTELLER_OPERATOR_PROMETHEUS_URL"] == "http://prometheus-operated.monitoring:9090"
+    assert env["STORYTELLER_OPERATOR_SESSIONS_SOURCE"] == "prometheus"
+
+
+def test_prometheus_sessions_without_a_url_is_refused_by_name() -> None:
+    proc = subprocess.run(
+        [str(helm_bin()), "template", "st", str(CHART), "--kube-version", "1.35.0",
+         "--set", "operator.sessionsSource=prometheus"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0 and "operator.sessionsSource prometheus needs prometheus.url" in proc.stderr

@@ -105,7 +105,7 @@ def cluster_with(t: dict[str, Any], *, keda_served: bool) -> FakeKube:
 
 def reconciler(kube: FakeKube, events: Events, url: str | None = PROM) -> Reconciler:
     return Reconciler(kube, events, clock=lambda: "2026-01-01T00:00:00Z", detect_pod_monitor=False,
-                      keda_prometheus_url=url)  # fmt: skip
+                      prometheus_url=url)  # fmt: skip
 
 
 def limited(kube: FakeKube) -> dict[str, Any]:
@@ -127,7 +127,7 @@ def test_keda_tenant_gets_its_scaled_object_and_spec_replicas_sizes_the_pool() -
     ("keda_served", "url", "reason", "names"),
     [
         (False, PROM, "KedaNotInstalled", "keda.sh/v1alpha1/ScaledObject"),
-        (True, None, "KedaNotConfigured", "autoscaling.keda.prometheusURL"),
+        (True, None, "KedaNotConfigured", "chart value prometheus.url"),
     ],
 )
 def test_keda_tenant_without_keda_says_why_and_keeps_serving(
