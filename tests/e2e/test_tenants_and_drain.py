@@ -1,12 +1,20 @@
-"""Tenant isolation on one LiveKit server, and a worker that drains on SIGTERM."""
+"""Tenant isolation on one LiveKit server, a worker that drains on SIGTERM, and a job process killed
+mid-call whose session stops being counted."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import signal
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from livekit import api
+from prometheus_client.mmap_dict import MmapedDict
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.caller import Caller, caller_token
 from tests.e2e.conftest import CALLER_SCRIPT
@@ -98,3 +106,42 @@ async def test_sigterm_drains_the_running_session_and_refuses_new_ones(
     assert "Goodbye, Ada" in caller.transcript_text()
     assert draining.wait_exit(timeout=60) == 0
     assert _took_job(draining, room)
+
+
+def _sessions_active(metrics_text: str) -> float:
+    for family in text_string_to_metric_families(metrics_text):
+        if family.name == "storyteller_sessions_active":
+            return sum(sample.value for sample in family.samples)
+    raise AssertionError("storyteller_sessions_active is not exported")
+
+
+def _pids_counting_a_session(multiproc_dir: Path) -> list[int]:
+    """Processes whose live gauge file holds a running session (a job process's)."""
+    pids = []
+    for path in multiproc_dir.glob("gauge_livesum_*.db"):
+        for key, value, _ts, _pos in MmapedDict.read_all_values_from_file(str(path)):
+            if json.loads(key)[0] == "storyteller_sessions_active" and value > 0:
+                pids.append(int(path.stem.rsplit("_", 1)[1]))
+    return pids
+
+
+async def test_a_job_process_killed_mid_call_stops_counting_its_session(
+    livekit_server: LiveKitServer,
+    model_server: ThreadedServer,
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    worker = start_worker(model_server.base_url)
+    async with dispatched_call(livekit_server, "acme-storyteller") as (caller, _room):
+        await caller.wait_for("the greeting", lambda: caller.voiced_frames >= 20, 30)
+        assert _sessions_active(worker.metrics()) == 1
+        (job_pid,) = _pids_counting_a_session(worker.multiproc_dir)
+        assert worker.proc is not None and job_pid != worker.proc.pid
+        os.kill(job_pid, signal.SIGKILL)  # an OOM kill: the session never gets to decrement its gauge
+        await asyncio.to_thread(
+            worker.wait_until,
+            lambda: _sessions_active(worker.metrics()) == 0,
+            "the killed job's session to leave storyteller_sessions_active",
+            30,
+        )
+    assert worker.proc.poll() is None  # the worker itself lives on
+    assert '"dropped the live gauges of exited job processes"' in worker.log()

@@ -37,11 +37,16 @@ class WorkerProcess:
     def metrics_port(self) -> int:
         return int(self.config["observability"]["metricsPort"])
 
+    @property
+    def multiproc_dir(self) -> Path:
+        """Its $PROMETHEUS_MULTIPROC_DIR: one value file per process and metric type."""
+        return self.workdir / f"prom-{self.config['tenant']}-{self.http_port}"
+
     def start(self) -> WorkerProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         config_path = self.workdir / f"{self.config['tenant']}-{self.http_port}.json"
         config_path.write_text(json.dumps(self.config))
-        multiproc = self.workdir / f"prom-{self.config['tenant']}-{self.http_port}"
+        multiproc = self.multiproc_dir
         multiproc.mkdir(exist_ok=True)
         env = {
             **os.environ,
@@ -72,9 +77,11 @@ class WorkerProcess:
 
     def wait_log(self, text: str, deadline_s: float = 30) -> None:
         """Wait until the worker's output contains `text` (it must not exit first)."""
-        self._wait(lambda: text in self.log(), repr(text), deadline_s)
+        self.wait_until(lambda: text in self.log(), repr(text), deadline_s)
 
-    def _wait(self, predicate: Any, what: str, deadline_s: float) -> None:
+    def wait_until(self, predicate: Any, what: str, deadline_s: float) -> None:
+        """Poll `predicate` until true; the worker must not exit first. Blocking: call it from a thread
+        in async code."""
         deadline = time.monotonic() + deadline_s
         while not predicate():
             assert self.proc is not None

@@ -10,7 +10,7 @@ import os
 import sys
 
 from .config import CONFIG_PATH_ENV, DEFAULT_CONFIG_PATH, ConfigError, check_env, load_tenant_config
-from .metrics_dir import prepare_multiprocess_dir
+from .metrics_dir import prepare_multiprocess_dir, start_reaper
 
 EXIT_CONFIG_ERROR = 2
 
@@ -25,11 +25,16 @@ def main() -> int:
         return EXIT_CONFIG_ERROR
 
     # Before the framework imports prometheus_client: job processes' metrics reach /metrics only so.
-    prepare_multiprocess_dir()
+    # Only the main process reaps: job processes never run main().
+    start_reaper(prepare_multiprocess_dir())
     # Imported after the checks: importing the framework takes seconds, a bad config should not wait.
     from livekit.agents import cli
 
+    from .metrics import record_capacity
     from .server import HTTP_PORT, build_server
+
+    # The pod's series exist from its start, whatever its job processes do (a killed one is reaped).
+    record_capacity(tenant)
 
     # The HTTP port is fixed in a pod (probes point at it); several local workers need their own.
     http_port = int(os.environ.get("STORYTELLER_HTTP_PORT", HTTP_PORT))

@@ -135,7 +135,8 @@ def provider_names(tenant: TenantConfig) -> dict[tuple[ModelKind, str], str]:
 
 
 def record_capacity(tenant: TenantConfig) -> None:
-    """Per process (prewarm): every process of a pod reports the same values, merged by max."""
+    """Per process (the worker's main process, and each job process's prewarm): every process of a pod
+    reports the same values, merged by max."""
     SESSION_CAPACITY.labels(tenant=tenant.tenant).set(tenant.pool.sessions_per_worker)
     POOL_MAX_REPLICAS.labels(tenant=tenant.tenant).set(tenant.pool.max_replicas)
     initialize_series(tenant)
@@ -158,6 +159,7 @@ def initialize_series(tenant: TenantConfig) -> None:
     """
     name = tenant.tenant
     SESSIONS_STARTED.labels(tenant=name)
+    SESSIONS_ACTIVE.labels(tenant=name)  # at 0 from the worker's main process on: never a missing series
     HANDOFFS.labels(tenant=name, from_agent="IntroAgent", to_agent="StoryAgent")
     for agent, phase_name in (("IntroAgent", "intro"), ("StoryAgent", "story")):
         EOU_DELAY.labels(tenant=name, agent=agent)
