@@ -104,6 +104,8 @@ def observed(
     try:
         metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
         _wait_http(metrics_url, "storyteller_worker_session_capacity", worker)
+        # The framework's own gauges come once its process pool runs (the main process exports ours sooner).
+        _wait_http(metrics_url, "lk_agents_child_process_count{", worker)
         assert not (work / "metrics" / "counter_999999.db").exists()
         prom = prometheus_factory(
             {"storyteller-worker": [(f"127.0.0.1:{metrics_port}", {"namespace": "acme", "pod": POD})]},

@@ -30,11 +30,7 @@ def main() -> int:
     # Imported after the checks: importing the framework takes seconds, a bad config should not wait.
     from livekit.agents import cli
 
-    from .metrics import record_capacity
     from .server import HTTP_PORT, build_server
-
-    # The pod's series exist from its start, whatever its job processes do (a killed one is reaped).
-    record_capacity(tenant)
 
     # The HTTP port is fixed in a pod (probes point at it); several local workers need their own.
     http_port = int(os.environ.get("STORYTELLER_HTTP_PORT", HTTP_PORT))

@@ -91,4 +91,7 @@ def build_server(tenant: TenantConfig, *, http_port: int = HTTP_PORT) -> Session
         await request.accept()
 
     server.rtc_session(entrypoint, agent_name=tenant.agent_name, on_request=on_request)
+    # The main process exports the pod's series too, so they exist whatever its job processes do (a
+    # killed one is reaped). Not before this event: the framework empties the metrics directory first.
+    server.on("worker_started", lambda: record_capacity(tenant))
     return server
