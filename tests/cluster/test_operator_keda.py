@@ -22,6 +22,7 @@ from tests.cluster.test_operator_lifecycle import (  # noqa: F401  (fixtures use
     deploy_ready_tenant,
     get_sd,
     operator,
+    patch_spec,
     wait_for,
 )
 from tests.fakes.worker_status import FakePool
@@ -112,16 +113,7 @@ def test_keda_tenant_gets_a_valid_scaled_object_and_follows_its_scale_subresourc
         fake.close()
 
     # Leaving keda removes the ScaledObject (and with it KEDA's HPA), so nothing else writes the size.
-    cluster.kubectl(
-        "-n",
-        namespace,
-        "patch",
-        "sd",
-        "acme",
-        "--type=merge",
-        "-p",
-        '{"spec":{"pool":{"autoscaler":"none"}}}',
-    )
+    patch_spec(cluster, namespace, {"pool": {"autoscaler": "none"}})
     wait_for("the ScaledObject deleted", lambda: _scaled_object(cluster, namespace) is None, deadline=30)
     reasons = [
         e["reason"]
@@ -138,7 +130,7 @@ def test_suspend_pauses_the_scaled_object(
 ) -> None:
     deploy_ready_tenant(cluster, namespace, pool=POOL)
     wait_for("the ScaledObject", lambda: _scaled_object(cluster, namespace))
-    cluster.kubectl("-n", namespace, "patch", "sd", "acme", "--type=merge", "-p", '{"spec":{"suspend":true}}')
+    patch_spec(cluster, namespace, {"suspend": True})
 
     def paused() -> bool:
         so = _scaled_object(cluster, namespace) or {}

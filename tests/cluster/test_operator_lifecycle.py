@@ -227,6 +227,11 @@ def tenant_yaml(ns: str, name: str = "acme", **spec: Any) -> str:
     )
 
 
+def patch_spec(cluster: Cluster, ns: str, spec: dict[str, Any], name: str = "acme") -> None:
+    """A merge patch of the tenant's spec, as a user would make with kubectl."""
+    cluster.kubectl("-n", ns, "patch", "sd", name, "--type=merge", "-p", json.dumps({"spec": spec}))
+
+
 def get_sd(cluster: Cluster, ns: str, name: str = "acme") -> dict[str, Any]:
     result: dict[str, Any] = cluster.kubectl_json("-n", ns, "get", "sd", name)
     return result
