@@ -329,16 +329,19 @@ def small_bursts(day: list[Session], res: Result, spare: int) -> tuple[int, int,
     return len(bursts), len({s.burst_id for s in missed}), len(missed)
 
 
-def after_another_burst(day: list[Session], res: Result, spare: int, lag: int) -> dict[int, int]:
-    """Missed bursts <= spare that came within `lag` s after another burst: burst id -> the slots a
-    scaler would have needed free before that other burst (both bursts; base arrivals not counted)."""
+def after_another_burst(
+    day: list[Session], res: Result, spare: int, lag: int
+) -> dict[int, tuple[int, int, int]]:
+    """Missed bursts <= spare that came within `lag` s after another burst: burst id -> (its time,
+    seconds since the other, free slots a scaler needed before the other: both bursts, base not counted).
+    A pod asked for at the first decision after the other burst is ready STARTUP_S..lag s after it."""
     starts = {s.burst_id: (s.arrival, s.burst) for s in day if s.burst}
-    out: dict[int, int] = {}
+    out: dict[int, tuple[int, int, int]] = {}
     for bid in {s.burst_id for s in res.no_warm if 0 < s.burst <= spare}:
         at, size = starts[bid]
-        before = [n for other, (t, n) in starts.items() if other != bid and at - lag < t <= at]
+        before = [(t, n) for other, (t, n) in starts.items() if other != bid and at - lag < t <= at]
         if before:
-            out[bid] = size + sum(before)
+            out[bid] = (at, at - min(t for t, _ in before), size + sum(n for _, n in before))
     return out
 
 
@@ -397,9 +400,9 @@ def run_seed(seed: int, spare: int) -> Goals:
     print(f"  {lo}..{hi} at once); base load {NIGHT_RATE}/s at 04:00 .. {PEAK_RATE}/s at 16:00")
     print(
         f"limits: min {limits.min_replicas} max {limits.max_replicas} sessionsPerWorker "
-        f"{limits.sessions_per_worker} spareSessions {spare} scaleDownDelaySeconds 300; builtin lead term "
-        f"{limits.lead_time_s:g} s over a {limits.trend_window_s:g} s trend window"
+        f"{limits.sessions_per_worker} spareSessions {spare} scaleDownDelaySeconds 300"
     )
+    print(f"  builtin lead term: {limits.lead_time_s:g} s lead, {limits.trend_window_s:g} s trend window")
     builders: list[tuple[str, Callable[[PoolLimits], Scaler]]] = [
         ("builtin (5 s)", lambda lim: SessionScaler(lim, DECISION_S)),
         ("  without lead term", lambda lim: SessionScaler(replace(lim, lead_time_s=0), DECISION_S)),
@@ -421,14 +424,19 @@ def run_seed(seed: int, spare: int) -> Goals:
         f"{hit} of {n} ({missed} sessions; goal 0) -> {'MET' if bursts_met else 'MISSED'}"
     )
     print(f"  (without the lead term: {hit0} of {n})")
+    for at, gap, need in sorted(unreachable.values()):
+        print(
+            f"  missed at {at // 3600:02d}:{at % 3600 // 60:02d}:{at % 60:02d}, {gap} s after another burst "
+            f"(a pod asked for after that one\n    is ready {STARTUP_S}..{lag} s later): "
+            f"it needed {need} free slots before both"
+        )
     if unreachable:
-        need = max(unreachable.values())
+        need = max(n for _, _, n in unreachable.values())
         ideal = oracle(day, limits, need)
         print(
-            f"  {len(unreachable)} of the {hit} came < {lag} s after another burst, before any pod asked for "
-            f"after it could be ready: serving them takes {need} free slots beforehand; an ideal scaler "
-            f"keeping {need} free every second (no lag, hold or drain) already costs "
-            f"{100 * (ideal.pod_minutes / base.pod_minutes - 1):+.1f} % vs oracle"
+            f"  keeping {need} slots free at every second costs {ideal.pod_minutes:.0f} pod-min, "
+            f"{100 * (ideal.pod_minutes / base.pod_minutes - 1):+.1f} % vs oracle,\n"
+            "    even for an ideal scaler (no start-up lag, no hold, no drain)"
         )
     print(
         f"goal 2, builtin pod-minutes vs oracle: {100 * g.over:+.1f} % (goal <= +15 %) -> "

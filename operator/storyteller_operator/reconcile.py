@@ -52,6 +52,7 @@ class TenantState:
     phase: str = ""
     last_forced: float = -1e12
     history: policy.History | None = None  # the builtin autoscaler's recent recommendations
+    deferred_scale_in: bool = False  # the last reconcile held a scale-in back for fresh pod prices
 
 
 class ReconcileError(Exception):
@@ -80,6 +81,22 @@ def _error_text(err: ApiException) -> str:
     except (ValueError, AttributeError):
         message = None
     return f"{err.status} {err.reason}: {message or err.body}"
+
+
+def _demand_words(decision: policy.Decision, spec: Mapping[str, Any]) -> str:
+    """What the builtin policy counted, for the ScalingLimited message ("... ask for N workers")."""
+    active = decision.history.samples[-1][1] if decision.history.samples else 0
+    spare = int((spec.get("pool") or {}).get("spareSessions", 2))
+    words = f"{_count(active, 'active session')}, {_count(spare, 'spare slot')}"
+    if decision.lead_sessions:
+        words += (
+            f" and {_count(decision.lead_sessions, 'slot')} for sessions expected within a pod's start-up"
+        )
+    return words
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 class Reconciler:
@@ -276,7 +293,7 @@ class Reconciler:
         # Read once: it seeds the autoscaler, holds a partial count, and is the status when unchanged.
         current = self.kube.get("apps/v1", "Deployment", namespace, render.worker_name(name))
         current_replicas = int(((current or {}).get("spec") or {}).get("replicas") or 0) if current else None
-        per_pod, running = self._observe_sessions(namespace, name)
+        pods, per_pod, running = self._observe_sessions(namespace, name)
         active = sum(per_pod.values()) if per_pod is not None else None
         decision = self._autoscale(namespace, name, spec, active, current_replicas)
         static = scaling.static_size(spec)
@@ -296,7 +313,7 @@ class Reconciler:
             desired = held
         if per_pod:
             # Whoever chose the size (the policy, KEDA, kubectl scale), the operator lowers the Deployment.
-            self._protect_busy_pods(namespace, name, per_pod, desired)
+            desired = self._protect_busy_pods(namespace, name, pods, per_pod, desired, current_replicas)
         keda_problem = self._keda_problem(spec, desired)
         scaling_problem = scaling_problem or keda_problem
 
@@ -366,7 +383,7 @@ class Reconciler:
             active_sessions=active,
             scaling_limited=decision.limited if decision else static.limited,
             demand_replicas=decision.unclamped if decision else static.requested,
-            demand_source="sessions" if decision else "spec.replicas",
+            demand_source=_demand_words(decision, spec) if decision else "spec.replicas",
             scaling_problem=scaling_problem,
         )
         new_status = status_mod.compute(obs, old_status, self.clock())
@@ -396,11 +413,13 @@ class Reconciler:
             raise ReconcileError(apply_error)
         return Outcome(changed=changed, status_written=status_written, phase=new_status["phase"])
 
-    def _observe_sessions(self, namespace: str, name: str) -> tuple[dict[str, int] | None, int]:
-        """Pod → sessions as the tenant's workers report them (None: no session source), and how many
-        of its pods are running (those that should have answered)."""
+    def _observe_sessions(
+        self, namespace: str, name: str
+    ) -> tuple[list[dict[str, Any]], dict[str, int] | None, int]:
+        """The tenant's pods, pod → sessions as its workers report them (None: no session source), and
+        how many of its pods are running (those that should have answered)."""
         if self.sessions is None:
-            return None, 0
+            return [], None, 0
         pods = self.kube.list("v1", "Pod", namespace, render.selector_string(name))
         running = sum(
             1
@@ -410,7 +429,7 @@ class Reconciler:
         )
         per_pod = self.sessions.active_sessions(pods)
         metrics.POOL_ACTIVE_SESSIONS.labels(tenant=name, namespace=namespace).set(sum(per_pod.values()))
-        return per_pod, running
+        return pods, per_pod, running
 
     def _autoscale(
         self,
@@ -440,14 +459,39 @@ class Reconciler:
         st.history = decision.history
         return decision
 
-    def _protect_busy_pods(self, namespace: str, name: str, per_pod: Mapping[str, int], desired: int) -> None:
-        """Before the pool shrinks, price each pod by its sessions: the ReplicaSet removes the cheapest
-        (controller.kubernetes.io/pod-deletion-cost), so idle pods go and calls are never cut; the ones
-        that must go anyway drain (the worker finishes its sessions on SIGTERM)."""
-        if len(per_pod) <= desired:
-            return
-        for pod, sessions in per_pod.items():
-            self.kube.annotate("v1", "Pod", namespace, pod, {POD_DELETION_COST: str(sessions)})
+    def _protect_busy_pods(
+        self,
+        namespace: str,
+        name: str,
+        pods: list[dict[str, Any]],
+        per_pod: Mapping[str, int],
+        desired: int,
+        current_replicas: int | None,
+    ) -> int:
+        """Keep each pod priced by its sessions, and return the replicas to apply now.
+
+        The ReplicaSet removes the cheapest pods first (controller.kubernetes.io/pod-deletion-cost), so
+        idle pods go and calls are never cut; the ones that must go anyway drain (the worker finishes its
+        sessions on SIGTERM). Prices are patched only when they change. The ReplicaSet reads pods from its
+        own cache, so a scale-in right after a price change could still pick by the old price: it waits
+        one reconcile then (once, so a busy pool whose prices always move still shrinks).
+        """
+        repriced = False
+        for pod in pods:
+            pod_name = pod["metadata"]["name"]
+            if pod_name not in per_pod:
+                continue
+            price = str(per_pod[pod_name])
+            if (pod["metadata"].get("annotations") or {}).get(POD_DELETION_COST) != price:
+                self.kube.annotate("v1", "Pod", namespace, pod_name, {POD_DELETION_COST: price})
+                repriced = True
+        st = self._state(namespace, name)
+        shrinking = current_replicas is not None and desired < current_replicas
+        if shrinking and repriced and not st.deferred_scale_in:
+            st.deferred_scale_in = True
+            return current_replicas or 0
+        st.deferred_scale_in = False
+        return desired
 
     # ----------------------------------------------------------------------------------------- events
 

@@ -34,7 +34,8 @@ class Observation:
     active_sessions: int | None = None  # summed over the pods that answered; None: not observed
     scaling_limited: str | None = None  # the autoscaler wanted more/fewer pods than max/min allow
     demand_replicas: int | None = None  # what the sessions (or spec.replicas) asked for, before clamping
-    demand_source: str = "sessions"  # who asked: "sessions" (builtin) or "spec.replicas" (none, keda)
+    # Who asked, as a sentence's subject: what the builtin policy counted, or "spec.replicas" (none, keda).
+    demand_source: str = "sessions"
     scaling_problem: tuple[str, str] | None = None  # (reason, message): the autoscaler cannot work at all
 
 
@@ -168,7 +169,7 @@ def compute(obs: Observation, previous: Mapping[str, Any] | None, now: str) -> d
         )
     elif obs.demand_replicas is not None:
         limited = obs.scaling_limited
-        verb = "ask" if obs.demand_source == "sessions" else "asks"
+        verb = "asks" if obs.demand_source == "spec.replicas" else "ask"
         asked = f"{obs.demand_source} {verb} for {obs.demand_replicas} workers"
         conditions.append(
             _condition(

@@ -109,7 +109,7 @@ def test_demand_above_max_is_held_at_max_and_says_so(
     fake_pool: FakePool,
 ) -> None:
     (first,) = fake_pool.workers
-    fake_pool.set(first, 9)  # ceil((9 + 1) / 2) = 5 pods wanted, max is 3
+    fake_pool.set(first, 9)  # ceil((9 + 1 spare) / 2) = 5 pods or more wanted, max is 3
     wait_for("the pool at max", lambda: _replicas(cluster, namespace) == 3, deadline=15)
 
     def limited() -> dict[str, Any] | None:
@@ -117,7 +117,8 @@ def test_demand_above_max_is_held_at_max_and_says_so(
         return cond if cond.get("status") == "True" else None
 
     cond = wait_for("ScalingLimited", limited)
-    assert cond["reason"] == "AtMaxReplicas" and "5" in cond["message"]
+    assert cond["reason"] == "AtMaxReplicas" and "held at 3" in cond["message"], cond
+    assert cond["message"].startswith("9 active sessions, 1 spare slot"), cond
 
 
 def _status(cluster: Cluster, ns: str) -> dict[str, Any]:

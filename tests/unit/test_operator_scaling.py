@@ -218,8 +218,29 @@ def test_a_pool_is_never_shrunk_on_a_partial_count_and_says_why() -> None:
 
     source.answers["w-c"] = 1  # now everyone answers: 1 session + 2 spare fit in one pod of 4
     rec.reconcile("team-a", "acme")
-    assert kube.objects[("Deployment", "team-a", "acme-worker")]["spec"]["replicas"] == 1
-    assert (limited(kube)["status"], limited(kube)["reason"]) == ("False", "WithinBounds")
     pods = {n: kube.objects[("Pod", "team-a", n)]["metadata"] for n in ("w-a", "w-b", "w-c")}
     costs = {n: meta["annotations"]["controller.kubernetes.io/pod-deletion-cost"] for n, meta in pods.items()}
-    assert costs == {"w-a": "0", "w-b": "0", "w-c": "1"}  # priced before the scale-in
+    assert costs == {"w-a": "0", "w-b": "0", "w-c": "1"}  # priced first...
+    assert kube.objects[("Deployment", "team-a", "acme-worker")]["spec"]["replicas"] == 3
+    rec.reconcile("team-a", "acme")  # ...and shrunk once the ReplicaSet can have seen the prices
+    assert kube.objects[("Deployment", "team-a", "acme-worker")]["spec"]["replicas"] == 1
+    assert (limited(kube)["status"], limited(kube)["reason"]) == ("False", "WithinBounds")
+
+
+def test_prices_that_keep_moving_hold_a_scale_in_back_only_once() -> None:
+    t = tenant({"pool": {"autoscaler": "none"}, "replicas": 1})
+    kube, events, source = cluster_with(t, keda_served=False), Events(), Sessions()
+    rec = Reconciler(kube, events, clock=lambda: "2026-01-01T00:00:00Z", detect_pod_monitor=False,
+                     sessions=source)  # fmt: skip
+    kube.add(render.deployment(t, 2))
+    kube.add(running_pod("w-a"))
+    kube.add(running_pod("w-b"))
+    source.answers = {"w-a": 0, "w-b": 2}
+    rec.reconcile("team-a", "acme")
+    assert kube.objects[("Deployment", "team-a", "acme-worker")]["spec"]["replicas"] == 2  # held once
+    source.answers = {"w-a": 0, "w-b": 3}  # a price moves again
+    rec.reconcile("team-a", "acme")
+    assert kube.objects[("Deployment", "team-a", "acme-worker")]["spec"]["replicas"] == 1
+    assert kube.objects[("Pod", "team-a", "w-b")]["metadata"]["annotations"] == {
+        "controller.kubernetes.io/pod-deletion-cost": "3"
+    }
