@@ -11,6 +11,7 @@ import argparse
 import logging
 import os
 import sys
+import urllib.parse
 
 import kopf
 
@@ -103,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(args.log_level, args.log_format)
     api = kube.load_api_client(pool_size=args.workers * 2 + 4)
     client = kube.Kube(api)
+    if urllib.parse.urlsplit(args.prometheus_url).username is not None:
+        # It is copied into every keda tenant's ScaledObject, which the tenant can read.
+        log.error("--prometheus-url must not carry credentials [STORYTELLER_OPERATOR_PROMETHEUS_URL]")
+        return 2
     # Sessions per pod: the workers' own status endpoint, or Prometheus (see sessions.py for why).
     sessions: SessionSource = WorkerStatusSource()
     if args.sessions_source == "prometheus":

@@ -83,8 +83,12 @@ def build_registry(reconciler: Reconciler, options: Options) -> kopf.OperatorReg
             return
         observed = (body.get("status") or {}).get("observedGeneration")
         # type None: the initial listing (operator start) — re-apply everything in case it changed meanwhile.
-        if event["type"] is None or observed != body.metadata.get("generation"):
+        # A spec change re-applies only the children whose rendering changed: KEDA writing spec.replicas
+        # every few seconds must not re-apply every child each time.
+        if event["type"] is None:
             reconciler.trigger(namespace, name, force_apply=True)
+        elif observed != body.metadata.get("generation"):
+            reconciler.trigger(namespace, name, force_apply=False)
         else:
             reconciler.touch(namespace, name)
 

@@ -63,6 +63,8 @@ class KubeClient(Protocol):
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None: ...
 
+    def scale(self, namespace: str, name: str, replicas: int) -> None: ...
+
 
 def object_path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
     prefix, plural = KINDS[(api_version, kind)]
@@ -169,10 +171,23 @@ class Kube:
     ) -> None:
         """Merge `annotations` into an object's metadata (a small merge patch, not an apply: the
         annotations belong to the object's owner, e.g. the ReplicaSet's pods)."""
+        try:
+            self._request(
+                "PATCH",
+                object_path(api_version, kind, namespace, name),
+                body={"metadata": {"annotations": annotations}},
+                content_type="application/merge-patch+json",
+            )
+        except ApiException as err:
+            if err.status != 404:  # gone since it was listed: nothing left to annotate
+                raise
+
+    def scale(self, namespace: str, name: str, replicas: int) -> None:
+        """Set a tenant's spec.replicas through its scale subresource (as kubectl scale and the HPA do)."""
         self._request(
             "PATCH",
-            object_path(api_version, kind, namespace, name),
-            body={"metadata": {"annotations": annotations}},
+            object_path(render.API_VERSION, render.KIND, namespace, name) + "/scale",
+            body={"spec": {"replicas": replicas}},
             content_type="application/merge-patch+json",
         )
 

@@ -21,7 +21,6 @@ from typing import Any, Protocol
 from kubernetes.client import ApiException
 
 from storyteller_operator import metrics, policy, render, scaling
-from storyteller_operator import sessions as sessions_mod
 from storyteller_operator import status as status_mod
 from storyteller_operator.kube import KubeClient
 from storyteller_operator.sessions import SessionSource
@@ -53,6 +52,18 @@ class TenantState:
     last_forced: float = -1e12
     history: policy.History | None = None  # the builtin autoscaler's recent recommendations
     deferred_scale_in: bool = False  # the last reconcile held a scale-in back for fresh pod prices
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizing:
+    """How many workers to run now, and why (for the status)."""
+
+    desired: int
+    active: int | None  # sessions counted; None: not observed this time (status keeps the last value)
+    limited: str | None  # policy.AT_MAX / AT_MIN
+    demand: int | None  # what the demand asked for before clamping; None: nothing to report
+    demand_words: str  # who asked, for the ScalingLimited message
+    problem: tuple[str, str] | None  # (reason, message) when the pool cannot be sized as it should
 
 
 class ReconcileError(Exception):
@@ -229,7 +240,7 @@ class Reconciler:
         """Why a keda tenant gets no ScaledObject (reason, message), or None when it can have one."""
         if scaling.autoscaler(spec) != "keda":
             return None
-        held = f"the pool stays at {replicas} workers (spec.replicas, else pool.minReplicas)"
+        held = f"the pool stays at {replicas} workers (spec.replicas)"
         if not self.prometheus_url:
             return (
                 "KedaNotConfigured",
@@ -293,29 +304,10 @@ class Reconciler:
         # Read once: it seeds the autoscaler, holds a partial count, and is the status when unchanged.
         current = self.kube.get("apps/v1", "Deployment", namespace, render.worker_name(name))
         current_replicas = int(((current or {}).get("spec") or {}).get("replicas") or 0) if current else None
-        pods, per_pod, running = self._observe_sessions(namespace, name)
-        active = sum(per_pod.values()) if per_pod is not None else None
-        decision = self._autoscale(namespace, name, spec, active, current_replicas)
-        static = scaling.static_size(spec)
-        desired = decision.replicas if decision else static.replicas
-        scaling_problem: tuple[str, str] | None = None
-        if decision and per_pod is not None and len(per_pod) < running:
-            # Some running workers did not say how busy they are: never shrink on a partial count. (The
-            # Deployment's own size, not the pods counted: a rollout's surge pods must not ratchet it up.)
-            held = max(desired, current_replicas or 0)
-            if held > desired:
-                scaling_problem = (
-                    "WorkersNotReporting",
-                    f"{running - len(per_pod)} of {running} running workers did not report their sessions "
-                    f"(GET :{sessions_mod.WORKER_STATUS_PORT}/worker); the pool is held at {held} "
-                    f"workers instead of {desired} until they do",
-                )
-            desired = held
-        if per_pod:
-            # Whoever chose the size (the policy, KEDA, kubectl scale), the operator lowers the Deployment.
-            desired = self._protect_busy_pods(namespace, name, pods, per_pod, desired, current_replicas)
+        spec = self._seed_spec_replicas(namespace, name, spec, current_replicas)
+        size = self._size_pool(namespace, name, spec, current_replicas)
+        desired = size.desired
         keda_problem = self._keda_problem(spec, desired)
-        scaling_problem = scaling_problem or keda_problem
 
         missing = [
             (secret, field)
@@ -333,9 +325,9 @@ class Reconciler:
             replicas=desired,
             keda_prometheus_url=None if keda_problem else self.prometheus_url,
         )
-        if not any(c["kind"] == KEDA_API[1] for c in children) and self._prune_scaled_object(
-            tenant, force_apply
-        ):
+        # A keda tenant keeps its ScaledObject even while the operator cannot render one (no Prometheus
+        # address after a restart): KEDA goes on with the last one.
+        if scaling.autoscaler(spec) != "keda" and self._prune_scaled_object(tenant, force_apply):
             self.events(
                 tenant,
                 type="Normal",
@@ -380,11 +372,11 @@ class Reconciler:
             missing_secrets=missing,
             apply_error=apply_error,
             deployment=dep,
-            active_sessions=active,
-            scaling_limited=decision.limited if decision else static.limited,
-            demand_replicas=decision.unclamped if decision else static.requested,
-            demand_source=_demand_words(decision, spec) if decision else "spec.replicas",
-            scaling_problem=scaling_problem,
+            active_sessions=size.active,
+            scaling_limited=size.limited,
+            demand_replicas=size.demand,
+            demand_source=size.demand_words,
+            scaling_problem=size.problem or keda_problem,
         )
         new_status = status_mod.compute(obs, old_status, self.clock())
         status_written = False
@@ -413,23 +405,76 @@ class Reconciler:
             raise ReconcileError(apply_error)
         return Outcome(changed=changed, status_written=status_written, phase=new_status["phase"])
 
+    def _seed_spec_replicas(
+        self, namespace: str, name: str, spec: dict[str, Any], current_replicas: int | None
+    ) -> dict[str, Any]:
+        """A none/keda tenant without spec.replicas gets its running size written there (scale subresource).
+
+        Switching from builtin must not drop a busy pool to minReplicas, and KEDA reads the size it starts
+        from in spec.replicas (absent reads as 0, which it would "scale from zero" to its minimum).
+        """
+        if (
+            scaling.autoscaler(spec) not in scaling.MANUAL_AUTOSCALERS
+            or spec.get("replicas") is not None
+            or spec.get("suspend")
+            or current_replicas is None
+        ):
+            return spec
+        pool = spec.get("pool") or {}
+        seeded = min(max(current_replicas, int(pool.get("minReplicas", 1))), int(pool.get("maxReplicas", 10)))
+        self.kube.scale(namespace, name, seeded)
+        log.info("seeded spec.replicas", extra={"tenant": name, "namespace": namespace, "replicas": seeded})
+        return {**spec, "replicas": seeded}
+
+    def _size_pool(
+        self, namespace: str, name: str, spec: Mapping[str, Any], current_replicas: int | None
+    ) -> Sizing:
+        pods, per_pod, running = self._observe_sessions(namespace, name)
+        silent = running - set(per_pod or {})
+        # Nobody answered while workers run (the source is down, or a NetworkPolicy): no count at all.
+        active = sum(per_pod.values()) if per_pod is not None and (per_pod or not running) else None
+        if active is not None:
+            metrics.POOL_ACTIVE_SESSIONS.labels(tenant=name, namespace=namespace).set(active)
+        decision = self._autoscale(namespace, name, spec, active, current_replicas)
+        static = scaling.static_size(spec)
+        desired = decision.replicas if decision else static.replicas
+        problem: tuple[str, str] | None = None
+        builtin = scaling.autoscaler(spec) == "builtin" and not spec.get("suspend")
+        if builtin and per_pod is not None and silent:
+            # Some running workers did not say how busy they are: never shrink on a partial count. (The
+            # Deployment's own size, not the pods counted: a rollout's surge pods must not ratchet it up.)
+            held = max(desired, current_replicas or 0)
+            if held > desired or active is None:
+                where = self.sessions.where if self.sessions else ""
+                problem = (
+                    "WorkersNotReporting",
+                    f"{len(silent)} of {len(running)} running workers did not report their sessions "
+                    f"({where}); the pool is held at {held} workers until they do",
+                )
+            desired = held
+        if per_pod:
+            # Whoever chose the size (the policy, KEDA, kubectl scale), the operator lowers the Deployment.
+            desired = self._protect_busy_pods(namespace, name, pods, per_pod, desired, current_replicas)
+        if decision:
+            return Sizing(desired, active, decision.limited, decision.unclamped,
+                          _demand_words(decision, spec), problem)  # fmt: skip
+        return Sizing(desired, active, static.limited, static.requested, "spec.replicas", problem)
+
     def _observe_sessions(
         self, namespace: str, name: str
-    ) -> tuple[list[dict[str, Any]], dict[str, int] | None, int]:
+    ) -> tuple[list[dict[str, Any]], dict[str, int] | None, set[str]]:
         """The tenant's pods, pod → sessions as its workers report them (None: no session source), and
-        how many of its pods are running (those that should have answered)."""
+        the names of its running, not terminating pods (those that must have answered)."""
         if self.sessions is None:
-            return [], None, 0
+            return [], None, set()
         pods = self.kube.list("v1", "Pod", namespace, render.selector_string(name))
-        running = sum(
-            1
+        running = {
+            p["metadata"]["name"]
             for p in pods
             if (p.get("status") or {}).get("phase") == "Running"
             and not p["metadata"].get("deletionTimestamp")
-        )
-        per_pod = self.sessions.active_sessions(pods)
-        metrics.POOL_ACTIVE_SESSIONS.labels(tenant=name, namespace=namespace).set(sum(per_pod.values()))
-        return pods, per_pod, running
+        }
+        return pods, self.sessions.active_sessions(pods), running
 
     def _autoscale(
         self,
@@ -479,8 +524,8 @@ class Reconciler:
         repriced = False
         for pod in pods:
             pod_name = pod["metadata"]["name"]
-            if pod_name not in per_pod:
-                continue
+            if pod_name not in per_pod or pod["metadata"].get("deletionTimestamp"):
+                continue  # unknown, or already leaving: its price no longer matters
             price = str(per_pod[pod_name])
             if (pod["metadata"].get("annotations") or {}).get(POD_DELETION_COST) != price:
                 self.kube.annotate("v1", "Pod", namespace, pod_name, {POD_DELETION_COST: price})

@@ -39,6 +39,7 @@ PROMETHEUS_MULTIPROC_DIR = "/tmp/prometheus-multiproc"
 POD_LEVEL_FIELDS = ("worker", "suspend", "providerSecrets", "replicas")
 
 Manifest = dict[str, Any]
+MAX_HPA_WINDOW_SECONDS = 3600
 
 
 # ---------------------------------------------------------------------------------------------- names
@@ -438,12 +439,17 @@ def scaled_object(tenant: Mapping[str, Any], prometheus_url: str) -> Manifest:
     """A KEDA ScaledObject sizing the tenant through its scale subresource (`autoscaler: keda`).
 
     The HPA KEDA creates computes ceil(query / sessionsPerWorker) with an AverageValue target, which is
-    the builtin formula ceil((active + spareSessions) / sessionsPerWorker); it writes spec.replicas and
-    the operator sizes the Deployment from that, so pod-deletion-cost protects busy pods here too.
+    the builtin formula ceil((active + spareSessions) / sessionsPerWorker) (without the builtin's lead
+    term); it writes spec.replicas and the operator sizes the Deployment from that, so pod-deletion-cost
+    protects busy pods here too. Tolerance 0: the HPA's default 10 % would leave a full pool of five or
+    more pods (ratio (4N+2)/4N <= 1.1) unscaled. The field needs Kubernetes 1.35 (HPAConfigurableTolerance,
+    beta); older clusters drop it, and need kube-controller-manager --horizontal-pod-autoscaler-tolerance=0.
     """
     meta, spec = tenant["metadata"], tenant["spec"]
     pool = spec.get("pool") or {}
     delay = int(pool.get("scaleDownDelaySeconds", 300))
+    # The HPA refuses a stabilization window above an hour, and KEDA would then make no HPA at all.
+    window = min(delay, MAX_HPA_WINDOW_SECONDS)
     max_replicas = int(pool.get("maxReplicas", 10))
     metadata = _metadata(tenant, worker_name(meta["name"]))
     if spec.get("suspend"):
@@ -465,9 +471,10 @@ def scaled_object(tenant: Mapping[str, Any], prometheus_url: str) -> Manifest:
                         # Like the builtin policy: up at once to what demand asks, down only after the delay.
                         "scaleUp": {
                             "stabilizationWindowSeconds": 0,
+                            "tolerance": "0",
                             "policies": [{"type": "Pods", "value": max_replicas, "periodSeconds": 15}],
                         },
-                        "scaleDown": {"stabilizationWindowSeconds": delay},
+                        "scaleDown": {"stabilizationWindowSeconds": window, "tolerance": "0"},
                     }
                 }
             },

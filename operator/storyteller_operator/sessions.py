@@ -30,6 +30,8 @@ STATUS_TIMEOUT_S = 1.0
 
 
 class SessionSource(Protocol):
+    where: str  # where the counts come from, for messages ("GET :8081/worker")
+
     def active_sessions(self, pods: Sequence[Mapping[str, Any]]) -> dict[str, int]:
         """Pod name → sessions running on it, for the pods that answered."""
         ...
@@ -46,6 +48,7 @@ class WorkerStatusSource:
     def __init__(self, fetch: Callable[[str], Any] = _fetch_json, port: int = WORKER_STATUS_PORT) -> None:
         self._fetch = fetch
         self._port = port
+        self.where = f"GET :{port}/worker"
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="sessions")
 
     def _one(self, pod: Mapping[str, Any]) -> tuple[str, int | None]:
@@ -73,6 +76,7 @@ class PrometheusSessionSource:
     def __init__(self, url: str, fetch: Callable[[str], Any] = _fetch_json) -> None:
         self._url = url.rstrip("/")
         self._fetch = fetch
+        self.where = "storyteller_sessions_active in Prometheus"
 
     def query(self, pods: Sequence[Mapping[str, Any]]) -> str | None:
         """The PromQL asked for `pods` (one namespace: a tenant's), or None when there is nothing to ask."""

@@ -88,8 +88,15 @@ class FakeKube:
     def annotate(
         self, api_version: str, kind: str, namespace: str, name: str, annotations: dict[str, str]
     ) -> None:
+        self.writes.append(f"annotate {kind}/{name}")
         meta = self.objects[self._key(kind, namespace, name)]["metadata"]
         meta.setdefault("annotations", {}).update(annotations)
+
+    def scale(self, namespace: str, name: str, replicas: int) -> None:
+        self.writes.append(f"scale {name}={replicas}")
+        obj = self.objects[self._key(render.KIND, namespace, name)]
+        obj["spec"]["replicas"] = replicas
+        obj["metadata"]["generation"] = obj["metadata"].get("generation", 1) + 1
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
         self.writes.append(f"delete {kind}/{name}")

@@ -70,10 +70,21 @@ def test_scaled_object_is_the_builtin_formula_on_the_scale_subresource() -> None
         "threshold": "3",
     }
     behavior = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
-    assert behavior["scaleDown"] == {"stabilizationWindowSeconds": 120}
-    assert behavior["scaleUp"]["stabilizationWindowSeconds"] == 0
+    # Tolerance 0: with the HPA's default 10 %, a full pool of 5+ pods would never grow ((4N+2)/4N <= 1.1).
+    assert behavior["scaleDown"] == {"stabilizationWindowSeconds": 120, "tolerance": "0"}
+    assert behavior["scaleUp"]["stabilizationWindowSeconds"] == 0 and behavior["scaleUp"]["tolerance"] == "0"
     assert behavior["scaleUp"]["policies"] == [{"type": "Pods", "value": 12, "periodSeconds": 15}]
     assert "annotations" not in so["metadata"]
+
+
+def test_scale_down_window_is_capped_at_the_hpas_hour() -> None:
+    t = tenant({"pool": {"autoscaler": "keda", "scaleDownDelaySeconds": 7200}})
+    so = render.scaled_object(t, PROM)
+    assert so["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"] == {
+        "stabilizationWindowSeconds": 3600,
+        "tolerance": "0",
+    }
+    assert so["spec"]["cooldownPeriod"] == 7200  # KEDA's own delay has no such limit
 
 
 def test_suspend_pauses_the_scaled_object() -> None:
@@ -183,6 +194,8 @@ def test_a_scaled_object_owned_by_someone_else_is_left_alone() -> None:
 class Sessions:
     """A session source whose answers the test sets (pods absent from `answers` do not answer)."""
 
+    where = "the test's answers"
+
     def __init__(self) -> None:
         self.answers: dict[str, int] = {}
 
@@ -213,8 +226,10 @@ def test_a_pool_is_never_shrunk_on_a_partial_count_and_says_why() -> None:
     assert kube.objects[("Deployment", "team-a", "acme-worker")]["spec"]["replicas"] == 3
     cond = limited(kube)
     assert (cond["status"], cond["reason"]) == ("True", "WorkersNotReporting")
-    assert cond["message"].startswith("1 of 3 running workers did not report their sessions")
-    assert "held at 3 workers instead of 1" in cond["message"]
+    assert cond["message"] == (
+        "1 of 3 running workers did not report their sessions (the test's answers); "
+        "the pool is held at 3 workers until they do"
+    )
 
     source.answers["w-c"] = 1  # now everyone answers: 1 session + 2 spare fit in one pod of 4
     rec.reconcile("team-a", "acme")
@@ -244,3 +259,75 @@ def test_prices_that_keep_moving_hold_a_scale_in_back_only_once() -> None:
     assert kube.objects[("Pod", "team-a", "w-b")]["metadata"]["annotations"] == {
         "controller.kubernetes.io/pod-deletion-cost": "3"
     }
+
+
+def builtin_pool(kube: FakeKube, source: Sessions, replicas: int, pods: dict[str, bool]) -> Reconciler:
+    """A builtin tenant whose Deployment runs `replicas`, with `pods` (name → terminating)."""
+    t = kube.objects[(render.KIND, "team-a", "acme")]
+    kube.add(render.deployment(t, replicas))
+    for pod_name, terminating in pods.items():
+        pod = running_pod(pod_name)
+        if terminating:
+            pod["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+        kube.add(pod)
+    return Reconciler(kube, Events(), clock=lambda: "2026-01-01T00:00:00Z", detect_pod_monitor=False,
+                      sessions=source)  # fmt: skip
+
+
+def test_a_draining_pod_that_answers_does_not_hide_a_silent_running_one() -> None:
+    t = tenant({"pool": {"scaleDownDelaySeconds": 0}})
+    kube, source = cluster_with(t, keda_served=False), Sessions()
+    rec = builtin_pool(kube, source, 2, {"w-old": True, "w-a": False, "w-b": False})
+    source.answers = {"w-old": 1, "w-a": 0}  # as many answers as running pods, but w-b is silent
+    rec.reconcile("team-a", "acme")
+    assert kube.objects[("Deployment", "team-a", "acme-worker")]["spec"]["replicas"] == 2
+    assert limited(kube)["reason"] == "WorkersNotReporting"
+    assert "annotate Pod/w-old" not in kube.writes  # leaving anyway: its price does not matter
+
+
+def test_no_answer_at_all_is_no_count_not_zero() -> None:
+    t = tenant({"pool": {"scaleDownDelaySeconds": 0}})
+    kube, source = cluster_with(t, keda_served=False), Sessions()
+    rec = builtin_pool(kube, source, 3, {"w-a": False, "w-b": False, "w-c": False})
+    source.answers = {"w-a": 2, "w-b": 1, "w-c": 1}
+    rec.reconcile("team-a", "acme")
+    assert kube.objects[(render.KIND, "team-a", "acme")]["status"]["activeSessions"] == 4
+    source.answers = {}  # the source is down (Prometheus) or cut off (a NetworkPolicy)
+    rec.reconcile("team-a", "acme")
+    status = kube.objects[(render.KIND, "team-a", "acme")]["status"]
+    assert status["activeSessions"] == 4  # the last count, not 0
+    assert kube.objects[("Deployment", "team-a", "acme-worker")]["spec"]["replicas"] == 3
+    cond = limited(kube)
+    assert (cond["status"], cond["reason"]) == ("True", "WorkersNotReporting")
+    assert cond["message"].startswith("3 of 3 running workers did not report")
+
+
+def test_switching_to_keda_or_none_keeps_the_running_size() -> None:
+    t = tenant({"pool": {"maxReplicas": 8}})
+    kube, source = cluster_with(t, keda_served=True), Sessions()
+    rec = builtin_pool(kube, source, 5, {})
+    kube.objects[(render.KIND, "team-a", "acme")]["spec"]["pool"]["autoscaler"] = "keda"
+    rec.reconcile("team-a", "acme")
+    assert "scale acme=5" in kube.writes  # KEDA starts from the running size, not from 0 → min
+    assert kube.objects[(render.KIND, "team-a", "acme")]["spec"]["replicas"] == 5
+    assert kube.objects[("Deployment", "team-a", "acme-worker")]["spec"]["replicas"] == 5
+    writes = len(kube.writes)
+    rec.reconcile("team-a", "acme")
+    assert not [w for w in kube.writes[writes:] if w.startswith("scale")]  # seeded once
+
+
+def test_a_new_keda_tenant_is_not_seeded_before_its_pool_exists() -> None:
+    kube, events = cluster_with(keda_tenant(), keda_served=True), Events()
+    reconciler(kube, events).reconcile("team-a", "acme")
+    assert not [w for w in kube.writes if w.startswith("scale")]
+    assert kube.objects[("Deployment", "team-a", "acme-worker")]["spec"]["replicas"] == 2  # minReplicas
+
+
+def test_a_keda_tenant_keeps_its_scaled_object_when_the_operator_loses_its_address() -> None:
+    kube, events = cluster_with(keda_tenant(), keda_served=True), Events()
+    reconciler(kube, events).reconcile("team-a", "acme")
+    assert ("ScaledObject", "team-a", "acme-worker") in kube.objects
+    restarted = reconciler(kube, events, url=None)
+    restarted.reconcile("team-a", "acme", force_apply=True)
+    assert ("ScaledObject", "team-a", "acme-worker") in kube.objects
+    assert limited(kube)["reason"] == "KedaNotConfigured"
