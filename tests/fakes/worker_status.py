@@ -1,4 +1,5 @@
-"""Stand-ins for worker pods' status endpoint (`GET :8081/worker`), on the pods' own addresses.
+"""Stand-ins for worker pods' status endpoint (`GET :8081/worker`), on the pods' own addresses, and
+optionally their metrics endpoint (`GET :9100/metrics` with `storyteller_sessions_active`).
 
 kwok gives pods loopback addresses (tests/cluster/lib.sh POD_CIDR), and runs no containers: a test
 plays each pod's worker by serving what the framework's worker serves, where the operator asks.
@@ -15,42 +16,58 @@ WORKER_STATUS_PORT = 8081
 
 
 class FakeWorkerStatus:
-    """`GET /worker` on one pod's address with a settable `active_jobs`."""
+    """`GET /worker` on one pod's address with a settable `active_jobs`, and `GET /metrics` on
+    `metrics_port` when given (what the worker's Prometheus endpoint says of the same sessions)."""
 
-    def __init__(self, ip: str, active_jobs: int = 0) -> None:
+    def __init__(
+        self, ip: str, active_jobs: int = 0, metrics_port: int | None = None, status: bool = True
+    ) -> None:
         self.active_jobs = active_jobs
         status = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                body = json.dumps({"agent_name": "acme", "active_jobs": status.active_jobs}).encode()
-                self.send_response(200 if self.path == "/worker" else 404)
-                self.send_header("Content-Type", "application/json")
+                if self.path == "/metrics":
+                    body = (
+                        "# TYPE storyteller_sessions_active gauge\n"
+                        f'storyteller_sessions_active{{tenant="acme"}} {status.active_jobs}\n'
+                    ).encode()
+                    content_type = "text/plain; version=0.0.4"
+                else:
+                    body = json.dumps({"agent_name": "acme", "active_jobs": status.active_jobs}).encode()
+                    content_type = "application/json"
+                self.send_response(200 if self.path in ("/worker", "/metrics") else 404)
+                self.send_header("Content-Type", content_type)
                 self.end_headers()
                 self.wfile.write(body)
 
             def log_message(self, *_: Any) -> None:
                 return None
 
-        self.server = ThreadingHTTPServer((ip, WORKER_STATUS_PORT), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        ports = ([WORKER_STATUS_PORT] if status else []) + ([metrics_port] if metrics_port else [])
+        self.servers = [ThreadingHTTPServer((ip, port), Handler) for port in ports]
+        for server in self.servers:
+            threading.Thread(target=server.serve_forever, daemon=True).start()
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        for server in self.servers:
+            server.shutdown()
+            server.server_close()
 
 
 class FakePool:
     """One FakeWorkerStatus per running pod of a tenant, started as pods appear."""
 
-    def __init__(self) -> None:
+    def __init__(self, metrics_port: int | None = None, status: bool = True) -> None:
         self.workers: dict[str, FakeWorkerStatus] = {}  # pod name → its stand-in
+        self.metrics_port = metrics_port
+        self.status = status  # serve :8081/worker too
 
     def sync(self, pods: list[dict[str, Any]]) -> None:
         for pod in pods:
             name, ip = pod["metadata"]["name"], (pod.get("status") or {}).get("podIP")
             if ip and name not in self.workers and not pod["metadata"].get("deletionTimestamp"):
-                self.workers[name] = FakeWorkerStatus(ip)
+                self.workers[name] = FakeWorkerStatus(ip, metrics_port=self.metrics_port, status=self.status)
 
     def set(self, pod: str, active_jobs: int) -> None:
         self.workers[pod].active_jobs = active_jobs
