@@ -86,7 +86,7 @@ def fake_pool(
 ) -> Iterator[FakePool]:
     deploy_ready_tenant(cluster, namespace, pool=POOL)
     # Metrics only: no :8081/worker, so nothing but Prometheus can tell the operator about sessions.
-    pool = FakePool(metrics_port=METRICS_PORT, status=False)
+    pool = FakePool(metrics_port=METRICS_PORT, serve_status=False)
     pods = _pods(cluster, namespace)
     pool.sync(pods)
     write_targets(targets_file, pods)

@@ -20,7 +20,7 @@ class FakeWorkerStatus:
     `metrics_port` when given (what the worker's Prometheus endpoint says of the same sessions)."""
 
     def __init__(
-        self, ip: str, active_jobs: int = 0, metrics_port: int | None = None, status: bool = True
+        self, ip: str, active_jobs: int = 0, metrics_port: int | None = None, serve_status: bool = True
     ) -> None:
         self.active_jobs = active_jobs
         status = self
@@ -44,7 +44,7 @@ class FakeWorkerStatus:
             def log_message(self, *_: Any) -> None:
                 return None
 
-        ports = ([WORKER_STATUS_PORT] if status else []) + ([metrics_port] if metrics_port else [])
+        ports = ([WORKER_STATUS_PORT] if serve_status else []) + ([metrics_port] if metrics_port else [])
         self.servers = [ThreadingHTTPServer((ip, port), Handler) for port in ports]
         for server in self.servers:
             threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -58,16 +58,18 @@ class FakeWorkerStatus:
 class FakePool:
     """One FakeWorkerStatus per running pod of a tenant, started as pods appear."""
 
-    def __init__(self, metrics_port: int | None = None, status: bool = True) -> None:
+    def __init__(self, metrics_port: int | None = None, serve_status: bool = True) -> None:
         self.workers: dict[str, FakeWorkerStatus] = {}  # pod name → its stand-in
         self.metrics_port = metrics_port
-        self.status = status  # serve :8081/worker too
+        self.serve_status = serve_status  # serve :8081/worker too
 
     def sync(self, pods: list[dict[str, Any]]) -> None:
         for pod in pods:
             name, ip = pod["metadata"]["name"], (pod.get("status") or {}).get("podIP")
             if ip and name not in self.workers and not pod["metadata"].get("deletionTimestamp"):
-                self.workers[name] = FakeWorkerStatus(ip, metrics_port=self.metrics_port, status=self.status)
+                self.workers[name] = FakeWorkerStatus(
+                    ip, metrics_port=self.metrics_port, serve_status=self.serve_status
+                )
 
     def set(self, pod: str, active_jobs: int) -> None:
         self.workers[pod].active_jobs = active_jobs
