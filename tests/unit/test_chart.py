@@ -290,3 +290,50 @@ def test_prometheus_url_and_sessions_source_reach_the_operator() -> None:
 def test_prometheus_sessions_without_a_url_is_refused_by_name() -> None:
     error = helm_template_error("--set", "operator.sessionsSource=prometheus")
     assert "operator.sessionsSource prometheus needs prometheus.url" in error
+
+
+def prometheus_rule(*args: str) -> dict[str, Any]:
+    (rule,) = [
+        d
+        for d in helm_template("--set", "prometheusRule.enabled=true", *args)
+        if d["kind"] == "PrometheusRule"
+    ]
+    return rule
+
+
+def test_prometheus_rule_carries_the_repositorys_rules() -> None:
+    source = yaml.safe_load((REPO / "dashboards" / "rules.yaml").read_text())
+    assert prometheus_rule()["spec"]["groups"] == source["groups"]
+
+
+def test_prices_from_values_replace_or_add_and_pass_promtool(tmp_path: Path) -> None:
+    prices = [
+        {"provider": "openai", "model": "gpt-4o-mini", "unit": "llm_prompt_token", "usd": 0.0000002},
+        {"provider": "openai", "model": "gpt-4.1", "unit": "llm_prompt_token", "usd": 0.000002},
+    ]
+    groups = prometheus_rule("--set-json", f"prometheusRule.prices={json.dumps(prices)}")["spec"]["groups"]
+    source = yaml.safe_load((REPO / "dashboards" / "rules.yaml").read_text())["groups"]
+    by_name = {g["name"]: g for g in groups}
+    assert [g["name"] for g in groups] == [g["name"] for g in source]
+    price_rules = by_name["storyteller-prices"]["rules"]
+    table = {
+        (r["labels"]["provider"], r["labels"]["model"], r["labels"]["unit"]): r["expr"] for r in price_rules
+    }
+    assert len(table) == len(price_rules)  # replaced, not duplicated
+
+    def usd(key: tuple[str, str, str]) -> float:
+        return float(table[key].removeprefix("vector(").removesuffix(")"))
+
+    assert usd(("openai", "gpt-4o-mini", "llm_prompt_token")) == 0.0000002
+    assert usd(("openai", "gpt-4.1", "llm_prompt_token")) == 0.000002
+    assert table[("deepgram", "nova-3", "stt_minute")] == "vector(0.0043)"  # the others stay
+    assert by_name["storyteller-alerts"] == next(g for g in source if g["name"] == "storyteller-alerts")
+    rules_file = tmp_path / "rules.yaml"
+    rules_file.write_text(yaml.safe_dump({"groups": groups}))
+    promtool = subprocess.run(["promtool", "check", "rules", str(rules_file)], capture_output=True, text=True)
+    assert promtool.returncode == 0, promtool.stdout + promtool.stderr
+
+
+def test_a_price_without_a_unit_is_refused_by_name() -> None:
+    bad = json.dumps([{"provider": "openai", "model": "gpt-4o-mini", "usd": 1}])
+    assert "unit" in helm_template_error("--set-json", f"prometheusRule.prices={bad}")
