@@ -63,7 +63,7 @@ class KubeClient(Protocol):
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None: ...
 
-    def scale(self, namespace: str, name: str, replicas: int) -> None: ...
+    def scale(self, namespace: str, name: str, replicas: int, *, resource_version: str) -> None: ...
 
 
 def object_path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
@@ -182,12 +182,13 @@ class Kube:
             if err.status != 404:  # gone since it was listed: nothing left to annotate
                 raise
 
-    def scale(self, namespace: str, name: str, replicas: int) -> None:
-        """Set a tenant's spec.replicas through its scale subresource (as kubectl scale and the HPA do)."""
+    def scale(self, namespace: str, name: str, replicas: int, *, resource_version: str) -> None:
+        """Set a tenant's spec.replicas through its scale subresource (as kubectl scale and the HPA do),
+        only if the tenant is still at `resource_version` (else 409 Conflict)."""
         self._request(
             "PATCH",
             object_path(render.API_VERSION, render.KIND, namespace, name) + "/scale",
-            body={"spec": {"replicas": replicas}},
+            body={"metadata": {"resourceVersion": resource_version}, "spec": {"replicas": replicas}},
             content_type="application/merge-patch+json",
         )
 

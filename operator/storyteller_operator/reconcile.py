@@ -94,6 +94,23 @@ def _error_text(err: ApiException) -> str:
     return f"{err.status} {err.reason}: {message or err.body}"
 
 
+def _ready_for(pod: Mapping[str, Any], now: datetime.datetime) -> float:
+    """Seconds since the pod became Ready (-1 when it is not Ready)."""
+    for cond in (pod.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Ready":
+            if cond.get("status") != "True":
+                return -1.0
+            since = cond.get("lastTransitionTime")
+            if not since:
+                return 0.0
+            try:
+                at = datetime.datetime.fromisoformat(str(since).replace("Z", "+00:00"))
+            except ValueError:
+                return 0.0
+            return max((now - at).total_seconds(), 0.0)
+    return -1.0
+
+
 def _demand_words(decision: policy.Decision, spec: Mapping[str, Any]) -> str:
     """What the builtin policy counted, for the ScalingLimited message ("... ask for N workers")."""
     active = decision.history.samples[-1][1] if decision.history.samples else 0
@@ -303,8 +320,17 @@ class Reconciler:
         config = render.worker_config(name, namespace, spec)
         # Read once: it seeds the autoscaler, holds a partial count, and is the status when unchanged.
         current = self.kube.get("apps/v1", "Deployment", namespace, render.worker_name(name))
-        current_replicas = int(((current or {}).get("spec") or {}).get("replicas") or 0) if current else None
-        spec = self._seed_spec_replicas(namespace, name, spec, current_replicas)
+        owners = ((current or {}).get("metadata") or {}).get("ownerReferences") or []
+        if not any(o.get("uid") == uid for o in owners):
+            current = None  # absent, or left by an earlier tenant of the same name: nothing to go by
+        current_replicas = int((current["spec"] or {}).get("replicas") or 0) if current else None
+        # The autoscaler the Deployment was last sized by ("" when unknown).
+        sized_by = str(
+            ((current or {}).get("metadata") or {})
+            .get("annotations", {})
+            .get(render.AUTOSCALER_ANNOTATION, "")
+        )
+        spec = self._seed_spec_replicas(tenant, spec, current_replicas, sized_by)
         size = self._size_pool(namespace, name, spec, current_replicas)
         desired = size.desired
         keda_problem = self._keda_problem(spec, desired)
@@ -327,7 +353,9 @@ class Reconciler:
         )
         # A keda tenant keeps its ScaledObject even while the operator cannot render one (no Prometheus
         # address after a restart): KEDA goes on with the last one.
-        if scaling.autoscaler(spec) != "keda" and self._prune_scaled_object(tenant, force_apply):
+        if scaling.autoscaler(spec) != "keda" and self._prune_scaled_object(
+            tenant, force_apply or sized_by == "keda"
+        ):
             self.events(
                 tenant,
                 type="Normal",
@@ -406,49 +434,62 @@ class Reconciler:
         return Outcome(changed=changed, status_written=status_written, phase=new_status["phase"])
 
     def _seed_spec_replicas(
-        self, namespace: str, name: str, spec: dict[str, Any], current_replicas: int | None
+        self, tenant: Mapping[str, Any], spec: dict[str, Any], current_replicas: int | None, sized_by: str
     ) -> dict[str, Any]:
-        """A none/keda tenant without spec.replicas gets its running size written there (scale subresource).
+        """A none/keda tenant gets its running size written to spec.replicas (scale subresource) when it
+        has none, or when it comes from builtin (which ignores, and so may have left, a stale one).
 
-        Switching from builtin must not drop a busy pool to minReplicas, and KEDA reads the size it starts
-        from in spec.replicas (absent reads as 0, which it would "scale from zero" to its minimum).
+        Switching from builtin must not drop a busy pool to another size, and KEDA reads the size it starts
+        from in spec.replicas (absent reads as 0, which it would "scale from zero" to its minimum). The
+        patch carries the tenant's resourceVersion: a kubectl scale that came first wins. A failed write
+        leaves spec.replicas alone and sizes the pool from the running size this time; the next reconcile
+        tries again.
         """
         if (
             scaling.autoscaler(spec) not in scaling.MANUAL_AUTOSCALERS
-            or spec.get("replicas") is not None
             or spec.get("suspend")
             or current_replicas is None
+            or (spec.get("replicas") is not None and sized_by != "builtin")
         ):
             return spec
+        meta = tenant["metadata"]
         pool = spec.get("pool") or {}
         seeded = min(max(current_replicas, int(pool.get("minReplicas", 1))), int(pool.get("maxReplicas", 10)))
-        self.kube.scale(namespace, name, seeded)
-        log.info("seeded spec.replicas", extra={"tenant": name, "namespace": namespace, "replicas": seeded})
+        extra = {"tenant": meta["name"], "namespace": meta["namespace"], "replicas": seeded}
+        try:
+            self.kube.scale(meta["namespace"], meta["name"], seeded, resource_version=meta["resourceVersion"])
+        except ApiException as err:
+            if err.status == 409:  # the tenant changed since it was read: the next reconcile decides
+                log.info("spec.replicas changed meanwhile", extra=extra)
+            else:
+                log.warning("cannot seed spec.replicas", extra={**extra, "error": _error_text(err)})
+        else:
+            log.info("seeded spec.replicas", extra=extra)
         return {**spec, "replicas": seeded}
 
     def _size_pool(
         self, namespace: str, name: str, spec: Mapping[str, Any], current_replicas: int | None
     ) -> Sizing:
-        pods, per_pod, running = self._observe_sessions(namespace, name)
-        silent = running - set(per_pod or {})
-        # Nobody answered while workers run (the source is down, or a NetworkPolicy): no count at all.
-        active = sum(per_pod.values()) if per_pod is not None and (per_pod or not running) else None
+        pods, per_pod, answering = self._observe_sessions(namespace, name)
+        silent = answering - set(per_pod or {})
+        # Nobody answered while workers should (the source is down, or a NetworkPolicy): no count at all.
+        active = sum(per_pod.values()) if per_pod is not None and (per_pod or not answering) else None
         if active is not None:
             metrics.POOL_ACTIVE_SESSIONS.labels(tenant=name, namespace=namespace).set(active)
         decision = self._autoscale(namespace, name, spec, active, current_replicas)
         static = scaling.static_size(spec)
         desired = decision.replicas if decision else static.replicas
         problem: tuple[str, str] | None = None
-        builtin = scaling.autoscaler(spec) == "builtin" and not spec.get("suspend")
-        if builtin and per_pod is not None and silent:
-            # Some running workers did not say how busy they are: never shrink on a partial count. (The
-            # Deployment's own size, not the pods counted: a rollout's surge pods must not ratchet it up.)
+        if per_pod is not None and silent and not spec.get("suspend"):
+            # Some workers did not say how busy they are: never shrink on a partial count, whoever asks
+            # (a silent pod has no price, so the ReplicaSet could pick it though it is busy). The
+            # Deployment's own size, not the pods counted: a rollout's surge pods must not ratchet it up.
             held = max(desired, current_replicas or 0)
             if held > desired or active is None:
                 where = self.sessions.where if self.sessions else ""
                 problem = (
                     "WorkersNotReporting",
-                    f"{len(silent)} of {len(running)} running workers did not report their sessions "
+                    f"{len(silent)} of {len(answering)} ready workers did not report their sessions "
                     f"({where}); the pool is held at {held} workers until they do",
                 )
             desired = held
@@ -464,17 +505,20 @@ class Reconciler:
         self, namespace: str, name: str
     ) -> tuple[list[dict[str, Any]], dict[str, int] | None, set[str]]:
         """The tenant's pods, pod → sessions as its workers report them (None: no session source), and
-        the names of its running, not terminating pods (those that must have answered)."""
+        the names of the pods that must have answered: ready (the kubelet's probe reached the worker's
+        HTTP server, which also serves /worker; a worker takes no job before it listens) for at least the
+        source's settling time (a Prometheus scrape), and not terminating."""
         if self.sessions is None:
             return [], None, set()
         pods = self.kube.list("v1", "Pod", namespace, render.selector_string(name))
-        running = {
+        now = datetime.datetime.now(datetime.UTC)
+        answering = {
             p["metadata"]["name"]
             for p in pods
-            if (p.get("status") or {}).get("phase") == "Running"
-            and not p["metadata"].get("deletionTimestamp")
+            if not p["metadata"].get("deletionTimestamp")
+            and _ready_for(p, now) >= self.sessions.settle_seconds
         }
-        return pods, self.sessions.active_sessions(pods), running
+        return pods, self.sessions.active_sessions(pods), answering
 
     def _autoscale(
         self,

@@ -27,6 +27,7 @@ CONFIG_KEY = "tenant.json"
 CONFIG_DIR = "/etc/storyteller"
 CONFIG_HASH_ANNOTATION = "storyteller.dev/config-hash"
 TENANT_LABEL = "storyteller.dev/tenant"
+AUTOSCALER_ANNOTATION = "storyteller.dev/autoscaler"
 HEALTH_PORT = 8081
 # The worker drains for up to drainTimeoutSeconds after SIGTERM; the margin covers process shutdown so
 # the kubelet's SIGKILL never cuts a session that the drain was still allowed to finish.
@@ -325,10 +326,13 @@ def deployment(tenant: Mapping[str, Any], replicas: int | None = None) -> Manife
         if worker.get(key):
             pod_spec[key] = copy.deepcopy(worker[key])
 
+    metadata = _metadata(tenant, worker_name(name))
+    # Who sized it: the next reconcile knows a switch from builtin (see reconcile._seed_spec_replicas).
+    metadata["annotations"] = {AUTOSCALER_ANNOTATION: scaling.autoscaler(spec)}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _metadata(tenant, worker_name(name)),
+        "metadata": metadata,
         "spec": {
             "replicas": scaling.desired_replicas(spec) if replicas is None else replicas,
             "selector": {"matchLabels": selector_labels(name)},

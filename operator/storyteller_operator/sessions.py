@@ -31,6 +31,7 @@ STATUS_TIMEOUT_S = 1.0
 
 class SessionSource(Protocol):
     where: str  # where the counts come from, for messages ("GET :8081/worker")
+    settle_seconds: float  # how long a pod is Ready before its silence means something
 
     def active_sessions(self, pods: Sequence[Mapping[str, Any]]) -> dict[str, int]:
         """Pod name → sessions running on it, for the pods that answered."""
@@ -49,6 +50,7 @@ class WorkerStatusSource:
         self._fetch = fetch
         self._port = port
         self.where = f"GET :{port}/worker"
+        self.settle_seconds = 0.0  # Ready means the worker's HTTP server answered the kubelet
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="sessions")
 
     def _one(self, pod: Mapping[str, Any]) -> tuple[str, int | None]:
@@ -73,10 +75,13 @@ POD_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")  # what a pod name ca
 class PrometheusSessionSource:
     """`sum by (pod) (storyteller_sessions_active{namespace=..., pod=~...})` from Prometheus."""
 
-    def __init__(self, url: str, fetch: Callable[[str], Any] = _fetch_json) -> None:
+    def __init__(
+        self, url: str, fetch: Callable[[str], Any] = _fetch_json, settle_seconds: float = 60.0
+    ) -> None:
         self._url = url.rstrip("/")
         self._fetch = fetch
         self.where = "storyteller_sessions_active in Prometheus"
+        self.settle_seconds = settle_seconds  # a new pod has no series before its first scrapes
 
     def query(self, pods: Sequence[Mapping[str, Any]]) -> str | None:
         """The PromQL asked for `pods` (one namespace: a tenant's), or None when there is nothing to ask."""

@@ -81,6 +81,9 @@ def test_keda_tenant_gets_a_valid_scaled_object_and_follows_its_scale_subresourc
     # KEDA's structural schema prunes unknown fields silently: everything rendered must have been kept.
     rendered = render.scaled_object(sd, PROMETHEUS_URL)["spec"]
     assert render.project(rendered, so["spec"]) == rendered
+    # The running size is written to spec.replicas (through the scale subresource, with a precondition),
+    # so KEDA starts from it rather than "from zero".
+    wait_for("spec.replicas seeded", lambda: get_sd(cluster, namespace)["spec"].get("replicas") == 1)
 
     # KEDA's HPA writes the scale subresource; kubectl scale uses the same endpoint.
     cluster.kubectl("-n", namespace, "scale", "sd", "acme", "--replicas=3")

@@ -92,9 +92,13 @@ class FakeKube:
         meta = self.objects[self._key(kind, namespace, name)]["metadata"]
         meta.setdefault("annotations", {}).update(annotations)
 
-    def scale(self, namespace: str, name: str, replicas: int) -> None:
-        self.writes.append(f"scale {name}={replicas}")
+    def scale(self, namespace: str, name: str, replicas: int, *, resource_version: str) -> None:
+        if self.fail_kind == "scale":
+            raise ApiException(status=403, reason="Forbidden")
         obj = self.objects[self._key(render.KIND, namespace, name)]
+        if obj["metadata"]["resourceVersion"] != resource_version:
+            raise ApiException(status=409, reason="Conflict")
+        self.writes.append(f"scale {name}={replicas}")
         obj["spec"]["replicas"] = replicas
         obj["metadata"]["generation"] = obj["metadata"].get("generation", 1) + 1
 

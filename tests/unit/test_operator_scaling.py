@@ -195,6 +195,7 @@ class Sessions:
     """A session source whose answers the test sets (pods absent from `answers` do not answer)."""
 
     where = "the test's answers"
+    settle_seconds = 0.0
 
     def __init__(self) -> None:
         self.answers: dict[str, int] = {}
@@ -204,12 +205,14 @@ class Sessions:
         return {n: self.answers[n] for n in names if n in self.answers}
 
 
-def running_pod(name: str) -> dict[str, Any]:
+def running_pod(name: str, ready: bool = True) -> dict[str, Any]:
+    ready_condition = {"type": "Ready", "status": "True" if ready else "False",
+                       "lastTransitionTime": "2026-01-01T00:00:00Z"}  # fmt: skip
     return {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": name, "namespace": "team-a", "labels": render.selector_labels("acme")},
-        "status": {"phase": "Running", "podIP": "127.77.0.9"},
+        "status": {"phase": "Running", "podIP": "127.77.0.9", "conditions": [ready_condition]},
     }
 
 
@@ -227,7 +230,7 @@ def test_a_pool_is_never_shrunk_on_a_partial_count_and_says_why() -> None:
     cond = limited(kube)
     assert (cond["status"], cond["reason"]) == ("True", "WorkersNotReporting")
     assert cond["message"] == (
-        "1 of 3 running workers did not report their sessions (the test's answers); "
+        "1 of 3 ready workers did not report their sessions (the test's answers); "
         "the pool is held at 3 workers until they do"
     )
 
@@ -299,7 +302,7 @@ def test_no_answer_at_all_is_no_count_not_zero() -> None:
     assert kube.objects[("Deployment", "team-a", "acme-worker")]["spec"]["replicas"] == 3
     cond = limited(kube)
     assert (cond["status"], cond["reason"]) == ("True", "WorkersNotReporting")
-    assert cond["message"].startswith("3 of 3 running workers did not report")
+    assert cond["message"].startswith("3 of 3 ready workers did not report")
 
 
 def test_switching_to_keda_or_none_keeps_the_running_size() -> None:
@@ -331,3 +334,73 @@ def test_a_keda_tenant_keeps_its_scaled_object_when_the_operator_loses_its_addre
     restarted.reconcile("team-a", "acme", force_apply=True)
     assert ("ScaledObject", "team-a", "acme-worker") in kube.objects
     assert limited(kube)["reason"] == "KedaNotConfigured"
+
+
+def test_a_pod_not_ready_yet_is_not_silent() -> None:
+    t = tenant({"pool": {"scaleDownDelaySeconds": 0}})
+    kube, source = cluster_with(t, keda_served=False), Sessions()
+    rec = builtin_pool(kube, source, 2, {"w-a": False})
+    kube.add(running_pod("w-new", ready=False))  # starting: its worker does not listen yet
+    source.answers = {"w-a": 0}
+    rec.reconcile("team-a", "acme")  # prices w-a, holds the scale-in once for the ReplicaSet to see it
+    rec.reconcile("team-a", "acme")
+    assert limited(kube)["reason"] != "WorkersNotReporting"
+    assert kube.objects[("Deployment", "team-a", "acme-worker")]["spec"]["replicas"] == 1
+
+
+@pytest.mark.parametrize("autoscaler", ["none", "keda"])
+def test_keda_and_none_never_shrink_on_a_partial_count_either(autoscaler: str) -> None:
+    t = tenant({"pool": {"autoscaler": autoscaler}, "replicas": 1})
+    kube, source = cluster_with(t, keda_served=True), Sessions()
+    rec = builtin_pool(kube, source, 3, {"w-a": False, "w-b": False, "w-c": False})
+    kube.objects[("Deployment", "team-a", "acme-worker")]["metadata"]["annotations"] = {
+        render.AUTOSCALER_ANNOTATION: autoscaler
+    }
+    source.answers = {"w-a": 0, "w-b": 0}  # w-c may be busy: it has no price
+    rec.reconcile("team-a", "acme")
+    assert kube.objects[("Deployment", "team-a", "acme-worker")]["spec"]["replicas"] == 3
+    assert limited(kube)["reason"] == "WorkersNotReporting"
+
+
+def switch(kube: FakeKube, autoscaler: str) -> None:
+    kube.objects[(render.KIND, "team-a", "acme")]["spec"]["pool"]["autoscaler"] = autoscaler
+
+
+def test_every_switch_from_builtin_reseeds_a_stale_spec_replicas() -> None:
+    t = tenant({"pool": {"maxReplicas": 8}})
+    kube, source = cluster_with(t, keda_served=False), Sessions()
+    rec = builtin_pool(kube, source, 5, {})
+    switch(kube, "none")
+    rec.reconcile("team-a", "acme")
+    assert kube.objects[(render.KIND, "team-a", "acme")]["spec"]["replicas"] == 5
+    switch(kube, "builtin")
+    rec.reconcile("team-a", "acme")
+    kube.objects[("Deployment", "team-a", "acme-worker")]["spec"]["replicas"] = 7  # the policy grew it
+    switch(kube, "none")
+    rec.reconcile("team-a", "acme")
+    assert kube.objects[(render.KIND, "team-a", "acme")]["spec"]["replicas"] == 7  # not the stale 5
+    assert kube.objects[("Deployment", "team-a", "acme-worker")]["spec"]["replicas"] == 7
+    kube.objects[(render.KIND, "team-a", "acme")]["spec"]["replicas"] = 3  # the user's kubectl scale
+    rec.reconcile("team-a", "acme")
+    assert kube.objects[("Deployment", "team-a", "acme-worker")]["spec"]["replicas"] == 3  # no reseed
+
+
+def test_a_seed_that_cannot_be_written_does_not_block_the_reconcile() -> None:
+    t = tenant({"pool": {"maxReplicas": 8}})
+    kube, source = cluster_with(t, keda_served=False), Sessions()
+    rec = builtin_pool(kube, source, 5, {})
+    switch(kube, "none")
+    kube.fail_kind = "scale"  # an older chart's RBAC without storytellerdeployments/scale
+    rec.reconcile("team-a", "acme")
+    assert "replicas" not in kube.objects[(render.KIND, "team-a", "acme")]["spec"]
+    assert kube.objects[("Deployment", "team-a", "acme-worker")]["spec"]["replicas"] == 5
+    assert kube.objects[(render.KIND, "team-a", "acme")]["status"]["observedGeneration"] == 1
+
+
+def test_a_fresh_operator_prunes_the_scaled_object_of_a_tenant_that_left_keda() -> None:
+    kube, events = cluster_with(keda_tenant(), keda_served=True), Events()
+    reconciler(kube, events).reconcile("team-a", "acme")
+    assert ("ScaledObject", "team-a", "acme-worker") in kube.objects
+    switch(kube, "none")
+    reconciler(kube, events).reconcile("team-a", "acme", force_apply=False)  # knows nothing it applied
+    assert ("ScaledObject", "team-a", "acme-worker") not in kube.objects
