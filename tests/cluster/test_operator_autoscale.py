@@ -20,11 +20,12 @@ from tests.cluster.test_operator_lifecycle import (  # noqa: F401  (fixtures use
     deploy_ready_tenant,
     operator,
     wait_for,
+    worker_pods,
+    worker_replicas,
 )
 from tests.fakes.worker_status import FakePool
 from tests.fixtures.cluster import Cluster
 
-SELECTOR = "app.kubernetes.io/instance=acme,app.kubernetes.io/name=storyteller-worker"
 POOL = {
     "minReplicas": 1,
     "maxReplicas": 3,
@@ -40,18 +41,9 @@ def fake_pool(cluster: Cluster, namespace: str, operator: OperatorProcess) -> It
     """A Ready tenant with one pod, and a stand-in for that pod's worker (0 sessions)."""
     deploy_ready_tenant(cluster, namespace, pool=POOL)
     pool = FakePool()
-    pool.sync(_pods(cluster, namespace))
+    pool.sync(worker_pods(cluster, namespace))
     yield pool
     pool.close()
-
-
-def _pods(cluster: Cluster, ns: str) -> list[dict[str, Any]]:
-    items = cluster.kubectl_json("-n", ns, "get", "pods", "-l", SELECTOR)["items"]
-    return [p for p in items if not p["metadata"].get("deletionTimestamp")]
-
-
-def _replicas(cluster: Cluster, ns: str) -> int:
-    return int(cluster.kubectl_json("-n", ns, "get", "deployment", "acme-worker")["spec"]["replicas"])
 
 
 def test_load_scales_up_at_once_and_down_after_the_delay_removing_the_idle_pod(
@@ -62,17 +54,17 @@ def test_load_scales_up_at_once_and_down_after_the_delay_removing_the_idle_pod(
 ) -> None:
     (first,) = fake_pool.workers
     wait_for("activeSessions 0 observed", lambda: _status(cluster, namespace).get("activeSessions") == 0)
-    assert _replicas(cluster, namespace) == 1  # ceil((0 + 1 spare) / 2)
+    assert worker_replicas(cluster, namespace) == 1  # ceil((0 + 1 spare) / 2)
 
     # A step of load: 2 sessions + 1 spare need 2 pods, at once.
     fake_pool.set(first, 2)
-    wait_for("the scale-up to 2", lambda: _replicas(cluster, namespace) == 2, deadline=15)
+    wait_for("the scale-up to 2", lambda: worker_replicas(cluster, namespace) == 2, deadline=15)
     wait_for(
         "2 pods with addresses",
-        lambda: sum(1 for p in _pods(cluster, namespace) if p.get("status", {}).get("podIP")) == 2,
+        lambda: sum(1 for p in worker_pods(cluster, namespace) if p.get("status", {}).get("podIP")) == 2,
         deadline=60,
     )
-    fake_pool.sync(_pods(cluster, namespace))
+    fake_pool.sync(worker_pods(cluster, namespace))
     (second,) = set(fake_pool.workers) - {first}
 
     # The calls move: the first pod's end, one starts on the second. Demand falls to 1 pod, but only
@@ -80,10 +72,11 @@ def test_load_scales_up_at_once_and_down_after_the_delay_removing_the_idle_pod(
     fake_pool.set(second, 1)
     fake_pool.set(first, 0)
     wait_for("activeSessions 1", lambda: _status(cluster, namespace).get("activeSessions") == 1)
-    assert _replicas(cluster, namespace) == 2, "scaled down before scaleDownDelaySeconds"
-    wait_for("the scale-down to 1", lambda: _replicas(cluster, namespace) == 1, deadline=30)
+    assert worker_replicas(cluster, namespace) == 2, "scaled down before scaleDownDelaySeconds"
+    wait_for("the scale-down to 1", lambda: worker_replicas(cluster, namespace) == 1, deadline=30)
     remaining = wait_for(
-        "the idle pod removed", lambda: [p["metadata"]["name"] for p in _pods(cluster, namespace)] == [second]
+        "the idle pod removed",
+        lambda: [p["metadata"]["name"] for p in worker_pods(cluster, namespace)] == [second],
     )
     assert remaining
 
@@ -92,7 +85,7 @@ def test_load_scales_up_at_once_and_down_after_the_delay_removing_the_idle_pod(
         p["metadata"]["name"]: p["metadata"]
         .get("annotations", {})
         .get("controller.kubernetes.io/pod-deletion-cost")
-        for p in _pods(cluster, namespace)
+        for p in worker_pods(cluster, namespace)
     }
     assert costs == {second: "1"}
 
@@ -110,7 +103,7 @@ def test_demand_above_max_is_held_at_max_and_says_so(
 ) -> None:
     (first,) = fake_pool.workers
     fake_pool.set(first, 9)  # ceil((9 + 1 spare) / 2) = 5 pods or more wanted, max is 3
-    wait_for("the pool at max", lambda: _replicas(cluster, namespace) == 3, deadline=15)
+    wait_for("the pool at max", lambda: worker_replicas(cluster, namespace) == 3, deadline=15)
 
     def limited() -> dict[str, Any] | None:
         cond = condition({"status": _status(cluster, namespace)}, "ScalingLimited")
@@ -122,4 +115,5 @@ def test_demand_above_max_is_held_at_max_and_says_so(
 
 
 def _status(cluster: Cluster, ns: str) -> dict[str, Any]:
-    return cluster.kubectl_json("-n", ns, "get", "sd", "acme").get("status") or {}  # type: ignore[no-any-return]
+    status: dict[str, Any] = cluster.kubectl_json("-n", ns, "get", "sd", "acme").get("status") or {}
+    return status

@@ -24,12 +24,13 @@ from tests.cluster.test_operator_lifecycle import (  # noqa: F401  (fixtures use
     operator,
     patch_spec,
     wait_for,
+    worker_pods,
+    worker_replicas,
 )
 from tests.fakes.worker_status import FakePool
 from tests.fixtures.cluster import Cluster, keda_crd
 
 PROMETHEUS_URL = "http://prometheus-operated.monitoring.svc:9090"
-SELECTOR = "app.kubernetes.io/instance=acme,app.kubernetes.io/name=storyteller-worker"
 POOL = {
     "autoscaler": "keda",
     "minReplicas": 1,
@@ -55,15 +56,6 @@ def operator_env(keda_crds: None) -> dict[str, str]:
     return {"STORYTELLER_OPERATOR_PROMETHEUS_URL": PROMETHEUS_URL}
 
 
-def _pods(cluster: Cluster, ns: str) -> list[dict[str, Any]]:
-    items = cluster.kubectl_json("-n", ns, "get", "pods", "-l", SELECTOR)["items"]
-    return [p for p in items if not p["metadata"].get("deletionTimestamp")]
-
-
-def _replicas(cluster: Cluster, ns: str) -> int:
-    return int(cluster.kubectl_json("-n", ns, "get", "deployment", "acme-worker")["spec"]["replicas"])
-
-
 def _scaled_object(cluster: Cluster, ns: str) -> dict[str, Any] | None:
     found = cluster.kubectl_json("-n", ns, "get", "scaledobjects.keda.sh")["items"]
     return found[0] if found else None
@@ -87,28 +79,28 @@ def test_keda_tenant_gets_a_valid_scaled_object_and_follows_its_scale_subresourc
 
     # KEDA's HPA writes the scale subresource; kubectl scale uses the same endpoint.
     cluster.kubectl("-n", namespace, "scale", "sd", "acme", "--replicas=3")
-    wait_for("the Deployment at 3", lambda: _replicas(cluster, namespace) == 3, deadline=30)
+    wait_for("the Deployment at 3", lambda: worker_replicas(cluster, namespace) == 3, deadline=30)
     scale = cluster.kubectl_json("-n", namespace, "get", "sd", "acme", "--subresource=scale")
     assert scale["spec"]["replicas"] == 3
     assert "app.kubernetes.io/instance=acme" in scale["status"]["selector"]  # what the HPA selects by
     wait_for(
         "3 pods with addresses",
-        lambda: sum(1 for p in _pods(cluster, namespace) if p.get("status", {}).get("podIP")) == 3,
+        lambda: sum(1 for p in worker_pods(cluster, namespace) if p.get("status", {}).get("podIP")) == 3,
         deadline=90,
     )
 
     # Calls on one pod; then KEDA scales in to 1: the busy pod stays, priced by its sessions.
     fake = FakePool()
     try:
-        fake.sync(_pods(cluster, namespace))
+        fake.sync(worker_pods(cluster, namespace))
         busy = sorted(fake.workers)[1]
         fake.set(busy, 2)
         wait_for("activeSessions 2", lambda: get_sd(cluster, namespace)["status"].get("activeSessions") == 2)
         cluster.kubectl("-n", namespace, "scale", "sd", "acme", "--replicas=1")
-        wait_for("the Deployment at 1", lambda: _replicas(cluster, namespace) == 1, deadline=30)
+        wait_for("the Deployment at 1", lambda: worker_replicas(cluster, namespace) == 1, deadline=30)
         remaining = wait_for(
             "the idle pods removed",
-            lambda: [p["metadata"]["name"] for p in _pods(cluster, namespace)] == [busy] or None,
+            lambda: [p["metadata"]["name"] for p in worker_pods(cluster, namespace)] == [busy] or None,
             deadline=90,
         )
         assert remaining is True
@@ -140,4 +132,4 @@ def test_suspend_pauses_the_scaled_object(
         return bool(so.get("metadata", {}).get("annotations", {}).get("autoscaling.keda.sh/paused") == "true")
 
     wait_for("the ScaledObject paused", paused, deadline=30)
-    wait_for("the pool at zero", lambda: _replicas(cluster, namespace) == 0, deadline=30)
+    wait_for("the pool at zero", lambda: worker_replicas(cluster, namespace) == 0, deadline=30)

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 
+from storyteller_operator import render
 from tests.fixtures.cluster import Cluster, free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -250,6 +251,19 @@ def is_ready(cluster: Cluster, ns: str, name: str = "acme") -> dict[str, Any] | 
         and condition(sd, "Ready").get("status") == "True"
     )
     return sd if ok else None
+
+
+def worker_pods(cluster: Cluster, ns: str, name: str = "acme") -> list[dict[str, Any]]:
+    """The tenant's worker pods that are not terminating."""
+    selector = render.selector_string(name)
+    items = cluster.kubectl_json("-n", ns, "get", "pods", "-l", selector)["items"]
+    return [p for p in items if not p["metadata"].get("deletionTimestamp")]
+
+
+def worker_replicas(cluster: Cluster, ns: str, name: str = "acme") -> int:
+    """What the operator asks of the worker Deployment."""
+    dep = cluster.kubectl_json("-n", ns, "get", "deployment", render.worker_name(name))
+    return int(dep["spec"]["replicas"])
 
 
 def ready_pods(cluster: Cluster, ns: str, name: str = "acme") -> int:

@@ -23,13 +23,14 @@ from tests.cluster.test_operator_lifecycle import (  # noqa: F401  (fixtures use
     get_sd,
     operator,
     wait_for,
+    worker_pods,
+    worker_replicas,
 )
 from tests.fakes.worker_status import FakePool
 from tests.fixtures.cluster import Cluster
 from tests.fixtures.prometheus import Prometheus
 
 METRICS_PORT = 9100  # observability.metricsPort's default
-SELECTOR = "app.kubernetes.io/instance=acme,app.kubernetes.io/name=storyteller-worker"
 POOL = {
     "minReplicas": 1,
     "maxReplicas": 3,
@@ -87,20 +88,11 @@ def fake_pool(
     deploy_ready_tenant(cluster, namespace, pool=POOL)
     # Metrics only: no :8081/worker, so nothing but Prometheus can tell the operator about sessions.
     pool = FakePool(metrics_port=METRICS_PORT, serve_status=False)
-    pods = _pods(cluster, namespace)
+    pods = worker_pods(cluster, namespace)
     pool.sync(pods)
     write_targets(targets_file, pods)
     yield pool
     pool.close()
-
-
-def _pods(cluster: Cluster, ns: str) -> list[dict[str, Any]]:
-    items = cluster.kubectl_json("-n", ns, "get", "pods", "-l", SELECTOR)["items"]
-    return [p for p in items if not p["metadata"].get("deletionTimestamp")]
-
-
-def _replicas(cluster: Cluster, ns: str) -> int:
-    return int(cluster.kubectl_json("-n", ns, "get", "deployment", "acme-worker")["spec"]["replicas"])
 
 
 def test_sessions_read_from_prometheus_scale_the_pool_up(
@@ -115,7 +107,7 @@ def test_sessions_read_from_prometheus_scale_the_pool_up(
     prometheus.wait_for(series, lambda r: bool(r), timeout=60)  # scraped on the pod's address
     fake_pool.set(first, 3)
     # 3 sessions + 1 spare need 2 pods of 2 (3 with the lead term's slot for the rise): the pool grows.
-    wait_for("the scale-up", lambda: _replicas(cluster, namespace) >= 2, deadline=60)
+    wait_for("the scale-up", lambda: worker_replicas(cluster, namespace) >= 2, deadline=60)
     status = wait_for(
         "activeSessions 3 from Prometheus",
         lambda: (s := get_sd(cluster, namespace)["status"]).get("activeSessions") == 3 and s,
