@@ -485,7 +485,8 @@ class Reconciler:
             # (a silent pod has no price, so the ReplicaSet could pick it though it is busy). The
             # Deployment's own size, not the pods counted: a rollout's surge pods must not ratchet it up.
             held = max(desired, current_replicas or 0)
-            if held > desired or active is None:
+            # Said when it holds the pool back, or when the builtin policy has nothing to decide on.
+            if held > desired or (active is None and scaling.autoscaler(spec) == "builtin"):
                 where = self.sessions.where if self.sessions else ""
                 problem = (
                     "WorkersNotReporting",
