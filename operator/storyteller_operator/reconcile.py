@@ -94,6 +94,12 @@ def _error_text(err: ApiException) -> str:
     return f"{err.status} {err.reason}: {message or err.body}"
 
 
+def _owned_by(obj: Mapping[str, Any] | None, uid: str) -> bool:
+    """Whether `obj` exists and names the tenant with `uid` among its owners."""
+    owners = ((obj or {}).get("metadata") or {}).get("ownerReferences") or []
+    return any(o.get("uid") == uid for o in owners)
+
+
 def _ready_for(pod: Mapping[str, Any], now: datetime.datetime) -> float:
     """Seconds since the pod became Ready (-1 when it is not Ready)."""
     for cond in (pod.get("status") or {}).get("conditions") or []:
@@ -111,10 +117,9 @@ def _ready_for(pod: Mapping[str, Any], now: datetime.datetime) -> float:
     return -1.0
 
 
-def _demand_words(decision: policy.Decision, spec: Mapping[str, Any]) -> str:
+def _demand_words(active: int, decision: policy.Decision, spec: Mapping[str, Any]) -> str:
     """What the builtin policy counted, for the ScalingLimited message ("... ask for N workers")."""
-    active = decision.history.samples[-1][1] if decision.history.samples else 0
-    spare = int((spec.get("pool") or {}).get("spareSessions", 2))
+    spare = scaling.pool_limits(spec).spare_sessions
     words = f"{_count(active, 'active session')}, {_count(spare, 'spare slot')}"
     if decision.lead_sessions:
         words += (
@@ -281,8 +286,7 @@ class Reconciler:
             return False
         self._applied.pop(key, None)
         current = self.kube.get(KEDA_API[0], KEDA_API[1], meta["namespace"], child)
-        owners = ((current or {}).get("metadata") or {}).get("ownerReferences") or []
-        if not any(o.get("uid") == meta["uid"] for o in owners):
+        if not _owned_by(current, meta["uid"]):
             return False  # absent, or somebody else's: never delete what this tenant does not own
         self.kube.delete(KEDA_API[0], KEDA_API[1], meta["namespace"], child)
         return True
@@ -320,8 +324,7 @@ class Reconciler:
         config = render.worker_config(name, namespace, spec)
         # Read once: it seeds the autoscaler, holds a partial count, and is the status when unchanged.
         current = self.kube.get("apps/v1", "Deployment", namespace, render.worker_name(name))
-        owners = ((current or {}).get("metadata") or {}).get("ownerReferences") or []
-        if not any(o.get("uid") == uid for o in owners):
+        if not _owned_by(current, uid):
             current = None  # absent, or left by an earlier tenant of the same name: nothing to go by
         current_replicas = int((current["spec"] or {}).get("replicas") or 0) if current else None
         # The autoscaler the Deployment was last sized by ("" when unknown).
@@ -453,8 +456,7 @@ class Reconciler:
         ):
             return spec
         meta = tenant["metadata"]
-        pool = spec.get("pool") or {}
-        seeded = min(max(current_replicas, int(pool.get("minReplicas", 1))), int(pool.get("maxReplicas", 10)))
+        seeded = policy.clamp(current_replicas, scaling.pool_limits(spec))
         extra = {"tenant": meta["name"], "namespace": meta["namespace"], "replicas": seeded}
         try:
             self.kube.scale(meta["namespace"], meta["name"], seeded, resource_version=meta["resourceVersion"])
@@ -497,9 +499,9 @@ class Reconciler:
         if per_pod:
             # Whoever chose the size (the policy, KEDA, kubectl scale), the operator lowers the Deployment.
             desired = self._protect_busy_pods(namespace, name, pods, per_pod, desired, current_replicas)
-        if decision:
+        if decision and active is not None:  # the policy decides only on a count
             return Sizing(desired, active, decision.limited, decision.unclamped,
-                          _demand_words(decision, spec), problem)  # fmt: skip
+                          _demand_words(active, decision, spec), problem)  # fmt: skip
         return Sizing(desired, active, static.limited, static.requested, "spec.replicas", problem)
 
     def _observe_sessions(
@@ -530,16 +532,9 @@ class Reconciler:
         current_replicas: int | None,
     ) -> policy.Decision | None:
         """The builtin policy's decision, or None where the pool's size is static (none, keda, suspended)."""
-        pool = spec.get("pool") or {}
         if spec.get("suspend") or scaling.autoscaler(spec) != "builtin" or active is None:
             return None
-        limits = policy.PoolLimits(
-            min_replicas=int(pool.get("minReplicas", 1)),
-            max_replicas=int(pool.get("maxReplicas", 10)),
-            sessions_per_worker=int(pool.get("sessionsPerWorker", 4)),
-            spare_sessions=int(pool.get("spareSessions", 2)),
-            scale_down_delay_s=float(pool.get("scaleDownDelaySeconds", 300)),
-        )
+        limits = scaling.pool_limits(spec)
         st = self._state(namespace, name)
         now = time.monotonic()
         if st.history is None:

@@ -433,9 +433,9 @@ def sessions_query(tenant: Mapping[str, Any]) -> str:
 
     `or vector(0)`: a pool with no pod scraped yet has no series, and no answer would stall KEDA.
     """
-    meta, pool = tenant["metadata"], tenant["spec"].get("pool") or {}
+    meta = tenant["metadata"]
     selector = f'namespace="{meta["namespace"]}", tenant="{meta["name"]}"'
-    spare = int(pool.get("spareSessions", 2))
+    spare = scaling.pool_limits(tenant["spec"]).spare_sessions
     return f"(sum(storyteller_sessions_active{{{selector}}}) or vector(0)) + {spare}"
 
 
@@ -450,11 +450,11 @@ def scaled_object(tenant: Mapping[str, Any], prometheus_url: str) -> Manifest:
     beta); older clusters drop it, and need kube-controller-manager --horizontal-pod-autoscaler-tolerance=0.
     """
     meta, spec = tenant["metadata"], tenant["spec"]
-    pool = spec.get("pool") or {}
-    delay = int(pool.get("scaleDownDelaySeconds", 300))
+    limits = scaling.pool_limits(spec)
+    delay = int(limits.scale_down_delay_s)
     # The HPA refuses a stabilization window above an hour, and KEDA would then make no HPA at all.
     window = min(delay, MAX_HPA_WINDOW_SECONDS)
-    max_replicas = int(pool.get("maxReplicas", 10))
+    max_replicas = limits.max_replicas
     metadata = _metadata(tenant, worker_name(meta["name"]))
     if spec.get("suspend"):
         # KEDA stops writing spec.replicas; suspend already holds the Deployment at zero.
@@ -465,7 +465,7 @@ def scaled_object(tenant: Mapping[str, Any], prometheus_url: str) -> Manifest:
         "metadata": metadata,
         "spec": {
             "scaleTargetRef": {"apiVersion": API_VERSION, "kind": KIND, "name": meta["name"]},
-            "minReplicaCount": int(pool.get("minReplicas", 1)),
+            "minReplicaCount": limits.min_replicas,
             "maxReplicaCount": max_replicas,
             "pollingInterval": 5,
             "cooldownPeriod": delay,  # KEDA's own delay before it deactivates to zero (minReplicas 0)
@@ -490,7 +490,7 @@ def scaled_object(tenant: Mapping[str, Any], prometheus_url: str) -> Manifest:
                     "metadata": {
                         "serverAddress": prometheus_url,
                         "query": sessions_query(tenant),
-                        "threshold": str(int(pool.get("sessionsPerWorker", 4))),
+                        "threshold": str(limits.sessions_per_worker),
                     },
                 }
             ],

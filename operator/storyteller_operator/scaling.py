@@ -30,16 +30,33 @@ def autoscaler(spec: Mapping[str, Any]) -> str:
     return str((spec.get("pool") or {}).get("autoscaler", "builtin"))
 
 
+def pool_limits(spec: Mapping[str, Any]) -> policy.PoolLimits:
+    """The pool block's sizing fields, with the CRD's defaults (the one place that reads them)."""
+    pool = spec.get("pool") or {}
+    return policy.PoolLimits(
+        min_replicas=int(pool.get("minReplicas", 1)),
+        max_replicas=int(pool.get("maxReplicas", 10)),
+        sessions_per_worker=int(pool.get("sessionsPerWorker", 4)),
+        spare_sessions=int(pool.get("spareSessions", 2)),
+        scale_down_delay_s=float(pool.get("scaleDownDelaySeconds", 300)),
+    )
+
+
 def static_size(spec: Mapping[str, Any]) -> StaticSize:
     if spec.get("suspend"):
         return StaticSize(0, None, None)
-    pool = spec.get("pool") or {}
-    low, high = int(pool.get("minReplicas", 1)), int(pool.get("maxReplicas", 10))
+    limits = pool_limits(spec)
     if autoscaler(spec) not in MANUAL_AUTOSCALERS or spec.get("replicas") is None:
-        return StaticSize(low, None, None)
+        return StaticSize(limits.min_replicas, None, None)
     requested = int(spec["replicas"])
-    limited = policy.AT_MAX if requested > high else policy.AT_MIN if requested < low else None
-    return StaticSize(min(max(requested, low), high), requested, limited)
+    limited = (
+        policy.AT_MAX
+        if requested > limits.max_replicas
+        else policy.AT_MIN
+        if requested < limits.min_replicas
+        else None
+    )
+    return StaticSize(policy.clamp(requested, limits), requested, limited)
 
 
 def desired_replicas(spec: Mapping[str, Any]) -> int:

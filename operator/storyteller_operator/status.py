@@ -10,7 +10,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from storyteller_operator import render
+from storyteller_operator import render, scaling
 
 READY = "Ready"
 PROGRESSING = "Progressing"
@@ -100,7 +100,7 @@ def compute(obs: Observation, previous: Mapping[str, Any] | None, now: str) -> d
     desired = obs.desired_replicas
     counts = _deployment_counts(obs.deployment)
     rolled_out = _rolled_out(obs.deployment, desired)
-    sessions_per_worker = int((obs.spec.get("pool") or {}).get("sessionsPerWorker", 4))
+    sessions_per_worker = scaling.pool_limits(obs.spec).sessions_per_worker
 
     # Degraded: something needs a human (or will fix itself once it appears, like a Secret).
     degraded: tuple[str, str] | None = None
