@@ -91,3 +91,12 @@ stop_all() {
     stop_pid "${COMPONENTS[i]}"
   done
 }
+
+# --- the real node (up.sh --real-node; tests/cluster/real-node.sh) and the images it runs (images.sh)
+REAL_NODE_NAME="storyteller-real-0"
+NODE_DIR="$STATE_DIR/node"                       # containerd root/state, kubelet dirs, CNI config
+CONTAINERD_SOCK="$NODE_DIR/containerd.sock"
+IMAGES_DIR="$CACHE_ROOT/images"                  # docker-archive tars of the built images, by content hash
+PAUSE_IMAGE="storyteller-pause:dev"              # the CRI sandbox image, built here (no registry)
+OPERATOR_IMAGE="storyteller-operator:dev"
+WORKER_IMAGE="storyteller-worker:dev"
