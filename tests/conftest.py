@@ -11,6 +11,7 @@ pytest_plugins = [
     "tests.fixtures.cluster",
     "tests.fixtures.model_server",
     "tests.fixtures.prometheus",
+    "tests.fixtures.real_node",
 ]
 
 _MARK_BY_FOLDER = {
@@ -18,6 +19,7 @@ _MARK_BY_FOLDER = {
     "integration": "integration",
     "cluster": "cluster",
     "e2e": "e2e",
+    "realnode": "realnode",
 }
 
 

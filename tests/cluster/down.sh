@@ -13,6 +13,8 @@ if [[ -f "$STATE_DIR/mode" ]] && [[ "$(cat "$STATE_DIR/mode")" == kind ]]; then
   log "deleting kind cluster $KIND_NAME"
   kind delete cluster --name "$KIND_NAME" >&2
 else
+  # The real node first (its pods, mounts, network namespaces, bridge, iptables rules), then the rest.
+  "$CLUSTER_DIR/real-node.sh" down
   stop_all
 fi
 rm -rf "${STATE_DIR:?}"

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Install what the cluster, end-to-end and demo paths need; idempotent and a fast no-op once cached.
 #
-#   * Debian packages: etcd-server, prometheus, espeak-ng, sox, openssl, curl (apt, only when missing).
+#   * Debian packages: etcd-server, prometheus, espeak-ng, sox, openssl, curl, and the real node's
+#     containerd, runc, CNI plugins, iptables and iproute2 (apt, only when missing).
 #   * Go-built binaries into a versioned cache outside the repo (see lib.sh), never into the repo:
-#     kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok, helm 3, livekit-server.
+#     kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet, kube-proxy, kwok, helm 3,
+#     livekit-server, and CoreDNS (the real node's cluster DNS).
 #
 # Only the first run on a machine pays the Kubernetes build (about 10 minutes on 2 cores, ~3 GB Go cache).
 # Usage: tests/cluster/install.sh [--no-apt] [--no-k8s]
@@ -13,7 +15,8 @@ set -euo pipefail
 # shellcheck source=tests/cluster/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-APT_PACKAGES=(etcd-server prometheus espeak-ng sox openssl curl)
+APT_PACKAGES=(etcd-server prometheus espeak-ng sox openssl curl
+  containerd runc containernetworking-plugins iptables iproute2 conntrack)
 want_apt=1
 want_k8s=1
 for arg in "$@"; do
@@ -42,16 +45,19 @@ install_apt() {
     DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
   fi
   # Debian starts packaged daemons; our tests run their own instances on other ports.
-  if command -v systemctl >/dev/null && systemctl is-active --quiet etcd 2>/dev/null; then
-    "${sudo[@]}" systemctl disable --now etcd || true
-  fi
+  local unit
+  for unit in etcd containerd; do
+    if command -v systemctl >/dev/null && systemctl is-active --quiet "$unit" 2>/dev/null; then
+      "${sudo[@]}" systemctl disable --now "$unit" || true
+    fi
+  done
 }
 
 # Kubernetes: `go install k8s.io/kubernetes/cmd/...@vX` is refused because its go.mod replaces every
 # staging module (k8s.io/api, k8s.io/apiserver, ...) with ./staging/src/... A tiny wrapper module replaces
 # each of them with the published v0.<minor>.<patch> instead, then builds the commands from the module cache.
 build_kubernetes() {
-  local cmds=(kube-apiserver kube-controller-manager kube-scheduler kubectl) missing=() c
+  local cmds=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy) missing=() c
   for c in "${cmds[@]}"; do [[ -x "$K8S_BIN/$c" ]] || missing+=("$c"); done
   ((${#missing[@]})) || return 0
 
@@ -61,6 +67,9 @@ build_kubernetes() {
   local src="$CACHE_ROOT/k8s-$K8S_VERSION/src"
   mkdir -p "$src" "$K8S_BIN"
 
+  # The tools file names every command we build, so `go mod tidy` keeps all their dependencies.
+  local tools
+  tools="$(printf '//go:build tools\n\npackage tools\n\nimport (\n'; printf '\t_ "k8s.io/kubernetes/cmd/%s"\n' "${cmds[@]}"; printf ')\n')"
   if [[ ! -f "$src/go.sum" ]] || ! grep -q "^k8s.io/kubernetes $K8S_VERSION " "$src/go.sum"; then
     log "kubernetes $K8S_VERSION: preparing the wrapper module in $src"
     local gomod
@@ -75,10 +84,13 @@ build_kubernetes() {
       sed -n 's#^[[:space:]]*\(k8s\.io/[^ ]*\) => \./staging/.*#\1#p' "$gomod" | while read -r mod; do
         go mod edit -replace="$mod=$mod@$staging_version"
       done
-      printf '//go:build tools\n\npackage tools\n\nimport (\n\t_ "k8s.io/kubernetes/cmd/kube-apiserver"\n\t_ "k8s.io/kubernetes/cmd/kube-controller-manager"\n\t_ "k8s.io/kubernetes/cmd/kube-scheduler"\n\t_ "k8s.io/kubernetes/cmd/kubectl"\n)\n' >tools.go
+      printf '%s\n' "$tools" >tools.go
       go get "k8s.io/kubernetes@$K8S_VERSION"
       go mod tidy -e >/dev/null 2>&1 || true
     )
+  elif [[ "$(cat "$src/tools.go")" != "$tools" ]]; then
+    log "kubernetes $K8S_VERSION: adding ${missing[*]} to the wrapper module"
+    (cd "$src" && printf '%s\n' "$tools" >tools.go && (go mod tidy -e >/dev/null 2>&1 || true))
   fi
 
   # Without these stamps the binaries report v0.0.0-master and helm's kubeVersion checks fail.
@@ -146,5 +158,7 @@ install_kwok_stages
 install_keda_crds
 go_install "$HELM_BIN" helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 # The livekit-server command package is named "server"; install it under its usual name.
+# The real node's cluster DNS (Service names, as on any cluster); its go.mod has no replace directives.
+go_install "$COREDNS_BIN" coredns "github.com/coredns/coredns@$COREDNS_VERSION"
 go_install "$LIVEKIT_BIN" livekit-server "github.com/livekit/livekit-server/cmd/server@$LIVEKIT_VERSION"
 log "tools ready in $CACHE_ROOT (PATH: eval \"\$(tests/cluster/env.sh)\")"

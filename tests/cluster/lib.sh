@@ -17,6 +17,7 @@ HELM_VERSION="${STORYTELLER_HELM_VERSION:-v3.22.0}"
 LIVEKIT_VERSION="${STORYTELLER_LIVEKIT_VERSION:-v1.9.12}"
 # Only KEDA's CRDs (no build): the cluster tests check the ScaledObjects the operator renders against them.
 KEDA_VERSION="${STORYTELLER_KEDA_VERSION:-v2.21.0}"
+COREDNS_VERSION="${STORYTELLER_COREDNS_VERSION:-v1.14.7}"
 
 CACHE_ROOT="${STORYTELLER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/storyteller}"
 # One directory per tool and version: bumping a version builds next to the old one, never over it.
@@ -26,7 +27,8 @@ KWOK_STAGES="$CACHE_ROOT/kwok-$KWOK_VERSION/stages"
 HELM_BIN="$CACHE_ROOT/helm-$HELM_VERSION/bin"
 LIVEKIT_BIN="$CACHE_ROOT/livekit-server-$LIVEKIT_VERSION/bin"
 KEDA_CRDS="$CACHE_ROOT/keda-$KEDA_VERSION/crds"
-TOOLS_PATH="$K8S_BIN:$KWOK_BIN:$HELM_BIN:$LIVEKIT_BIN"
+COREDNS_BIN="$CACHE_ROOT/coredns-$COREDNS_VERSION/bin"
+TOOLS_PATH="$K8S_BIN:$KWOK_BIN:$HELM_BIN:$LIVEKIT_BIN:$COREDNS_BIN"
 
 STATE_DIR="${STORYTELLER_STATE:-$REPO_ROOT/.state/cluster}"   # /.state/ is git-ignored
 ETCD_PORT="${STORYTELLER_ETCD_PORT:-23790}"
@@ -100,3 +102,10 @@ IMAGES_DIR="$CACHE_ROOT/images"                  # docker-archive tars of the bu
 PAUSE_IMAGE="storyteller-pause:dev"              # the CRI sandbox image, built here (no registry)
 OPERATOR_IMAGE="storyteller-operator:dev"
 WORKER_IMAGE="storyteller-worker:dev"
+# The node's network: a bridge whose address is the node IP; pods get addresses from the same /24.
+BRIDGE="${STORYTELLER_BRIDGE:-stbr0}"
+NODE_SUBNET_PREFIX="${STORYTELLER_NODE_SUBNET_PREFIX:-10.213.7}"
+NODE_SUBNET="$NODE_SUBNET_PREFIX.0/24"
+NODE_IP="$NODE_SUBNET_PREFIX.1"
+CNI_NETWORK="storyteller"
+CNI_BIN_DIR="${STORYTELLER_CNI_BIN_DIR:-/usr/lib/cni}"   # Debian's containernetworking-plugins

@@ -5,6 +5,9 @@
 #   tests/cluster/up.sh --local    etcd + kube-apiserver + kube-controller-manager + kube-scheduler + kwok
 #                                  on 127.0.0.1 (binaries from tests/cluster/install.sh)
 #   tests/cluster/up.sh --kind     a kind cluster (needs a running Docker engine and `kind`)
+#   tests/cluster/up.sh --real-node  the local control plane plus one real node (containerd + runc + CNI
+#                                  bridge + kubelet, tests/cluster/real-node.sh) that runs the built images;
+#                                  needs root. Adds the node to a control plane that is already up.
 #
 # The last line on stdout is the kubeconfig path; logs and state live in $STORYTELLER_STATE
 # (default .state/cluster/). Running it again while the cluster is up is a no-op. Stop with down.sh.
@@ -19,11 +22,13 @@ KIND_NAME="${STORYTELLER_KIND_NAME:-storyteller}"
 START_DEADLINE="${STORYTELLER_START_DEADLINE:-120}"
 
 mode="${STORYTELLER_CLUSTER:-auto}"
+real_node=0
 case "${1:-}" in
   --kind) mode=kind ;;
   --local) mode=local ;;
+  --real-node) mode=local real_node=1 ;;
   "") ;;
-  *) die "usage: $0 [--local|--kind]" ;;
+  *) die "usage: $0 [--local|--kind|--real-node]" ;;
 esac
 if [[ "$mode" == auto ]]; then
   # `docker --version` answers even without an engine; `docker info` needs the engine to be running.
@@ -75,8 +80,24 @@ all_running() {
   done
 }
 
+# The real node: the API server's own identity towards kubelets may use their API (logs, exec,
+# port-forward), then real-node.sh brings the node up (a no-op when it runs).
+add_real_node() {
+  kc apply -f - >/dev/null <<EOF
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: storyteller:kube-apiserver-kubelet-client
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: system:kubelet-api-admin}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: kube-apiserver-kubelet-client}
+EOF
+  "$CLUSTER_DIR/real-node.sh" up
+}
+
 if [[ -f "$STATE_DIR/mode" ]] && [[ "$(cat "$STATE_DIR/mode")" == local ]] && all_running && readyz >/dev/null 2>&1; then
   log "local control plane already running"
+  ((real_node)) && add_real_node
   echo "$KUBECONFIG_PATH"
   exit 0
 fi
@@ -112,6 +133,8 @@ gen_pki() {
 extendedKeyUsage=serverAuth"
   # One admin identity (system:masters) for kubectl and the control-plane components: a test cluster.
   sign admin "/O=system:masters/CN=storyteller-admin" "extendedKeyUsage=clientAuth"
+  # The API server's client identity towards kubelets (logs, exec): bound to system:kubelet-api-admin.
+  sign apiserver-kubelet-client "/CN=kube-apiserver-kubelet-client" "extendedKeyUsage=clientAuth"
   openssl genrsa -out "$pki/sa.key" 2048
   openssl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub"
 }
@@ -177,6 +200,8 @@ start kube-apiserver "$K8S_BIN/kube-apiserver" \
   --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$API_PORT" \
   --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
   --client-ca-file "$pki/ca.crt" \
+  --kubelet-client-certificate "$pki/apiserver-kubelet-client.crt" \
+  --kubelet-client-key "$pki/apiserver-kubelet-client.key" \
   --service-account-issuer https://kubernetes.default.svc.cluster.local \
   --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
   --service-cluster-ip-range "$SERVICE_CIDR" \
@@ -246,6 +271,7 @@ await kwok "$FAKE_NODES kwok nodes to be Ready" nodes_ready
 await kube-controller-manager "the default ServiceAccount" kc -n default get serviceaccount default
 for c in "${COMPONENTS[@]}"; do alive_or_die "$c"; done
 ready=1
+((real_node)) && add_real_node
 
 log "local control plane ready in $((SECONDS - started)) s (kubectl: $K8S_BIN/kubectl; stop: tests/cluster/down.sh)"
 echo "$KUBECONFIG_PATH"

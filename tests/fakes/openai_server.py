@@ -233,9 +233,10 @@ async def serve(
 class ThreadedServer:
     """The server on its own thread and loop, so sync tests, async tests and subprocesses share it."""
 
-    def __init__(self, *, token_delay: float = 0.0) -> None:
+    def __init__(self, *, token_delay: float = 0.0, host: str = "127.0.0.1") -> None:
         self.recorder = Recorder()
         self._token_delay = token_delay
+        self._host = host  # the real node's bridge address when pods must reach it
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -251,7 +252,7 @@ class ThreadedServer:
         async def main() -> None:
             self._loop = asyncio.get_running_loop()
             self._stop = asyncio.Event()
-            async with serve(self.recorder, token_delay=self._token_delay) as origin:
+            async with serve(self.recorder, host=self._host, token_delay=self._token_delay) as origin:
                 self.origin = origin
                 self._ready.set()
                 await self._stop.wait()

@@ -31,12 +31,19 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: operator
 {{- end }}
 
-{{- define "storyteller.labels" -}}
+{{/* Labels of every object but the component, which says which part of the release it is. */}}
+{{- define "storyteller.commonLabels" -}}
 helm.sh/chart: {{ include "storyteller.chart" . }}
-{{ include "storyteller.selectorLabels" . }}
+app.kubernetes.io/name: {{ include "storyteller.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: storyteller
+{{- end }}
+
+{{- define "storyteller.labels" -}}
+{{ include "storyteller.commonLabels" . }}
+app.kubernetes.io/component: operator
 {{- end }}
 
 {{- define "storyteller.serviceAccountName" -}}

@@ -1,0 +1,193 @@
+"""Tenants' worker pods on the real node: real probes, real calls, and what happens to a call when the
+pool changes under it (a pod deleted, the pool scaled in, a config rolled out).
+
+The operator is the chart's pod (fixture `platform`); each worker pod runs the worker image and
+registers with a `livekit-server` on the node's bridge address; the caller is a real LiveKit participant
+on the host. Waits poll observable state with deadlines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from storyteller_operator import render
+from tests.cluster.test_operator_lifecycle import patch_spec, wait_for, worker_pods
+from tests.fakes.openai_server import ThreadedServer
+from tests.fixtures.cluster import Cluster, LiveKitServer
+from tests.fixtures.prometheus import Prometheus
+from tests.fixtures.real_node import RealNode
+from tests.panel_queries import DASHBOARDS, assert_has_data, panel_queries, substitute
+from tests.realnode.conftest import (
+    POD_DEADLINE,
+    RELEASE_NS,
+    Call,
+    busy_pods,
+    deploy_tenant,
+    pod_phase,
+    tenant_spec,
+    the_one,
+)
+
+
+async def poll(what: str, check: Callable[[], Any], deadline: float = POD_DEADLINE) -> Any:
+    """`wait_for` off the event loop, so the caller keeps hearing the agent meanwhile."""
+    return await asyncio.to_thread(wait_for, what, check, deadline)
+
+
+def metrics_targets(cluster: Cluster, ns: str, service: str, port_name: str) -> list[tuple[str, dict[str, str]]]:
+    """host:port of every ready endpoint of a Service, labelled as the chart's PodMonitor labels them."""
+    slices = cluster.kubectl_json(
+        "-n", ns, "get", "endpointslices", "-l", f"kubernetes.io/service-name={service}"
+    )["items"]
+    out = []
+    for eps in slices:
+        port = next(p["port"] for p in eps.get("ports") or [] if p.get("name") == port_name)
+        for ep in eps.get("endpoints") or []:
+            if ep.get("conditions", {}).get("ready"):
+                pod = ep["targetRef"]["name"]
+                out += [(f"{addr}:{port}", {"namespace": ns, "pod": pod}) for addr in ep["addresses"]]
+    return out
+
+
+async def test_a_call_through_a_real_pod_is_scraped_and_fills_the_pool_dashboard(
+    cluster: Cluster,
+    platform: RealNode,
+    tenant_ns: str,
+    node_livekit_server: LiveKitServer,
+    node_model_server: ThreadedServer,
+    prometheus_factory: Callable[..., Prometheus],
+) -> None:
+    spec = tenant_spec(platform, node_livekit_server, node_model_server)
+    deploy_tenant(cluster, tenant_ns, spec)
+    pod = the_one(worker_pods(cluster, tenant_ns), "worker pod")
+    assert pod["spec"]["nodeName"] == platform.name
+    assert pod["status"]["containerStatuses"][0]["restartCount"] == 0
+
+    # Prometheus finds the workers through the metrics Service the operator rendered (its EndpointSlice
+    # holds the real pod addresses), and the operator through the chart's Service.
+    workers = metrics_targets(cluster, tenant_ns, render.metrics_service_name("acme"), "metrics")
+    operator = metrics_targets(cluster, RELEASE_NS, "storyteller-real", "metrics")
+    assert workers and operator, (workers, operator)
+    prometheus = prometheus_factory(
+        {"storyteller-worker": workers, "storyteller-operator": operator},
+        rule_files=(DASHBOARDS / "rules.yaml",),
+    )
+    prometheus.wait_for('min(up{job=~"storyteller-.*"})', lambda r: bool(r) and r[0]["value"][1] == "1")
+
+    call = Call(node_livekit_server, node_model_server, spec["agentName"])
+    try:
+        await call.start()
+        assert busy_pods(cluster, tenant_ns) == [pod["metadata"]["name"]]
+        await call.tell_name()
+        await asyncio.to_thread(
+            prometheus.wait_for,
+            f'sum(storyteller_sessions_active{{namespace="{tenant_ns}"}})',
+            lambda r: bool(r) and float(r[0]["value"][1]) == 1,
+        )
+        await call.finish()
+    finally:
+        await call.leave()
+
+    # Every query of the worker-pool dashboard returns data from the real pods and the operator pod.
+    queries = [(q, e) for q, e in panel_queries() if q.startswith("storyteller-worker-pools/")]
+    assert len(queries) >= 7
+    for query_id, expr in queries:
+        query = substitute(expr, tenant_ns, "acme")
+        result = await asyncio.to_thread(prometheus.wait_for, query, bool, 60)
+        assert_has_data(result, f"{query_id}: {query}")
+
+
+async def test_deleting_a_busy_pod_lets_its_call_finish_within_the_grace_period(
+    cluster: Cluster,
+    platform: RealNode,
+    tenant_ns: str,
+    node_livekit_server: LiveKitServer,
+    node_model_server: ThreadedServer,
+) -> None:
+    spec = tenant_spec(platform, node_livekit_server, node_model_server, drainTimeoutSeconds=120)
+    deploy_tenant(cluster, tenant_ns, spec)
+    call = Call(node_livekit_server, node_model_server, spec["agentName"])
+    try:
+        await call.start()
+        busy = the_one(busy_pods(cluster, tenant_ns), "busy pod")
+        grace = pod_phase(cluster, tenant_ns, busy)["spec"]["terminationGracePeriodSeconds"]  # type: ignore[index]
+        cluster.kubectl("-n", tenant_ns, "delete", "pod", busy, "--wait=false")
+        deleted_at = time.monotonic()
+        # The kubelet's SIGTERM drains the worker: the pod stays while its call goes on to the end.
+        await call.tell_name()
+        assert pod_phase(cluster, tenant_ns, busy) is not None, "the busy pod was killed mid-call"
+        await call.finish()
+    finally:
+        await call.leave()
+    await poll(f"pod {busy} to exit after its call", lambda: pod_phase(cluster, tenant_ns, busy) is None)
+    assert time.monotonic() - deleted_at < grace, "the pod outlived its grace period (SIGKILL, not drain)"
+
+
+async def test_scale_in_during_a_call_removes_the_idle_pod_and_keeps_the_busy_one(
+    cluster: Cluster,
+    platform: RealNode,
+    tenant_ns: str,
+    node_livekit_server: LiveKitServer,
+    node_model_server: ThreadedServer,
+) -> None:
+    spec = tenant_spec(platform, node_livekit_server, node_model_server, minReplicas=2)
+    deploy_tenant(cluster, tenant_ns, spec)
+    call = Call(node_livekit_server, node_model_server, spec["agentName"])
+    try:
+        await call.start()
+        busy = the_one(busy_pods(cluster, tenant_ns), "busy pod")
+        idle = the_one([p["metadata"]["name"] for p in worker_pods(cluster, tenant_ns) if p["metadata"]["name"] != busy], "idle pod")
+        # One session, no spare slots, two sessions per worker: the builtin autoscaler wants one pod.
+        patch_spec(cluster, tenant_ns, {"pool": {"minReplicas": 1}})
+        await poll(f"the idle pod {idle} to be removed", lambda: pod_phase(cluster, tenant_ns, idle) is None)
+        busy_pod = pod_phase(cluster, tenant_ns, busy)
+        assert busy_pod is not None and not busy_pod["metadata"].get("deletionTimestamp"), busy_pod
+        await call.tell_name()
+        await call.finish()
+    finally:
+        await call.leave()
+    assert [p["metadata"]["name"] for p in worker_pods(cluster, tenant_ns)] == [busy]
+
+
+async def test_rollout_during_a_call_finishes_it_on_the_old_pod_and_takes_the_next_on_a_new_one(
+    cluster: Cluster,
+    platform: RealNode,
+    tenant_ns: str,
+    node_livekit_server: LiveKitServer,
+    node_model_server: ThreadedServer,
+) -> None:
+    spec = tenant_spec(platform, node_livekit_server, node_model_server)
+    deploy_tenant(cluster, tenant_ns, spec)
+    old = the_one([p["metadata"]["name"] for p in worker_pods(cluster, tenant_ns)], "worker pod")
+    call = Call(node_livekit_server, node_model_server, spec["agentName"])
+    try:
+        await call.start()
+        assert busy_pods(cluster, tenant_ns) == [old]
+        patch_spec(cluster, tenant_ns, {"persona": "Your name is Echo. You tell short stories."})
+
+        def new_pod_ready() -> str | None:
+            pods = [p for p in worker_pods(cluster, tenant_ns) if p["metadata"]["name"] != old]
+            ready = [
+                p["metadata"]["name"]
+                for p in pods
+                if any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
+            ]
+            return ready[0] if ready else None
+
+        new = await poll("the new revision's pod to be Ready", new_pod_ready)
+        await poll(f"the old pod {old} to be told to stop", lambda: (pod_phase(cluster, tenant_ns, old) or {}).get("metadata", {}).get("deletionTimestamp"))
+        await call.tell_name()
+        await call.finish()
+    finally:
+        await call.leave()
+    await poll(f"the old pod {old} to exit after its call", lambda: pod_phase(cluster, tenant_ns, old) is None)
+
+    second = Call(node_livekit_server, node_model_server, spec["agentName"])
+    try:
+        await second.start()
+        assert busy_pods(cluster, tenant_ns) == [new]
+    finally:
+        await second.leave()
