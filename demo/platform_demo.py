@@ -1,17 +1,23 @@
 """`make demo`: the whole platform on this machine, no cloud account needed.
 
-1. a local Kubernetes control plane (tests/cluster/up.sh; kind where Docker works);
-2. the Helm chart installed (CRD, RBAC, operator Deployment) and the operator running as a local
-   process with the chart's ServiceAccount (the local cluster's pods run no containers);
-3. examples/tenant-secrets.yaml and examples/tenant.yaml applied, until the tenant is Ready;
-4. a worker process running the very config the operator rendered into the tenant's ConfigMap, on a
-   local `livekit-server --dev`; the models are a local scripted server (TTS by espeak-ng), unless
-   OPENAI_API_KEY and DEEPGRAM_API_KEY are set, in which case the real providers are used;
+1. a local Kubernetes control plane with one real node (tests/cluster/up.sh --real-node: containerd,
+   runc, a CNI bridge and a kubelet beside the kwok nodes), and the two images built here
+   (tests/cluster/images.sh) and imported into the node;
+2. the Helm chart installed (CRD, RBAC, operator Deployment): the operator runs from its image, in its
+   pod on the real node;
+3. examples/tenant-secrets.yaml and examples/tenant.yaml applied, with what only this machine knows
+   filled in (the local LiveKit and model servers' addresses, the worker image built here, the real
+   node), until the tenant's worker pod is Ready;
+4. the worker pod registers with a local `livekit-server --dev` on the node's bridge address; the models
+   are a local scripted server (TTS by espeak-ng), unless OPENAI_API_KEY and DEEPGRAM_API_KEY are set, in
+   which case the real providers are used;
 5. a caller joins a room, the tenant's agent is dispatched to it, and they talk (the caller's voice is
    espeak-ng): greeting, name and city, handoff, story, goodbye. The transcript is printed.
 
-Everything the demo started is stopped at the end; `--keep-cluster` leaves the cluster running
-(stop it with tests/cluster/down.sh).
+Where the real node cannot start (not root, no containerd), the demo says so and falls back to local
+processes: the operator as a process with the chart's ServiceAccount and one worker process running the
+config the operator rendered into the tenant's ConfigMap. Everything the demo started is stopped at the
+end; `--keep-cluster` leaves the cluster running (stop it with tests/cluster/down.sh).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import yaml  # noqa: E402
 from livekit import api  # noqa: E402
 
 from demo.text_session import local_models  # noqa: E402
@@ -62,12 +69,27 @@ def run(*argv: str | Path, env: dict[str, str] | None = None, input: str | None 
     return proc.stdout
 
 
+def lib(name: str) -> str:
+    """A setting of tests/cluster/lib.sh (TOOLS_PATH, NODE_IP, WORKER_IMAGE, ...)."""
+    return run("bash", "-c", f'source "{CLUSTER}/lib.sh"; printf "%s" "${name}"')
+
+
+def start_real_node(env: dict[str, str]) -> str | None:
+    """Build the images and add the real node; None when it works, else why not (for the fallback)."""
+    if os.geteuid() != 0:
+        return "the real node needs root (containerd, network namespaces, iptables)"
+    for script, arg in (("images.sh", "build"), ("up.sh", "--real-node")):
+        proc = subprocess.run([str(CLUSTER / script), arg], env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            return f"{script} {arg} failed: {proc.stderr.strip().splitlines()[-1:]}"
+    return None
+
+
 @contextmanager
 def cluster(keep: bool) -> Iterator[dict[str, str]]:
     """The local control plane's environment (KUBECONFIG, tools on PATH)."""
     kubeconfig = Path(run(CLUSTER / "up.sh").strip().splitlines()[-1])
-    env_lines = run("bash", "-c", f'source "{CLUSTER}/lib.sh"; printf "%s" "$TOOLS_PATH"')
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "PATH": f"{env_lines}:{os.environ['PATH']}"}
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "PATH": f"{lib('TOOLS_PATH')}:{os.environ['PATH']}"}
     try:
         yield env
     finally:
@@ -93,7 +115,8 @@ def operator(env: dict[str, str], workdir: Path) -> Iterator[None]:
         proc.wait(timeout=30)
 
 
-def wait_ready(env: dict[str, str], deadline_s: float = 120) -> dict[str, Any]:
+def wait_ready(env: dict[str, str], ready_pods: int = 0, deadline_s: float = 300) -> dict[str, Any]:
+    """The tenant Ready for its current spec, with at least `ready_pods` worker pods Ready."""
     kubectl = find_tool("kubectl")
     deadline = time.monotonic() + deadline_s
     while True:
@@ -104,11 +127,20 @@ def wait_ready(env: dict[str, str], deadline_s: float = 120) -> dict[str, Any]:
         if (
             status.get("phase") == "Ready"
             and status.get("observedGeneration") == sd["metadata"]["generation"]
+            and status.get("readyReplicas", 0) >= ready_pods
         ):
             return sd
         if time.monotonic() > deadline:
             raise SystemExit(f"tenant not Ready after {deadline_s} s: {json.dumps(status, indent=2)}")
         time.sleep(0.5)
+
+
+def example_tenant() -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """examples/tenant-secrets.yaml's Secrets and examples/tenant.yaml's tenant, as a user has them."""
+    examples = ROOT / "examples"
+    secrets = [d for d in yaml.safe_load_all((examples / "tenant-secrets.yaml").read_text()) if d]
+    tenant = next(d for d in yaml.safe_load_all((examples / "tenant.yaml").read_text()) if d)
+    return secrets, tenant
 
 
 async def converse(livekit: LiveKitServer, agent_name: str) -> Caller:
@@ -156,51 +188,110 @@ async def converse(livekit: LiveKitServer, agent_name: str) -> Caller:
     return caller
 
 
+def local_servers(stack: ExitStack, host: str, real: bool) -> tuple[LiveKitServer, ThreadedServer | None]:
+    """livekit-server --dev, and the scripted model server unless the real providers are used."""
+    livekit = stack.enter_context(running_livekit_server(also_bind=(host,) if host != "127.0.0.1" else ()))
+    print(f"      LiveKit: a local livekit-server --dev on {livekit.url_on(host)}")
+    if real:
+        print("      models: the real providers (OPENAI_API_KEY and DEEPGRAM_API_KEY are set)")
+        return livekit, None
+    models = ThreadedServer(host=host).start()
+    stack.callback(models.stop)
+    models.recorder.stt_script.extend(CALLER_SAYS)
+    print(f"      models: the local scripted server {models.base_url} (set OPENAI_API_KEY and "
+          "DEEPGRAM_API_KEY for the real ones)")  # fmt: skip
+    return livekit, models
+
+
+def on_pods(stack: ExitStack, env: dict[str, str], real: bool) -> tuple[LiveKitServer, str]:
+    """The operator and the worker in pods on the real node; the LiveKit server and agent to call."""
+    node_ip, kubectl = lib("NODE_IP"), find_tool("kubectl")
+    placement = {
+        "nodeSelector": {"storyteller.dev/real-node": "true"},
+        "tolerations": [{"key": "storyteller.dev/real-node", "operator": "Exists", "effect": "NoSchedule"}],
+    }
+    repository, _, tag = lib("OPERATOR_IMAGE").rpartition(":")
+    image = {"repository": repository, "tag": tag, "pullPolicy": "Never"}
+    values = {"operator": {"image": image, **placement}}
+    step("helm install the chart (CRD, RBAC, operator): the operator runs from its image on the real node")
+    run(find_tool("helm"), "upgrade", "--install", RELEASE, CHART, "-n", RELEASE_NS, "--create-namespace",
+        "--wait", "--timeout", "5m", "--values", "-", env=env, input=yaml.safe_dump(values))  # fmt: skip
+    print(run(kubectl, "-n", RELEASE_NS, "get", "pods", "-o", "wide", env=env))
+
+    step("local servers the pods reach on the node's bridge address")
+    livekit, models = local_servers(stack, node_ip, real)
+    secrets, tenant = example_tenant()
+    spec = tenant["spec"]
+    if models is not None:
+        spec.update(local_models({"intro": spec["intro"], "story": spec["story"]}, models.base_url))
+        for secret in secrets:  # the local servers take any key
+            data = secret.get("stringData", {})
+            for key in ("OPENAI_API_KEY", "DEEPGRAM_API_KEY"):
+                if key in data:
+                    data[key] = "local-demo-key"
+    for secret in secrets:
+        data = secret.get("stringData", {})
+        if "LIVEKIT_API_KEY" in data:
+            data.update(LIVEKIT_API_KEY=livekit.api_key, LIVEKIT_API_SECRET=livekit.api_secret)
+    spec["livekit"]["url"] = livekit.url_on(node_ip)
+    spec["worker"].update(image=lib("WORKER_IMAGE"), imagePullPolicy="Never", **placement)
+    step("kubectl apply examples/tenant-secrets.yaml and examples/tenant.yaml, with this machine's "
+         "servers, worker image and node filled in")  # fmt: skip
+    run(kubectl, "apply", "-f", "-", env=env, input=yaml.safe_dump_all([*secrets, tenant]))
+    wait_ready(env, ready_pods=1)
+    print(run(kubectl, "-n", TENANT_NS, "get", "sd,deploy,pods", "-o", "wide", env=env))
+    return livekit, spec["agentName"]
+
+
+def as_processes(
+    stack: ExitStack, env: dict[str, str], real: bool, workdir: Path
+) -> tuple[LiveKitServer, str]:
+    """The fallback: the operator and one worker as local processes (the kwok nodes run no containers)."""
+    step("helm install the chart (CRD, RBAC, operator)")
+    run(find_tool("helm"), "upgrade", "--install", RELEASE, CHART, "-n", RELEASE_NS, "--create-namespace",
+        "--wait", env=env)  # fmt: skip
+    step("the operator, as a local process (fallback: no real node)")
+    stack.enter_context(operator(env, workdir))
+    step("kubectl apply -f examples/tenant-secrets.yaml -f examples/tenant.yaml")
+    kubectl = find_tool("kubectl")
+    examples = ROOT / "examples"
+    run(kubectl, "apply", "-f", examples / "tenant-secrets.yaml", "-f", examples / "tenant.yaml", env=env)
+    wait_ready(env)
+    print(run(kubectl, "-n", TENANT_NS, "get", "sd,deploy,pods,cm", env=env))
+
+    step(f"the worker, with the config the operator rendered into ConfigMap {config_map_name(TENANT)}")
+    cm = json.loads(
+        run(kubectl, "-n", TENANT_NS, "get", "cm", config_map_name(TENANT), "-o", "json", env=env)
+    )
+    config: dict[str, Any] = json.loads(cm["data"]["tenant.json"])
+    livekit, models = local_servers(stack, "127.0.0.1", real)
+    config["livekit"]["url"] = livekit.url
+    config["observability"]["metricsPort"] = free_port()
+    extra_env: dict[str, str] = {}
+    if models is not None:
+        config = local_models(config, models.base_url)
+        extra_env = {"OPENAI_API_KEY": "sk-local-demo", "DEEPGRAM_API_KEY": "dg-local-demo"}
+    worker = WorkerProcess(config, livekit, workdir, extra_env=extra_env).start()
+    stack.callback(worker.stop)
+    worker.wait_registered()
+    return livekit, config["agentName"]
+
+
 def main(keep_cluster: bool) -> None:
     real = bool(os.environ.get("OPENAI_API_KEY") and os.environ.get("DEEPGRAM_API_KEY"))
     workdir = Path(tempfile.mkdtemp(prefix="storyteller-demo-"))
     with ExitStack() as stack:
-        step("local Kubernetes control plane (tests/cluster/up.sh)")
+        step("local Kubernetes control plane with a real node (tests/cluster/up.sh --real-node)")
         env = stack.enter_context(cluster(keep_cluster))
-        step("helm install the chart (CRD, RBAC, operator)")
-        run(find_tool("helm"), "upgrade", "--install", RELEASE, CHART, "-n", RELEASE_NS, "--create-namespace",
-            "--wait", env=env)  # fmt: skip
-        step("the operator, as a local process (the local cluster's pods run no containers)")
-        stack.enter_context(operator(env, workdir))
-        step("kubectl apply -f examples/tenant-secrets.yaml -f examples/tenant.yaml")
-        kubectl = find_tool("kubectl")
-        examples = ROOT / "examples"
-        run(kubectl, "apply", "-f", examples / "tenant-secrets.yaml", "-f", examples / "tenant.yaml", env=env)
-        wait_ready(env)
-        print(run(kubectl, "-n", TENANT_NS, "get", "sd,deploy,pods,cm", env=env))
-
-        step(f"the worker, with the config the operator rendered into ConfigMap {config_map_name(TENANT)}")
-        cm = json.loads(
-            run(kubectl, "-n", TENANT_NS, "get", "cm", config_map_name(TENANT), "-o", "json", env=env)
-        )
-        config: dict[str, Any] = json.loads(cm["data"]["tenant.json"])
-        livekit = stack.enter_context(running_livekit_server())
-        named = config["livekit"]["url"]
-        print(f"      LiveKit: {livekit.url} (a local livekit-server --dev; the tenant names {named})")
-        config["livekit"]["url"] = livekit.url
-        config["observability"]["metricsPort"] = free_port()
-        extra_env: dict[str, str] = {}
-        if real:
-            print("      models: the real providers (OPENAI_API_KEY and DEEPGRAM_API_KEY are set)")
+        why_not = start_real_node(env)
+        if why_not is None:
+            livekit, agent_name = on_pods(stack, env, real)
         else:
-            models = ThreadedServer().start()
-            stack.callback(models.stop)
-            models.recorder.stt_script.extend(CALLER_SAYS)
-            config = local_models(config, models.base_url)
-            print(f"      models: the local scripted server {models.base_url} (set OPENAI_API_KEY and "
-                  "DEEPGRAM_API_KEY for the real ones)")  # fmt: skip
-            extra_env = {"OPENAI_API_KEY": "sk-local-demo", "DEEPGRAM_API_KEY": "dg-local-demo"}
-        worker = WorkerProcess(config, livekit, workdir, extra_env=extra_env).start()
-        stack.callback(worker.stop)
-        worker.wait_registered()
-
-        step(f"a call: the caller joins, {config['agentName']!r} is dispatched, they talk")
-        caller = asyncio.run(converse(livekit, config["agentName"]))
+            print(f"      FALLBACK: no real node ({why_not});")
+            print("      the operator and the worker run as local processes instead of pods")
+            livekit, agent_name = as_processes(stack, env, real, workdir)
+        step(f"a call: the caller joins, {agent_name!r} is dispatched, they talk")
+        caller = asyncio.run(converse(livekit, agent_name))
         print(f"\n      room deleted by the agent: {caller.disconnected.is_set()}; logs in {workdir}")
 
 

@@ -185,6 +185,15 @@ def busy_pods(cluster: Cluster, ns: str, name: str = "acme") -> list[str]:
     return busy
 
 
+def ready_pod_names(cluster: Cluster, ns: str, name: str = "acme") -> list[str]:
+    """The tenant's pods that are Ready and not terminating."""
+    return [
+        p["metadata"]["name"]
+        for p in worker_pods(cluster, ns, name)
+        if any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
+    ]
+
+
 def pod_phase(cluster: Cluster, ns: str, pod: str) -> dict[str, Any] | None:
     """The pod as stored, or None once it is gone."""
     proc = cluster.kubectl("-n", ns, "get", "pod", pod, "-o", "json", "--ignore-not-found", check=False)
@@ -220,9 +229,8 @@ class Call:
         """Say name and city; the StoryAgent tells the story and pauses for the caller."""
         caller = self._caller()
         await caller.say(CALLER_SCRIPT[0])
-        await caller.wait_for(
-            "the StoryAgent's story", lambda: "Once upon a time in Lisbon, Ada" in caller.transcript_text(), 90
-        )
+        story = "Once upon a time in Lisbon, Ada"
+        await caller.wait_for("the StoryAgent's story", lambda: story in caller.transcript_text(), 90)
         await caller.wait_for("the story to pause for the caller", self._listening_after(2), 90)
 
     async def finish(self) -> None:
@@ -253,4 +261,3 @@ class Call:
 def the_one(items: list[str], what: str) -> str:
     assert len(items) == 1, f"expected exactly one {what}, got {items}"
     return items[0]
-

@@ -27,6 +27,7 @@ from tests.realnode.conftest import (
     busy_pods,
     deploy_tenant,
     pod_phase,
+    ready_pod_names,
     tenant_spec,
     the_one,
 )
@@ -37,7 +38,9 @@ async def poll(what: str, check: Callable[[], Any], deadline: float = POD_DEADLI
     return await asyncio.to_thread(wait_for, what, check, deadline)
 
 
-def metrics_targets(cluster: Cluster, ns: str, service: str, port_name: str) -> list[tuple[str, dict[str, str]]]:
+def metrics_targets(
+    cluster: Cluster, ns: str, service: str, port_name: str
+) -> list[tuple[str, dict[str, str]]]:
     """host:port of every ready endpoint of a Service, labelled as the chart's PodMonitor labels them."""
     slices = cluster.kubectl_json(
         "-n", ns, "get", "endpointslices", "-l", f"kubernetes.io/service-name={service}"
@@ -139,7 +142,7 @@ async def test_scale_in_during_a_call_removes_the_idle_pod_and_keeps_the_busy_on
     try:
         await call.start()
         busy = the_one(busy_pods(cluster, tenant_ns), "busy pod")
-        idle = the_one([p["metadata"]["name"] for p in worker_pods(cluster, tenant_ns) if p["metadata"]["name"] != busy], "idle pod")
+        idle = the_one([p for p in ready_pod_names(cluster, tenant_ns) if p != busy], "idle pod")
         # One session, no spare slots, two sessions per worker: the builtin autoscaler wants one pod.
         patch_spec(cluster, tenant_ns, {"pool": {"minReplicas": 1}})
         await poll(f"the idle pod {idle} to be removed", lambda: pod_phase(cluster, tenant_ns, idle) is None)
@@ -169,21 +172,20 @@ async def test_rollout_during_a_call_finishes_it_on_the_old_pod_and_takes_the_ne
         patch_spec(cluster, tenant_ns, {"persona": "Your name is Echo. You tell short stories."})
 
         def new_pod_ready() -> str | None:
-            pods = [p for p in worker_pods(cluster, tenant_ns) if p["metadata"]["name"] != old]
-            ready = [
-                p["metadata"]["name"]
-                for p in pods
-                if any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
-            ]
-            return ready[0] if ready else None
+            return next((p for p in ready_pod_names(cluster, tenant_ns) if p != old), None)
+
+        def old_pod_stopping() -> bool:
+            pod = pod_phase(cluster, tenant_ns, old)
+            return pod is not None and bool(pod["metadata"].get("deletionTimestamp"))
 
         new = await poll("the new revision's pod to be Ready", new_pod_ready)
-        await poll(f"the old pod {old} to be told to stop", lambda: (pod_phase(cluster, tenant_ns, old) or {}).get("metadata", {}).get("deletionTimestamp"))
+        await poll(f"the old pod {old} to be told to stop", old_pod_stopping)
         await call.tell_name()
         await call.finish()
     finally:
         await call.leave()
-    await poll(f"the old pod {old} to exit after its call", lambda: pod_phase(cluster, tenant_ns, old) is None)
+    gone = lambda: pod_phase(cluster, tenant_ns, old) is None  # noqa: E731
+    await poll(f"the old pod {old} to exit after its call", gone)
 
     second = Call(node_livekit_server, node_model_server, spec["agentName"])
     try:

@@ -1,4 +1,4 @@
-"""`make demo` works: chart, operator, example tenant Ready, and a voice call to its worker."""
+"""`make demo` works: chart, operator pod, example tenant Ready on a real worker pod, a call to it."""
 
 from __future__ import annotations
 
@@ -10,35 +10,42 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.cluster import Cluster
+from tests.fixtures.real_node import RealNode
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def example_namespace_removed(cluster: Cluster) -> Iterator[None]:
+def demo_removed(cluster: Cluster) -> Iterator[None]:
     yield
-    # The demo leaves the example tenant for the user to look at; the suite cleans it up.
+    # The demo leaves the release and the example tenant for the user to look at; the suite removes them
+    # so that no second operator pod runs beside the other real-node tests' one.
+    cluster.helm("uninstall", "storyteller", "--namespace", "storyteller-system", "--wait", check=False)
     cluster.kubectl(
         "delete", "namespace", "storyteller-example", "--wait=false", "--ignore-not-found", check=False
     )
 
 
-def test_platform_demo_runs_a_call_against_the_example_tenant(
-    cluster: Cluster, example_namespace_removed: None
+def test_platform_demo_runs_a_call_against_the_example_tenant_on_real_pods(
+    cluster: Cluster, real_node: RealNode, demo_removed: None
 ) -> None:
-    if cluster.mode != "local":
-        pytest.skip("the demo drives the local control plane (tests/cluster/up.sh), this run uses another")
     # --keep-cluster: the cluster belongs to the test session, which stops it at the end.
     proc = subprocess.run(
         [sys.executable, str(ROOT / "demo" / "platform_demo.py"), "--keep-cluster"],
         env=cluster.env,
         capture_output=True,
         text=True,
-        timeout=480,
+        timeout=900,
     )
     out = proc.stdout
     assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
+    assert "FALLBACK" not in out, out[-3000:]
     lines = [line.strip() for line in out.splitlines()]
+    # The operator's and the worker's pods, Running on the real node (kubectl get pods -o wide).
+    pod_rows = [line.split() for line in lines if line.startswith(("storyteller-", "pod/acme-worker-"))]
+    on_node = [row for row in pod_rows if "Running" in row and real_node.name in row]
+    assert any(r[0].startswith("storyteller-") for r in on_node), pod_rows
+    assert any(r[0].startswith("pod/acme-worker-") for r in on_node), pod_rows
     sd_row = next(
         line.split() for line in lines if line.startswith("storytellerdeployment.storyteller.dev/acme")
     )
