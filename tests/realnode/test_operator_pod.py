@@ -13,7 +13,7 @@ from typing import Any
 from tests.cluster.test_operator_lifecycle import wait_for
 from tests.fixtures.cluster import Cluster
 from tests.fixtures.real_node import RealNode
-from tests.realnode.conftest import POD_DEADLINE, RELEASE, RELEASE_NS
+from tests.realnode.real_platform import POD_DEADLINE, RELEASE, RELEASE_NS
 
 
 def operator_pod(cluster: Cluster) -> dict[str, Any] | None:

@@ -20,7 +20,7 @@ from tests.fixtures.cluster import Cluster, LiveKitServer
 from tests.fixtures.prometheus import Prometheus
 from tests.fixtures.real_node import RealNode
 from tests.panel_queries import DASHBOARDS, assert_has_data, panel_queries, substitute
-from tests.realnode.conftest import (
+from tests.realnode.real_platform import (
     POD_DEADLINE,
     RELEASE_NS,
     Call,
