@@ -10,13 +10,16 @@
 # Only the first run on a machine pays the Kubernetes build (about 10 minutes on 2 cores, ~3 GB Go cache).
 # Usage: tests/cluster/install.sh [--no-apt] [--no-k8s]
 #   --no-apt  skip the Debian packages (they are installed by other means)
-#   --no-k8s  skip building kube-apiserver & co. and kubectl (kind runs its own control plane, CI has kubectl)
+#   --no-k8s  skip building kube-apiserver & co., kubectl and the real node's parts (kind runs its own control
+#             plane and nodes, CI has kubectl)
 set -euo pipefail
 # shellcheck source=tests/cluster/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-APT_PACKAGES=(etcd-server prometheus espeak-ng sox openssl curl
-  containerd runc containernetworking-plugins iptables iproute2 conntrack)
+APT_PACKAGES=(etcd-server prometheus espeak-ng sox openssl curl)
+# The real node's runtime and network (tests/cluster/real-node.sh). Not with --no-k8s: kind brings its
+# own nodes, and Debian's containerd would replace the Docker engine's on such a machine.
+NODE_APT_PACKAGES=(containerd runc containernetworking-plugins iptables iproute2 conntrack)
 want_apt=1
 want_k8s=1
 for arg in "$@"; do
@@ -148,6 +151,7 @@ install_keda_crds() {
   chmod 644 "$KEDA_CRDS"/*.yaml   # the module cache is read-only
 }
 
+((want_k8s)) && APT_PACKAGES+=("${NODE_APT_PACKAGES[@]}")
 ((want_apt)) && install_apt
 # Go is preinstalled under /usr/local/go on many machines without being on a non-login PATH.
 if ! command -v go >/dev/null && [[ -x /usr/local/go/bin/go ]]; then PATH="$PATH:/usr/local/go/bin"; fi
@@ -159,6 +163,6 @@ install_keda_crds
 go_install "$HELM_BIN" helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 # The livekit-server command package is named "server"; install it under its usual name.
 # The real node's cluster DNS (Service names, as on any cluster); its go.mod has no replace directives.
-go_install "$COREDNS_BIN" coredns "github.com/coredns/coredns@$COREDNS_VERSION"
+((want_k8s)) && go_install "$COREDNS_BIN" coredns "github.com/coredns/coredns@$COREDNS_VERSION"
 go_install "$LIVEKIT_BIN" livekit-server "github.com/livekit/livekit-server/cmd/server@$LIVEKIT_VERSION"
 log "tools ready in $CACHE_ROOT (PATH: eval \"\$(tests/cluster/env.sh)\")"
