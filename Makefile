@@ -46,6 +46,7 @@ bench: venv tools ## benchmarks that print figures (several minutes)
 	$(PY) bench/dispatch.py
 	$(PY) -m bench.telemetry_overhead
 	$(PY) bench/autoscale_sim.py --seed 1 7
+	$(PY) bench/cold_start.py
 
 clean: ## remove the virtualenv and caches (not the built cluster binaries)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
