@@ -8,6 +8,8 @@
 #                  Each is built only when its content hash changed (the files that go into it, its recipe and
 #                  the base's hash) and ends up as a docker-archive tar in $IMAGES_DIR: NAME-HASH.tar, with the
 #                  symlink NAME.tar pointing at the current one.
+#   check          runs the operator's and the worker's commands in their images as their pods do (uid 1000,
+#                  read-only root, tmpfs /tmp): --help past their own checks, and Silero VAD loaded in the worker.
 #   import [SOCK]  imports the current tars into that containerd (default: the real node's), namespace k8s.io,
 #                  skipping an image already there with the same config digest.
 #
@@ -17,7 +19,7 @@
 #   STORYTELLER_BUILDAH_DRIVER  overlay or vfs (default: overlay when the kernel allows it here, else vfs)
 #   STORYTELLER_DEBIAN_MIRROR   Debian mirror URL for the base (default: the host's apt sources, read at run time)
 #   STORYTELLER_DEBIAN_SECURITY_MIRROR  its security archive (default: none with STORYTELLER_DEBIAN_MIRROR)
-# Usage: tests/cluster/images.sh build | import [CONTAINERD_SOCKET]
+# Usage: tests/cluster/images.sh build | check | import [CONTAINERD_SOCKET]
 set -euo pipefail
 # shellcheck source=tests/cluster/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -33,11 +35,12 @@ BASE_DPKG_OPTS=(
   'path-exclude=/usr/share/locale/*' 'path-exclude=/usr/share/info/*' 'path-exclude=/usr/share/lintian/*'
 )
 # Bump when the way an image is made changes in a way its inputs do not show.
-RECIPE_VERSION=1
+RECIPE_VERSION=2
 
 BUILDAH_DIR="$CACHE_ROOT/buildah"
 # Under /run: containers/storage keeps mount counts there, which must not survive a reboot.
 BUILDAH_RUNROOT="/run/storyteller-buildah"
+BASE_READY=""   # set once ensure_base has run
 
 # --- helpers ----------------------------------------------------------------------------------------------
 
@@ -159,7 +162,8 @@ save() {
   local name="$1" hash="$2" ref="$3" tar="$IMAGES_DIR/$1-$2.tar" old
   mkdir -p "$IMAGES_DIR"
   rm -f "$tar.tmp"
-  buildah push -q "$ref" "docker-archive:$tar.tmp:$ref" >/dev/null
+  # By ID: pushing by name would add buildah's own localhost/ name to the archive's tags.
+  buildah push -q "$(buildah images -q --no-trunc "$ref")" "docker-archive:$tar.tmp:$ref" >/dev/null
   mv "$tar.tmp" "$tar"
   ln -sfn "$(basename "$tar")" "$IMAGES_DIR/$name.tar"
   for old in "$IMAGES_DIR/$name"-*.tar; do
@@ -173,10 +177,13 @@ base_hash() {
   echo "base $RECIPE_VERSION bookworm minbase ${BASE_PACKAGES[*]} ${BASE_DPKG_OPTS[*]}" | sha256sum | cut -c1-16
 }
 
-# The base lives in buildah's storage only (nothing imports it); its label says which recipe made it.
+# The base lives in buildah's storage only (nothing imports it); its label (which the images built on it
+# inherit) says which recipe made it.
 ensure_base() {
-  local hash="$1" t0=$SECONDS have work sources=() line
-  have="$(buildah inspect --type image --format '{{index .OCIv1.Config.Labels "io.storyteller.content-hash"}}' \
+  local hash="$1" t0=$SECONDS have work sources=() line include
+  [[ -z "$BASE_READY" ]] || return 0
+  BASE_READY=1
+  have="$(buildah inspect --type image --format '{{index .OCIv1.Config.Labels "io.storyteller.base-recipe"}}' \
     "$BASE_IMAGE" 2>/dev/null || true)"
   if [[ "$have" == "$hash" ]]; then
     report storyteller-base reused 0
@@ -193,15 +200,18 @@ ensure_base() {
     [[ -z "$proxy" ]] || opts+=(--aptopt="$o \"$proxy\"")
   done
   work="$(mktemp -d)"
-  # The image keeps no apt sources (they name the build host's mirror) and no host name or resolver: the
-  # runtime provides those.
-  if ! mmdebstrap -q --variant=minbase --include="$(
+  include="$(
     IFS=,
     echo "${BASE_PACKAGES[*]}"
-  )" \
+  )"
+  # The image keeps no apt sources (they name the build host's mirror) and no host name or resolver: the
+  # runtime provides those. (The hook is run by mmdebstrap with $1 = the new root.)
+  # shellcheck disable=SC2016
+  if ! mmdebstrap -q --variant=minbase --include="$include" \
     --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr "${opts[@]}" \
     --customize-hook='rm -f "$1/etc/apt/sources.list" "$1"/etc/apt/sources.list.d/*; : >"$1/etc/resolv.conf"; : >"$1/etc/hostname"' \
-    bookworm "$work/rootfs.tar" "${sources[@]}"; then
+    bookworm "$work/rootfs.tar" "${sources[@]}" >"$work/mmdebstrap.log" 2>&1; then
+    cat "$work/mmdebstrap.log" >&2
     rm -rf "$work"
     die "mmdebstrap failed"
   fi
@@ -210,7 +220,7 @@ ensure_base() {
   buildah add -q "$ctr" "$work/rootfs.tar" / >/dev/null
   rm -rf "$work"
   buildah config --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin --env LANG=C.UTF-8 \
-    --cmd '["python3"]' --label "io.storyteller.content-hash=$hash" "$ctr"
+    --cmd '["python3"]' --label "io.storyteller.base-recipe=$hash" "$ctr"
   buildah commit -q --rm "$ctr" "$BASE_IMAGE" >/dev/null
   report storyteller-base built $((SECONDS - t0))
 }
@@ -245,8 +255,7 @@ build_pause() {
   ctr="$(buildah from scratch)"
   buildah copy -q --chmod 0755 "$ctr" "$work/pause" /pause >/dev/null
   rm -rf "$work"
-  buildah config --entrypoint '["/pause"]' --user 65535:65535 \
-    --label "io.storyteller.content-hash=$hash" "$ctr"
+  buildah config --entrypoint '["/pause"]' --user 65535:65535 "$ctr"
   buildah commit -q --rm --format docker "$ctr" "$PAUSE_IMAGE" >/dev/null
   save storyteller-pause "$hash" "$PAUSE_IMAGE"
   report storyteller-pause built $((SECONDS - t0))
@@ -297,9 +306,13 @@ build_python() {
   work="$(mktemp -d)"
   write_pip_conf "$work"
   log "$name: building $ref from $dir/Dockerfile"
-  if ! buildah bud --layers --pull=never --format docker -f "$REPO_ROOT/$dir/Dockerfile" -t "$ref" \
-    --build-arg "BASE_IMAGE=$BASE_IMAGE" --build-arg PIP_CONFIG_FILE=/run/storyteller-build/pip.conf \
-    --volume "$work:/run/storyteller-build:ro" "$REPO_ROOT" >"$work/build.log" 2>&1; then
+  local bud=(buildah bud --layers --pull=never --format docker -f "$REPO_ROOT/$dir/Dockerfile"
+    --build-arg "BASE_IMAGE=$BASE_IMAGE" --build-arg PIP_CONFIG_FILE=/run/storyteller-build/pip.conf
+    --volume "$work:/run/storyteller-build:ro")
+  # The build stage gets a name of its own (NAME-build:cache) so prune_storage keeps its layers: they are the
+  # cache of the dependency install. The second run reuses them and builds the final stage.
+  if ! { "${bud[@]}" --target build -t "$name-build:cache" "$REPO_ROOT" && "${bud[@]}" -t "$ref" "$REPO_ROOT"; } \
+    >"$work/build.log" 2>&1; then
     cat "$work/build.log" >&2
     rm -rf "$work"
     die "$name: build failed"
@@ -307,6 +320,16 @@ build_python() {
   rm -rf "$work"
   save "$name" "$hash" "$ref"
   report "$name" built $((SECONDS - t0))
+}
+
+# Unnamed images nothing builds on: an older build of a name, layers cached for inputs that changed since.
+# Each pass removes the childless ones, which may leave their parents childless: repeat until none is left.
+prune_storage() {
+  local pass
+  for ((pass = 0; pass < 16; pass++)); do
+    [[ -n "$(buildah images -a -q --filter dangling=true)" ]] || return 0
+    buildah rmi --prune >/dev/null || return 0
+  done
 }
 
 cmd_build() {
@@ -321,6 +344,7 @@ cmd_build() {
   build_pause
   build_python storyteller-operator "$OPERATOR_IMAGE" operator "$base"
   build_python storyteller-worker "$WORKER_IMAGE" worker "$base"
+  prune_storage
   log "images: $((SECONDS - t0)) s; buildah storage ($(cat "$BUILDAH_DIR/driver")) $(du -sh "$BUILDAH_DIR" | cut -f1), tars $(du -shL "$IMAGES_DIR" | cut -f1)"
 }
 
@@ -364,11 +388,88 @@ cmd_import() {
   done
 }
 
+# --- check ------------------------------------------------------------------------------------------------
+
+# run_as_pod REF ENV... -- CMD...: CMD in a container of REF as its pod runs it (runc: uid 1000, read-only root,
+# no capabilities, no new privileges, a tmpfs /tmp, the tenant config mounted at /etc/storyteller, no network).
+run_as_pod() {
+  local ref="$1" ctr rootfs bundle rc=0 envs=()
+  shift
+  while [[ "$1" != -- ]]; do
+    envs+=("$1")
+    shift
+  done
+  shift
+  ctr="$(buildah from --pull=never "$ref")" || return 1
+  bundle="$(mktemp -d)"
+  # Called as `run_as_pod ... || die`, where errexit does not apply: every step checked.
+  if rootfs="$(buildah mount "$ctr")" && buildah inspect --type container "$ctr" >"$bundle/inspect.json" &&
+    write_check_bundle "$bundle" "$rootfs" "${envs[@]}" -- "$@"; then
+    runc --root "$BUILDAH_RUNROOT/runc" run --bundle "$bundle" "storyteller-check-$$" </dev/null || rc=$?
+  else
+    rc=1
+  fi
+  buildah umount "$ctr" >/dev/null || true
+  buildah rm "$ctr" >/dev/null || true
+  rm -rf "$bundle"
+  return "$rc"
+}
+
+# write_check_bundle BUNDLE ROOTFS ENV... -- CMD...: runc's default spec (read-only root, own namespaces), made
+# into the pod's: uid/gid 1000, no capabilities, the image's environment, a tmpfs /tmp, a tenant config.
+write_check_bundle() {
+  mkdir "$1/config" || return 1
+  cat >"$1/config/tenant.json" <<'EOF' || return 1
+{"tenant": "acme", "namespace": "acme", "agentName": "acme-storyteller",
+ "livekit": {"url": "ws://127.0.0.1:7880", "credentialsSecret": "livekit-credentials"},
+ "intro": {"llm": {"provider": "openai", "model": "gpt-4o-mini"}, "stt": {"provider": "deepgram", "model": "nova-3"},
+           "tts": {"provider": "openai", "model": "gpt-4o-mini-tts"}},
+ "story": {"llm": {"provider": "openai", "model": "gpt-4o"}}}
+EOF
+  runc spec -b "$1" || return 1
+  python3 - "$@" <<'EOF'
+import json, sys
+bundle, rootfs, rest = sys.argv[1], sys.argv[2], sys.argv[3:]
+cut = rest.index("--")
+spec = json.load(open(f"{bundle}/config.json"))
+image = json.load(open(f"{bundle}/inspect.json"))["OCIv1"]["config"]
+spec["root"] = {"path": rootfs, "readonly": True}
+proc = spec["process"]
+proc.update(terminal=False, user={"uid": 1000, "gid": 1000}, cwd="/", args=rest[cut + 1 :], noNewPrivileges=True)
+proc["env"] = image.get("Env", []) + rest[:cut]
+proc["capabilities"] = {k: [] for k in ("bounding", "effective", "inheritable", "permitted", "ambient")}
+spec["mounts"] += [
+    {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777", "size=1g"]},
+    {"destination": "/etc/storyteller", "type": "bind", "source": f"{bundle}/config", "options": ["rbind", "ro"]},
+]
+json.dump(spec, open(f"{bundle}/config.json", "w"))
+EOF
+}
+
+# The commands the pods run, with what they need to get past their own checks.
+cmd_check() {
+  ((EUID == 0)) || die "images.sh needs root (runc)"
+  setup_buildah
+  local keys=(LIVEKIT_API_KEY=check LIVEKIT_API_SECRET=check OPENAI_API_KEY=check DEEPGRAM_API_KEY=check)
+  log "check: $OPERATOR_IMAGE --help"
+  run_as_pod "$OPERATOR_IMAGE" -- python -m storyteller_operator --help >/dev/null || die "$OPERATOR_IMAGE --help failed"
+  log "check: $WORKER_IMAGE --help (past its config and environment checks)"
+  run_as_pod "$WORKER_IMAGE" "${keys[@]}" -- python -m storyteller_worker --help >/dev/null ||
+    die "$WORKER_IMAGE --help failed"
+  log "check: $WORKER_IMAGE loads the framework, its plugins and Silero VAD"
+  run_as_pod "$WORKER_IMAGE" -- python -c 'import livekit.agents, livekit.plugins.openai, livekit.plugins.deepgram
+from livekit.plugins import silero
+silero.VAD.load()
+print("silero VAD loaded")' || die "$WORKER_IMAGE could not load Silero VAD"
+  log "check: passed"
+}
+
 case "${1:-}" in
   build) cmd_build ;;
+  check) cmd_check ;;
   import)
     shift
     cmd_import "$@"
     ;;
-  *) die "usage: $0 build | import [CONTAINERD_SOCKET]" ;;
+  *) die "usage: $0 build | check | import [CONTAINERD_SOCKET]" ;;
 esac
