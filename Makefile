@@ -8,7 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PY_PACKAGES := worker/storyteller_worker operator/storyteller_operator
 
-.PHONY: help venv tools lint test test-unit demo demo-text bench clean
+.PHONY: help venv tools images lint test test-unit demo demo-text bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -23,6 +23,11 @@ $(VENV)/.installed: requirements-dev.txt worker/pyproject.toml operator/pyprojec
 
 tools: ## system packages and the Go-built binaries (kube-*, kwok, helm, kubectl, livekit-server), cached
 	tests/cluster/install.sh
+
+images: ## the operator, worker and pause images (buildah, cached); imported when the real node runs
+	tests/cluster/images.sh build
+	sock="$$(source tests/cluster/lib.sh && echo "$$CONTAINERD_SOCK")"; \
+	if [[ -S "$$sock" ]]; then tests/cluster/images.sh import "$$sock"; fi
 
 lint: venv ## ruff (lint + format) and mypy on our packages
 	$(VENV)/bin/ruff check .
