@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import sys
 import urllib.parse
 
@@ -139,6 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     kopf.run(
         registry=registry,
+        # kopf's default identity asks the password database for the user's name, and a container's
+        # uid need not have an entry there (OpenShift's arbitrary uids, distroless bases): the pod's
+        # host name identifies this operator as well.
+        identity=f"storyteller-operator@{socket.gethostname()}",  # type: ignore[arg-type]  # a NewType of str kopf does not export
         standalone=True,
         clusterwide=not args.namespace,
         namespaces=args.namespace,

@@ -59,7 +59,6 @@ down() {
   stop_pid_file containerd
   # Shims outlive containerd by design; ours are the ones started with our socket.
   pkill -KILL -f "containerd-shim.*-address $CONTAINERD_SOCK" 2>/dev/null || true
-  pkill -KILL -f "containerd-shim-runc-v2 .*-namespace k8s.io.*$CONTAINERD_SOCK" 2>/dev/null || true
   local ns m
   for ns in $(our_netns); do ip netns delete "$ns" 2>/dev/null || true; done
   # Deepest first: tmpfs secrets, overlay rootfs, shm, netns bind mounts, all under the node's directory.
@@ -77,6 +76,18 @@ down() {
   iptables -t nat -D PREROUTING -j "$CHAIN" 2>/dev/null || true
   iptables -t nat -F "$CHAIN" 2>/dev/null || true
   iptables -t nat -X "$CHAIN" 2>/dev/null || true
+  # The kubelet's own chains (its canaries and the localnet firewall), which nothing else removes.
+  local table chain
+  iptables -D INPUT -j KUBE-FIREWALL 2>/dev/null || true
+  iptables -D OUTPUT -j KUBE-FIREWALL 2>/dev/null || true
+  for table in filter nat mangle; do
+    for chain in KUBE-FIREWALL KUBE-KUBELET-CANARY KUBE-IPTABLES-HINT; do
+      iptables -t "$table" -F "$chain" 2>/dev/null || true
+      iptables -t "$table" -X "$chain" 2>/dev/null || true
+    done
+  done
+  # containerd's cgroups (cgroupfs driver, no QoS tree): empty once the containers are gone.
+  find /sys/fs/cgroup/*/k8s.io -depth -type d -exec rmdir {} + 2>/dev/null || true
   if [[ -f "$NODE_DIR/ip_forward.orig" ]]; then
     sysctl -q -w "net.ipv4.ip_forward=$(cat "$NODE_DIR/ip_forward.orig")" || true
   fi
@@ -122,6 +133,28 @@ sign() {
     -days 3650 -out "$NODE_DIR/pki/$1.crt" -extfile "$NODE_DIR/pki/$1.ext"
 }
 
+# client_kubeconfig CERT: a kubeconfig for the API server on loopback with $NODE_DIR/pki/CERT.{crt,key}.
+client_kubeconfig() {
+  cat <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: storyteller-local
+  cluster:
+    server: https://127.0.0.1:$API_PORT
+    certificate-authority: $PKI/ca.crt
+users:
+- name: $1
+  user:
+    client-certificate: $NODE_DIR/pki/$1.crt
+    client-key: $NODE_DIR/pki/$1.key
+contexts:
+- name: default
+  context: {cluster: storyteller-local, user: $1}
+current-context: default
+EOF
+}
+
 start_bg() {
   local name="$1"
   shift
@@ -163,8 +196,8 @@ up() {
   down
   mkdir -p "$NODE_DIR"/{pki,logs,cni/net.d,cni/ipam,containerd/root,containerd/state,kubelet,pod-logs}
   sysctl -n net.ipv4.ip_forward >"$NODE_DIR/ip_forward.orig"
-  local ok=0
-  trap '((ok)) || { log "real node failed to start; logs in $NODE_DIR/logs"; down; }' EXIT
+  started_ok=0   # global: the EXIT trap runs outside this function
+  trap '((started_ok)) || { log "real node failed to start; logs in $NODE_DIR/logs"; down; }' EXIT
 
   # --- network: the bridge (its address is the node IP), the fence, the API server's Service address
   ip link add "$BRIDGE" type bridge
@@ -232,26 +265,10 @@ EOF
   "$CLUSTER_DIR/images.sh" import "$CONTAINERD_SOCK" >&2
 
   # --- the node's identity: a client certificate for system:node:<name> (Node authorizer, NodeRestriction)
-  sign kubelet "/O=system:nodes/CN=system:node:$REAL_NODE_NAME" "extendedKeyUsage=clientAuth" \
+  # (The kubelet keeps its self-signed serving certificate as kubelet.crt in the same directory.)
+  sign kubelet-client "/O=system:nodes/CN=system:node:$REAL_NODE_NAME" "extendedKeyUsage=clientAuth" \
     >"$NODE_DIR/logs/openssl.log" 2>&1
-  cat >"$NODE_DIR/kubelet.kubeconfig" <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-- name: storyteller-local
-  cluster:
-    server: https://127.0.0.1:$API_PORT
-    certificate-authority: $PKI/ca.crt
-users:
-- name: $REAL_NODE_NAME
-  user:
-    client-certificate: $NODE_DIR/pki/kubelet.crt
-    client-key: $NODE_DIR/pki/kubelet.key
-contexts:
-- name: node
-  context: {cluster: storyteller-local, user: $REAL_NODE_NAME}
-current-context: node
-EOF
+  client_kubeconfig kubelet-client >"$NODE_DIR/kubelet.kubeconfig"
   # An empty resolv.conf: pods get no name server that would send their queries off the machine.
   : >"$NODE_DIR/resolv.conf"
   # cgroup v1 on this machine (1.35 refuses it unless told), no QoS cgroups, no eviction or allocatable
@@ -296,9 +313,8 @@ EOF
   await kubelet "node $REAL_NODE_NAME to be Ready" node_ready
 
   # --- kube-proxy: Services' virtual IPs, as on any node (identity system:kube-proxy, bound by default)
-  sign kube-proxy "/CN=system:kube-proxy" "extendedKeyUsage=clientAuth" >>"$NODE_DIR/logs/openssl.log" 2>&1
-  sed -e "s#$NODE_DIR/pki/kubelet#$NODE_DIR/pki/kube-proxy#g" "$NODE_DIR/kubelet.kubeconfig" \
-    >"$NODE_DIR/kube-proxy.kubeconfig"
+  sign kube-proxy-client "/CN=system:kube-proxy" "extendedKeyUsage=clientAuth" >>"$NODE_DIR/logs/openssl.log" 2>&1
+  client_kubeconfig kube-proxy-client >"$NODE_DIR/kube-proxy.kubeconfig"
   # Conntrack sizes and timeouts 0: leave the host's settings alone. NodePorts on the node IP only.
   cat >"$NODE_DIR/kube-proxy-config.yaml" <<EOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
@@ -334,7 +350,7 @@ EOF
 EOF
   start_bg coredns "$COREDNS_BIN/coredns" -conf "$NODE_DIR/Corefile"
   await coredns "CoreDNS to be ready" curl -fsS --max-time 2 "http://127.0.0.1:$DNS_READY_PORT/ready"
-  ok=1
+  started_ok=1
   log "real node $REAL_NODE_NAME Ready at $NODE_IP (logs: $NODE_DIR/logs)"
 }
 

@@ -262,6 +262,28 @@ def test_operator_pod_passes_restricted() -> None:
     assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"]["type"] == "Recreate"
 
 
+def test_helm_test_pod_runs_where_the_operator_may_and_has_one_component_label() -> None:
+    placement = {
+        "nodeSelector": {"pool": "system"},
+        "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}],
+        "imagePullSecrets": [{"name": "regcred"}],
+    }
+    docs = helm_template("--set-json", f"operator={json.dumps(placement)}")
+    (dep,) = [d for d in docs if d["kind"] == "Deployment"]
+    test_pod = next(d for d in docs if d["kind"] == "Pod")
+    for field in placement:
+        assert test_pod["spec"][field] == dep["spec"]["template"]["spec"][field] == placement[field]
+    # Once only (strict YAML parsers refuse a duplicate key), and not the operator's: the operator's
+    # Service must not select the test pod.
+    rendered = subprocess.run(
+        [str(helm_bin()), "template", "st", str(CHART), "--kube-version", "1.35.0", "--show-only",
+         "templates/tests/test-operator.yaml"],
+        check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    assert rendered.count("app.kubernetes.io/component:") == 1, rendered
+    assert test_pod["metadata"]["labels"]["app.kubernetes.io/component"] == "test"
+
+
 def test_operator_disabled_keeps_crd_rbac() -> None:
     kinds = {d["kind"] for d in helm_template("--set", "operator.enabled=false")}
     assert kinds == {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap"}
