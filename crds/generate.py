@@ -376,7 +376,8 @@ def observability_schema() -> Schema:
         "default": {},
         "properties": {
             "metricsPort": integer(
-                "Port of the workers' Prometheus /metrics endpoint (not 8081, the health port).",
+                "Port of the workers' Prometheus /metrics endpoint (not 8081 or 8082, the health and "
+                "readiness ports).",
                 minimum=1024,
                 maximum=65535,
                 default=9100,
@@ -411,8 +412,9 @@ def observability_schema() -> Schema:
         },
         "x-kubernetes-validations": [
             {
-                "rule": "!has(self.metricsPort) || self.metricsPort != 8081",
-                "message": "spec.observability.metricsPort must not be 8081 (the worker's health port)",
+                "rule": "!has(self.metricsPort) || !(self.metricsPort in [8081, 8082])",
+                "message": "spec.observability.metricsPort must not be 8081 or 8082 (the worker's health "
+                "and readiness ports)",
                 "fieldPath": ".metricsPort",
                 "reason": "FieldValueInvalid",
             }

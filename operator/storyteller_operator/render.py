@@ -29,6 +29,8 @@ CONFIG_HASH_ANNOTATION = "storyteller.dev/config-hash"
 TENANT_LABEL = "storyteller.dev/tenant"
 AUTOSCALER_ANNOTATION = "storyteller.dev/autoscaler"
 HEALTH_PORT = 8081
+# The worker's readiness (`GET /ready`): 200 only once registered with LiveKit and not draining.
+READY_PORT = 8082
 # The worker drains for up to drainTimeoutSeconds after SIGTERM; the margin covers process shutdown so
 # the kubelet's SIGKILL never cuts a session that the drain was still allowed to finish.
 GRACE_MARGIN_SECONDS = 30
@@ -262,6 +264,9 @@ def deployment(tenant: Mapping[str, Any], replicas: int | None = None) -> Manife
         "kubectl.kubernetes.io/default-container": "worker",
     }
     probe_get = {"httpGet": {"path": "/", "port": "http"}}
+    # Ready means "can take a call" (registered with LiveKit): LiveKit drops a dispatch that finds no
+    # worker, so a pod Ready before it registers loses calls during every rollout.
+    ready_get = {"httpGet": {"path": "/ready", "port": "ready"}}
     container: dict[str, Any] = {
         "name": "worker",
         "image": worker.get("image", "ghcr.io/storyteller-dev/storyteller-worker:0.1.0"),
@@ -271,12 +276,13 @@ def deployment(tenant: Mapping[str, Any], replicas: int | None = None) -> Manife
         "envFrom": [{"secretRef": {"name": s}} for s in spec.get("providerSecrets") or []],
         "ports": [
             {"name": "http", "containerPort": HEALTH_PORT, "protocol": "TCP"},
+            {"name": "ready", "containerPort": READY_PORT, "protocol": "TCP"},
             {"name": "metrics", "containerPort": metrics_port, "protocol": "TCP"},
         ],
         # Startup covers imports and prewarming; after that a lost LiveKit connection (503) first takes
         # the pod out of rotation and only restarts it when it does not come back within a minute.
         "startupProbe": {**probe_get, "periodSeconds": 2, "failureThreshold": 60, "timeoutSeconds": 2},
-        "readinessProbe": {**probe_get, "periodSeconds": 5, "failureThreshold": 2, "timeoutSeconds": 2},
+        "readinessProbe": {**ready_get, "periodSeconds": 2, "failureThreshold": 2, "timeoutSeconds": 2},
         "livenessProbe": {**probe_get, "periodSeconds": 10, "failureThreshold": 6, "timeoutSeconds": 5},
         "volumeMounts": [
             {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
@@ -421,8 +427,8 @@ def network_policy(tenant: Mapping[str, Any]) -> Manifest:
         "spec": {
             "podSelector": {"matchLabels": selector_labels(name)},
             "policyTypes": ["Ingress", "Egress"],
-            # Inbound only to metrics (Prometheus) and health (the kubelet's probes, /worker status).
-            "ingress": [{"ports": tcp([metrics_port, HEALTH_PORT])}],
+            # Inbound only to metrics (Prometheus), health and readiness (the kubelet's probes, /worker).
+            "ingress": [{"ports": tcp([metrics_port, HEALTH_PORT, READY_PORT])}],
             "egress": egress,
         },
     }

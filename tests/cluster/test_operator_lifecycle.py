@@ -689,6 +689,7 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     ("unknown-autoscaler", {"pool": {"autoscaler": "hpa"}}, "spec.pool.autoscaler"),
     ("metrics-port-low", {"observability": {"metricsPort": 80}}, "spec.observability.metricsPort"),
     ("metrics-port-health", {"observability": {"metricsPort": 8081}}, "spec.observability.metricsPort"),
+    ("metrics-port-ready", {"observability": {"metricsPort": 8082}}, "spec.observability.metricsPort"),
     ("unknown-log-level", {"observability": {"logLevel": "trace"}}, "spec.observability.logLevel"),
     (
         "sample-ratio",

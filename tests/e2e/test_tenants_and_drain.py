@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import signal
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -20,7 +21,8 @@ from tests.e2e.caller import Caller, caller_token
 from tests.e2e.conftest import CALLER_SCRIPT
 from tests.e2e.worker_process import WorkerProcess
 from tests.fakes.openai_server import ThreadedServer
-from tests.fixtures.cluster import LiveKitServer
+from tests.fixtures.cluster import LiveKitServer, free_port
+from tests.fixtures.model_server import tenant_dict
 
 
 @asynccontextmanager
@@ -82,8 +84,12 @@ async def test_sigterm_drains_the_running_session_and_refuses_new_ones(
             lambda: caller.agent_states[-1:] == ["listening"] and "speaking" in caller.agent_states,
             30,
         )
+        assert draining.ready() == (200, "ready")
         draining.sigterm()
         draining.wait_log('"draining worker"')
+        # The kubelet's readiness probe sees it at once: a draining pod takes no new calls.
+        status, reason = draining.ready()
+        assert (status, "draining" in reason) == (503, True), (status, reason)
 
         # A job dispatched now goes to another worker: the draining one reports itself full.
         fresh = start_worker(model_server.base_url)
@@ -106,6 +112,33 @@ async def test_sigterm_drains_the_running_session_and_refuses_new_ones(
     assert "Goodbye, Ada" in caller.transcript_text()
     assert draining.wait_exit(timeout=60) == 0
     assert _took_job(draining, room)
+
+
+def test_a_worker_is_not_ready_until_it_has_registered(
+    livekit_server: LiveKitServer, model_server: ThreadedServer, tmp_path: Path
+) -> None:
+    """Health (8081) answers before registration; readiness must not: LiveKit drops a dispatch that
+    finds no worker, so a pod Ready too early loses calls."""
+    unreachable = f"ws://127.0.0.1:{free_port()}"  # nothing listens: the worker never registers
+    config = tenant_dict(
+        model_server.base_url, livekit_url=unreachable, observability={"metricsPort": free_port()}
+    )
+    worker = WorkerProcess(config, livekit_server, tmp_path).start()
+    try:
+        worker.wait_log("readiness endpoint listening", 60)
+        assert worker.ready() == (503, "not registered with LiveKit yet")
+        with urllib.request.urlopen(f"http://127.0.0.1:{worker.http_port}/", timeout=5) as resp:
+            assert resp.status == 200, "the framework's health answers all the same"
+    finally:
+        worker.stop()
+
+    registered = WorkerProcess({**config, "livekit": {**config["livekit"], "url": livekit_server.url}},
+                               livekit_server, tmp_path).start()  # fmt: skip
+    try:
+        registered.wait_registered()
+        assert registered.ready() == (200, "ready")
+    finally:
+        registered.stop()
 
 
 def _sessions_active(metrics_text: str) -> float:

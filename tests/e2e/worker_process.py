@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ class WorkerProcess:
     workdir: Path
     extra_env: dict[str, str] = field(default_factory=dict)
     http_port: int = field(default_factory=free_port)
+    ready_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -52,6 +54,7 @@ class WorkerProcess:
             **os.environ,
             "STORYTELLER_CONFIG": str(config_path),
             "STORYTELLER_HTTP_PORT": str(self.http_port),
+            "STORYTELLER_READY_PORT": str(self.ready_port),
             "PROMETHEUS_MULTIPROC_DIR": str(multiproc),
             "LIVEKIT_API_KEY": self.livekit.api_key,
             "LIVEKIT_API_SECRET": self.livekit.api_secret,
@@ -98,6 +101,14 @@ class WorkerProcess:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/worker", timeout=5) as resp:
             data: dict[str, Any] = json.loads(resp.read())
             return data
+
+    def ready(self) -> tuple[int, str]:
+        """The readiness probe's answer (`GET :ready_port/ready`): status and reason."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.ready_port}/ready", timeout=5) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read().decode()
 
     def metrics(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as resp:

@@ -204,8 +204,11 @@ def test_probes_and_ports() -> None:
     ]
     assert {"name": "http", "containerPort": 8081, "protocol": "TCP"} in c["ports"]
     assert {"name": "metrics", "containerPort": 9200, "protocol": "TCP"} in c["ports"]
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+    assert {"name": "ready", "containerPort": 8082, "protocol": "TCP"} in c["ports"]
+    for probe in ("startupProbe", "livenessProbe"):
         assert c[probe]["httpGet"] == {"path": "/", "port": "http"}
+    # Ready only once registered with LiveKit (the worker's own endpoint, see readiness.py).
+    assert c["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "ready"}
     svc = render.metrics_service(tenant({"observability": {"metricsPort": 9200}}))
     assert svc["spec"]["ports"][0]["port"] == 9200
     assert svc["spec"]["selector"] == render.selector_labels("acme")
@@ -330,7 +333,7 @@ def test_network_policy_allows_only_dns_livekit_providers_otlp() -> None:
     ]
     assert all("to" not in rule for rule in np["spec"]["egress"])
     ingress_ports = sorted(p["port"] for p in np["spec"]["ingress"][0]["ports"])
-    assert ingress_ports == [8081, 9100]
+    assert ingress_ports == [8081, 8082, 9100]
 
 
 def test_network_policy_without_tracing_has_no_otlp_rule() -> None:

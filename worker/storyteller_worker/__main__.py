@@ -30,11 +30,15 @@ def main() -> int:
     # Imported after the checks: importing the framework takes seconds, a bad config should not wait.
     from livekit.agents import cli
 
+    from .readiness import READY_PORT
     from .server import HTTP_PORT, build_server
 
-    # The HTTP port is fixed in a pod (probes point at it); several local workers need their own.
+    # The ports are fixed in a pod (probes point at them); several local workers need their own, and
+    # one whose health port is moved serves readiness only where told (STORYTELLER_READY_PORT).
     http_port = int(os.environ.get("STORYTELLER_HTTP_PORT", HTTP_PORT))
-    cli.run_app(build_server(tenant, http_port=http_port))
+    ready_env = os.environ.get("STORYTELLER_READY_PORT")
+    ready_port = int(ready_env) if ready_env else (READY_PORT if http_port == HTTP_PORT else None)
+    cli.run_app(build_server(tenant, http_port=http_port, ready_port=ready_port))
     return 0
 
 

@@ -20,6 +20,7 @@ from .capacity import is_full
 from .config import TenantConfig, load_tenant_config
 from .metrics import SessionMetrics, record_capacity
 from .providers import SessionModels, build_session_models
+from .readiness import serve_readiness
 from .session import build_session
 from .tracing import install_tracing
 from .warmup import warm_process
@@ -67,8 +68,13 @@ async def entrypoint(ctx: JobContext) -> None:
     )
 
 
-def build_server(tenant: TenantConfig, *, http_port: int = HTTP_PORT) -> SessionCountingServer:
-    """The tenant's worker: registered under its agent name, at most `sessionsPerWorker` sessions."""
+def build_server(
+    tenant: TenantConfig, *, http_port: int = HTTP_PORT, ready_port: int | None = None
+) -> SessionCountingServer:
+    """The tenant's worker: registered under its agent name, at most `sessionsPerWorker` sessions.
+
+    `ready_port`: where `GET /ready` answers (the pod's readiness probe); None serves none.
+    """
     sessions_per_worker = tenant.pool.sessions_per_worker
     server = SessionCountingServer(
         sessions_per_worker=sessions_per_worker,
@@ -94,4 +100,6 @@ def build_server(tenant: TenantConfig, *, http_port: int = HTTP_PORT) -> Session
     # The main process exports the pod's series too, so they exist whatever its job processes do (a
     # killed one is reaped). Not before this event: the framework empties the metrics directory first.
     server.on("worker_started", lambda: record_capacity(tenant))
+    if ready_port is not None:
+        serve_readiness(server, port=ready_port, health_port=http_port)
     return server
