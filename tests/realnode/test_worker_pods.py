@@ -129,30 +129,45 @@ async def test_deleting_a_busy_pod_lets_its_call_finish_within_the_grace_period(
     assert time.monotonic() - deleted_at < grace, "the pod outlived its grace period (SIGKILL, not drain)"
 
 
-async def test_scale_in_during_a_call_removes_the_idle_pod_and_keeps_the_busy_one(
+async def test_scale_in_during_a_call_removes_an_idle_pod_and_keeps_the_busy_one(
     cluster: Cluster,
     platform: RealNode,
     tenant_ns: str,
     node_livekit_server: LiveKitServer,
     node_model_server: ThreadedServer,
 ) -> None:
-    spec = tenant_spec(platform, node_livekit_server, node_model_server, minReplicas=2)
+    # One session per pod and one spare slot: each call makes the builtin autoscaler add a pod, and a
+    # call that ends makes it remove one. (Editing the pool in the spec would roll every pod instead.)
+    spec = tenant_spec(
+        platform, node_livekit_server, node_model_server, sessionsPerWorker=1, spareSessions=1, maxReplicas=4
+    )
     deploy_tenant(cluster, tenant_ns, spec)
-    call = Call(node_livekit_server, node_model_server, spec["agentName"])
+    first = Call(node_livekit_server, node_model_server, spec["agentName"])
+    second = Call(node_livekit_server, node_model_server, spec["agentName"])
     try:
-        await call.start()
+        await first.start()
         busy = the_one(busy_pods(cluster, tenant_ns), "busy pod")
-        idle = the_one([p for p in ready_pod_names(cluster, tenant_ns) if p != busy], "idle pod")
-        # One session, no spare slots, two sessions per worker: the builtin autoscaler wants one pod.
-        patch_spec(cluster, tenant_ns, {"pool": {"minReplicas": 1}})
-        await poll(f"the idle pod {idle} to be removed", lambda: pod_phase(cluster, tenant_ns, idle) is None)
+        await poll(
+            "a spare pod Ready for the next call", lambda: len(ready_pod_names(cluster, tenant_ns)) >= 2
+        )
+        await second.start()
+        await second.leave()  # the second caller hangs up: one session is left, on `busy`
+        peak = len(worker_pods(cluster, tenant_ns))
+        assert peak >= 3, f"two sessions and a spare slot ask for three pods, got {peak}"
+
+        def scaled_in() -> bool:
+            return len(worker_pods(cluster, tenant_ns)) < peak
+
+        await poll("the pool to shrink after the second call", scaled_in)
         busy_pod = pod_phase(cluster, tenant_ns, busy)
         assert busy_pod is not None and not busy_pod["metadata"].get("deletionTimestamp"), busy_pod
-        await call.tell_name()
-        await call.finish()
+        assert busy_pods(cluster, tenant_ns) == [busy]
+        await first.tell_name()
+        await first.finish()
     finally:
-        await call.leave()
-    assert [p["metadata"]["name"] for p in worker_pods(cluster, tenant_ns)] == [busy]
+        await first.leave()
+        await second.leave()
+    assert busy in [p["metadata"]["name"] for p in worker_pods(cluster, tenant_ns)]
 
 
 async def test_rollout_during_a_call_finishes_it_on_the_old_pod_and_takes_the_next_on_a_new_one(
@@ -184,8 +199,7 @@ async def test_rollout_during_a_call_finishes_it_on_the_old_pod_and_takes_the_ne
         await call.finish()
     finally:
         await call.leave()
-    gone = lambda: pod_phase(cluster, tenant_ns, old) is None  # noqa: E731
-    await poll(f"the old pod {old} to exit after its call", gone)
+    await poll(f"the old pod {old} to exit after its call", lambda: not pod_phase(cluster, tenant_ns, old))
 
     second = Call(node_livekit_server, node_model_server, spec["agentName"])
     try:
