@@ -36,5 +36,8 @@ kubectl apply -f "$REPO/examples/tenant-secrets.yaml"
 # The example as it is, with only the image switched to the one just loaded.
 sed -e "s|image: ghcr.io/storyteller-dev/storyteller-worker:0.1.0|image: $WORKER_IMAGE\n    imagePullPolicy: Never|" \
   "$REPO/examples/tenant.yaml" | kubectl apply -f -
-kubectl -n storyteller-example wait --for=condition=Ready sd/acme --timeout=5m
+# Worker pods are Ready once registered with LiveKit (GET :8082/ready): with the example's placeholder
+# spec.livekit.url they run but stay unready until it points at a LiveKit server they can reach.
+kubectl -n storyteller-example rollout status deployment/acme-worker --timeout=5m ||
+  log "worker pods not Ready: set spec.livekit.url to a reachable LiveKit server (kubectl edit sd acme)"
 kubectl -n storyteller-example get sd,pods
