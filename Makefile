@@ -21,7 +21,7 @@ $(VENV)/.installed: requirements-dev.txt worker/pyproject.toml operator/pyprojec
 	$(PY) -m pip install -q -r requirements-dev.txt -e ./worker -e ./operator
 	touch $@
 
-tools: ## system packages and the Go-built binaries (kube-*, kwok, helm, kubectl, livekit-server), cached
+tools: ## system packages and the Go-built binaries (kube-*, kubelet, kube-proxy, CoreDNS, kwok, helm, livekit-server), cached
 	tests/cluster/install.sh
 
 images: ## the operator, worker and pause images (buildah, cached); imported when the real node runs
@@ -37,7 +37,7 @@ lint: venv ## ruff (lint + format) and mypy on our packages
 test-unit: venv ## quick tests: no cluster, no server
 	$(PY) -m pytest -m unit -q
 
-test: venv tools lint ## the whole suite: unit, integration, cluster and end-to-end
+test: venv tools lint ## the whole suite: unit, integration, cluster, end-to-end and real pods
 	$(PY) -m pytest -q
 
 demo: venv tools ## the main job: local cluster, chart, example tenant, and a voice call to it (offline)

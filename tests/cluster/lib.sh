@@ -70,9 +70,40 @@ pid_alive() {
 
 pid_gone() { ! pid_alive "$1"; }
 
+# Processes a script starts: pid in $PROC_DIR/NAME.pid, output in $PROC_DIR/logs/NAME.log (up.sh and
+# down.sh: the control plane's $STATE_DIR; real-node.sh: its $NODE_DIR).
+PROC_DIR="$STATE_DIR"
+AWAIT_DEADLINE=0   # the $SECONDS value `await` gives up at; each script sets it when it starts
+
+# start_detached NAME COMMAND...: run detached in its own session (a Ctrl-C in the caller's terminal must
+# not kill etcd before the apiserver), with no inherited stdout (a caller capturing ours would never see EOF).
+start_detached() {
+  local name="$1"
+  shift
+  setsid "$@" </dev/null >"$PROC_DIR/logs/$name.log" 2>&1 &
+  echo $! >"$PROC_DIR/$name.pid"
+}
+
+# Keep this process alive or report why not, instead of waiting out the deadline on a dead process.
+alive_or_die() {
+  pid_alive "$(cat "$PROC_DIR/$1.pid")" || die "$1 exited; see $PROC_DIR/logs/$1.log"
+}
+
+# await PROCESS DESCRIPTION COMMAND...: retry COMMAND until it succeeds, failing early if PROCESS died
+# and at $AWAIT_DEADLINE.
+await() {
+  local proc="$1" what="$2"
+  shift 2
+  until "$@" >/dev/null 2>&1; do
+    alive_or_die "$proc"
+    ((SECONDS < AWAIT_DEADLINE)) || die "timed out waiting for $what"
+    sleep 0.2
+  done
+}
+
 # stop_pid NAME: SIGTERM the recorded process, wait up to 20 s, then SIGKILL. Only the pid we recorded.
 stop_pid() {
-  local name="$1" pidfile="$STATE_DIR/$1.pid" pid
+  local name="$1" pidfile="$PROC_DIR/$1.pid" pid
   [[ -f "$pidfile" ]] || return 0
   pid="$(cat "$pidfile")"
   if pid_alive "$pid"; then

@@ -30,6 +30,7 @@ DNS_READY_PORT="${STORYTELLER_DNS_READY_PORT:-16282}"
 NODE_START_DEADLINE="${STORYTELLER_NODE_START_DEADLINE:-120}"
 CHAIN="STORYTELLER-NODE"   # our iptables chain (filter FORWARD and nat PREROUTING jump to it)
 PKI="$STATE_DIR/pki"
+PROC_DIR="$NODE_DIR"   # lib.sh's start_detached/await/stop_pid keep pids and logs there
 
 kc() { "$K8S_BIN/kubectl" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
 ctr_() { ctr --address "$CONTAINERD_SOCK" -n k8s.io "$@"; }
@@ -45,18 +46,18 @@ our_netns() {
 }
 
 down() {
-  stop_pid_file coredns
-  stop_pid_file kube-proxy
+  stop_pid coredns
+  stop_pid kube-proxy
   # kube-proxy's own clean-up of its KUBE-* chains (only when it ran: it needs no API server for this).
   if [[ -f "$NODE_DIR/kube-proxy.ran" ]] && [[ -x "$K8S_BIN/kube-proxy" ]]; then
     "$K8S_BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true
   fi
-  stop_pid_file kubelet
+  stop_pid kubelet
   if [[ -S "$CONTAINERD_SOCK" ]]; then
     local t
     for t in $(ctr_ tasks list -q 2>/dev/null); do ctr_ tasks kill -s SIGKILL "$t" >/dev/null 2>&1 || true; done
   fi
-  stop_pid_file containerd
+  stop_pid containerd
   # Shims outlive containerd by design; ours are the ones started with our socket.
   pkill -KILL -f "containerd-shim.*-address $CONTAINERD_SOCK" 2>/dev/null || true
   local ns m
@@ -96,20 +97,6 @@ down() {
   if [[ -f "$KUBECONFIG_PATH" ]] && [[ -x "$K8S_BIN/kubectl" ]]; then
     kc delete node "$REAL_NODE_NAME" --ignore-not-found --wait=false --request-timeout=10s >/dev/null 2>&1 || true
   fi
-}
-
-stop_pid_file() {
-  local name="$1" pidfile="$NODE_DIR/$1.pid" pid
-  [[ -f "$pidfile" ]] || return 0
-  pid="$(cat "$pidfile")"
-  if pid_alive "$pid"; then
-    kill -TERM "$pid" 2>/dev/null || true
-    if ! wait_for "$name (pid $pid) to exit" 20 pid_gone "$pid"; then
-      kill -KILL "$pid" 2>/dev/null || true
-      wait_for "$name (pid $pid) to die" 10 pid_gone "$pid" || true
-    fi
-  fi
-  rm -f "$pidfile"
 }
 
 # -------------------------------------------------------------------------------------------------- up
@@ -155,27 +142,6 @@ current-context: default
 EOF
 }
 
-start_bg() {
-  local name="$1"
-  shift
-  setsid "$@" </dev/null >"$NODE_DIR/logs/$name.log" 2>&1 &
-  echo $! >"$NODE_DIR/$name.pid"
-}
-
-alive_or_die() {
-  pid_alive "$(cat "$NODE_DIR/$1.pid")" || die "$1 exited; see $NODE_DIR/logs/$1.log"
-}
-
-await() {
-  local proc="$1" what="$2" deadline=$((SECONDS + NODE_START_DEADLINE))
-  shift 2
-  until "$@" >/dev/null 2>&1; do
-    alive_or_die "$proc"
-    ((SECONDS < deadline)) || die "timed out after ${NODE_START_DEADLINE}s waiting for $what"
-    sleep 0.2
-  done
-}
-
 up() {
   ((EUID == 0)) || die "the real node needs root (containerd, network namespaces, iptables)"
   [[ -f "$KUBECONFIG_PATH" ]] || die "no local control plane: run tests/cluster/up.sh first"
@@ -196,6 +162,7 @@ up() {
   down
   mkdir -p "$NODE_DIR"/{pki,logs,cni/net.d,cni/ipam,containerd/root,containerd/state,kubelet,pod-logs}
   sysctl -n net.ipv4.ip_forward >"$NODE_DIR/ip_forward.orig"
+  AWAIT_DEADLINE=$((SECONDS + NODE_START_DEADLINE))
   started_ok=0   # global: the EXIT trap runs outside this function
   trap '((started_ok)) || { log "real node failed to start; logs in $NODE_DIR/logs"; down; }' EXIT
 
@@ -260,7 +227,7 @@ state = "$NODE_DIR/containerd/state"
     bin_dir = "$CNI_BIN_DIR"
     conf_dir = "$NODE_DIR/cni/net.d"
 EOF
-  start_bg containerd containerd --config "$NODE_DIR/containerd/config.toml"
+  start_detached containerd containerd --config "$NODE_DIR/containerd/config.toml"
   await containerd "containerd's socket" ctr_ version
   "$CLUSTER_DIR/images.sh" import "$CONTAINERD_SOCK" >&2
 
@@ -304,7 +271,7 @@ clusterDomain: $CLUSTER_DOMAIN
 registerWithTaints:
 - {key: storyteller.dev/real-node, value: "true", effect: NoSchedule}
 EOF
-  start_bg kubelet "$K8S_BIN/kubelet" \
+  start_detached kubelet "$K8S_BIN/kubelet" \
     --config "$NODE_DIR/kubelet-config.yaml" \
     --kubeconfig "$NODE_DIR/kubelet.kubeconfig" \
     --root-dir "$NODE_DIR/kubelet" --cert-dir "$NODE_DIR/pki" \
@@ -331,7 +298,7 @@ iptables: {localhostNodePorts: false}
 conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
 EOF
   touch "$NODE_DIR/kube-proxy.ran"
-  start_bg kube-proxy "$K8S_BIN/kube-proxy" --config "$NODE_DIR/kube-proxy-config.yaml"
+  start_detached kube-proxy "$K8S_BIN/kube-proxy" --config "$NODE_DIR/kube-proxy-config.yaml"
   await kube-proxy "kube-proxy's healthz" curl -fsS --max-time 2 "http://127.0.0.1:$PROXY_HEALTHZ_PORT/healthz"
 
   # --- CoreDNS on the node IP: cluster names only (no forward plugin: nothing is resolved off-machine)
@@ -348,7 +315,7 @@ EOF
   cache 5
 }
 EOF
-  start_bg coredns "$COREDNS_BIN/coredns" -conf "$NODE_DIR/Corefile"
+  start_detached coredns "$COREDNS_BIN/coredns" -conf "$NODE_DIR/Corefile"
   await coredns "CoreDNS to be ready" curl -fsS --max-time 2 "http://127.0.0.1:$DNS_READY_PORT/ready"
   started_ok=1
   log "real node $REAL_NODE_NAME Ready at $NODE_IP (logs: $NODE_DIR/logs)"

@@ -160,33 +160,8 @@ current-context: storyteller-local
 EOF
 chmod 600 "$KUBECONFIG_PATH"
 
-# start NAME COMMAND...: run detached in its own session (a Ctrl-C in the caller's terminal must not kill
-# etcd before the apiserver), with no inherited stdout (a caller capturing our output would never see EOF).
-start() {
-  local name="$1"
-  shift
-  setsid "$@" </dev/null >"$STATE_DIR/logs/$name.log" 2>&1 &
-  echo $! >"$STATE_DIR/$name.pid"
-}
-
-# Keep this process alive or report why not, instead of waiting out the deadline on a dead process.
-alive_or_die() {
-  pid_alive "$(cat "$STATE_DIR/$1.pid")" || die "$1 exited; see $STATE_DIR/logs/$1.log"
-}
-
-# await PROCESS DESCRIPTION COMMAND...: retry COMMAND until it succeeds, failing early if PROCESS died
-# and at the overall start deadline.
-await() {
-  local proc="$1" what="$2"
-  shift 2
-  until "$@" >/dev/null 2>&1; do
-    alive_or_die "$proc"
-    ((SECONDS - started < START_DEADLINE)) || die "timed out after ${START_DEADLINE}s waiting for $what"
-    sleep 0.2
-  done
-}
-
-start etcd etcd --name storyteller --data-dir "$STATE_DIR/etcd" \
+AWAIT_DEADLINE=$((started + START_DEADLINE))
+start_detached etcd etcd --name storyteller --data-dir "$STATE_DIR/etcd" \
   --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
   --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
   --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
@@ -195,7 +170,7 @@ await etcd "etcd health" curl -fsS --max-time 2 "http://127.0.0.1:$ETCD_PORT/hea
 
 # RBAC via --authorization-mode; PodSecurity is in the default admission plugins of this version.
 # --endpoint-reconciler-type=none: there is no routable endpoint for the `kubernetes` Service here.
-start kube-apiserver "$K8S_BIN/kube-apiserver" \
+start_detached kube-apiserver "$K8S_BIN/kube-apiserver" \
   --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
   --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$API_PORT" \
   --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
@@ -217,7 +192,7 @@ await kube-apiserver "kube-apiserver /readyz" readyz
 # etcd 3.4 (its watches end with "RequestWatchProgress" unsupported); the node lifecycle controller
 # would then mark every pod unready and never back, failing whatever test runs next. It must still run:
 # it lifts the not-ready taint new nodes are born with. Fake nodes have no health to watch.
-start kube-controller-manager "$K8S_BIN/kube-controller-manager" \
+start_detached kube-controller-manager "$K8S_BIN/kube-controller-manager" \
   --kubeconfig "$KUBECONFIG_PATH" --leader-elect=false \
   --node-monitor-grace-period 8760h \
   --bind-address 127.0.0.1 --secure-port "$KCM_PORT" \
@@ -225,13 +200,13 @@ start kube-controller-manager "$K8S_BIN/kube-controller-manager" \
   --cluster-signing-cert-file "$pki/ca.crt" --cluster-signing-key-file "$pki/ca.key" \
   --service-cluster-ip-range "$SERVICE_CIDR" \
   --use-service-account-credentials=false --profiling=false
-start kube-scheduler "$K8S_BIN/kube-scheduler" \
+start_detached kube-scheduler "$K8S_BIN/kube-scheduler" \
   --kubeconfig "$KUBECONFIG_PATH" --leader-elect=false \
   --bind-address 127.0.0.1 --secure-port "$SCHED_PORT" --profiling=false
 
 # kwok plays the kubelet for Nodes carrying the annotation below, so scheduled Pods report Running/Ready
 # without containers. It does not schedule: kube-scheduler does.
-start kwok "$KWOK_BIN/kwok" \
+start_detached kwok "$KWOK_BIN/kwok" \
   --kubeconfig "$KUBECONFIG_PATH" \
   --manage-all-nodes=false \
   --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
