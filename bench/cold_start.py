@@ -139,7 +139,10 @@ def summary(name: str, values: list[float]) -> str:
 async def measure(cluster: Cluster, node: RealNode, pods: int, warm: int, settle: float) -> None:
     models = ThreadedServer(host=node.ip).start()
     with running_livekit_server(also_bind=(node.ip,)) as livekit:
-        cluster.kubectl("create", "namespace", NS, check=False)
+        # A fresh tenant namespace: a previous run's pool (kept by its hour-long scale-down delay) would
+        # not be this run's cold start.
+        cluster.kubectl("delete", "namespace", NS, "--ignore-not-found", "--wait=true", timeout=300)
+        cluster.kubectl("create", "namespace", NS)
         restrict(cluster, NS)
         cluster.apply(provider_secrets(NS, livekit))
         # One session per pod and one spare slot: each call asks for one more pod. The pool is never
