@@ -159,7 +159,7 @@ up() {
     log "real node $REAL_NODE_NAME already running"
     return 0
   fi
-  down
+  down   # whatever a crashed run left, this one's or another state directory's: up owns them now
   mkdir -p "$NODE_DIR"/{pki,logs,cni/net.d,cni/ipam,containerd/root,containerd/state,kubelet,pod-logs}
   sysctl -n net.ipv4.ip_forward >"$NODE_DIR/ip_forward.orig"
   AWAIT_DEADLINE=$((SECONDS + NODE_START_DEADLINE))
@@ -323,6 +323,8 @@ EOF
 
 case "${1:-}" in
   up) up ;;
-  down) down ;;
+  # Only a state directory that holds a node owns the machine-wide parts (bridge, chains): a second
+  # control plane's down.sh (another $STORYTELLER_STATE) must not tear down this one's node.
+  down) if [[ -d "$NODE_DIR" ]]; then down; fi ;;
   *) die "usage: $0 up|down" ;;
 esac
