@@ -47,7 +47,7 @@ from storyteller_operator import render
 from tests.e2e.caller import Caller, caller_token
 from tests.e2e.worker_process import REGISTERED
 from tests.fakes.openai_server import ThreadedServer
-from tests.fixtures.cluster import CLUSTER_DIR, Cluster, LiveKitServer, lib_value, running_livekit_server
+from tests.fixtures.cluster import CLUSTER_DIR, Cluster, LiveKitServer, running_livekit_server
 from tests.fixtures.real_node import RealNode
 from tests.realnode.real_platform import (
     deploy_tenant,
@@ -242,12 +242,7 @@ def main() -> None:
         [str(CLUSTER_DIR / "up.sh"), "--real-node"], env=env, check=True, capture_output=True, text=True
     )
     cluster = Cluster.at(Path(up.stdout.strip().splitlines()[-1]), "local")
-    node = RealNode(
-        lib_value("real_node_name"),
-        lib_value("node_ip"),
-        lib_value("operator_image"),
-        lib_value("worker_image"),
-    )
+    node = RealNode.from_lib()
     install_chart(cluster, node, RELEASE, NS_OPERATOR, recheckSeconds=1)
     try:
         asyncio.run(measure(cluster, node, args.pods, args.warm, args.settle))

@@ -49,7 +49,14 @@ from storyteller_operator.render import config_map_name  # noqa: E402
 from tests.e2e.caller import Caller, caller_token  # noqa: E402
 from tests.e2e.worker_process import WorkerProcess  # noqa: E402
 from tests.fakes.openai_server import ThreadedServer  # noqa: E402
-from tests.fixtures.cluster import LiveKitServer, find_tool, free_port, running_livekit_server  # noqa: E402
+from tests.fixtures.cluster import (  # noqa: E402
+    Cluster,
+    LiveKitServer,
+    find_tool,
+    free_port,
+    running_livekit_server,
+)
+from tests.fixtures.real_node import RealNode  # noqa: E402
 
 CLUSTER = ROOT / "tests" / "cluster"
 CHART = ROOT / "helm" / "storyteller"
@@ -69,11 +76,6 @@ def run(*argv: str | Path, env: dict[str, str] | None = None, input: str | None 
     return proc.stdout
 
 
-def lib(name: str) -> str:
-    """A setting of tests/cluster/lib.sh (TOOLS_PATH, NODE_IP, WORKER_IMAGE, ...)."""
-    return run("bash", "-c", f'source "{CLUSTER}/lib.sh"; printf "%s" "${name}"')
-
-
 def start_real_node(env: dict[str, str]) -> str | None:
     """Build the images and add the real node; None when it works, else why not (for the fallback)."""
     if os.geteuid() != 0:
@@ -89,7 +91,7 @@ def start_real_node(env: dict[str, str]) -> str | None:
 def cluster(keep: bool) -> Iterator[dict[str, str]]:
     """The local control plane's environment (KUBECONFIG, tools on PATH)."""
     kubeconfig = Path(run(CLUSTER / "up.sh").strip().splitlines()[-1])
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "PATH": f"{lib('TOOLS_PATH')}:{os.environ['PATH']}"}
+    env = {**Cluster.tools_env(), "KUBECONFIG": str(kubeconfig)}
     try:
         yield env
     finally:
@@ -205,12 +207,9 @@ def local_servers(stack: ExitStack, host: str, real: bool) -> tuple[LiveKitServe
 
 def on_pods(stack: ExitStack, env: dict[str, str], real: bool) -> tuple[LiveKitServer, str]:
     """The operator and the worker in pods on the real node; the LiveKit server and agent to call."""
-    node_ip, kubectl = lib("NODE_IP"), find_tool("kubectl")
-    placement = {
-        "nodeSelector": {"storyteller.dev/real-node": "true"},
-        "tolerations": [{"key": "storyteller.dev/real-node", "operator": "Exists", "effect": "NoSchedule"}],
-    }
-    repository, _, tag = lib("OPERATOR_IMAGE").rpartition(":")
+    node, kubectl = RealNode.from_lib(), find_tool("kubectl")
+    node_ip, placement = node.ip, node.placement
+    repository, _, tag = node.operator_image.rpartition(":")
     image = {"repository": repository, "tag": tag, "pullPolicy": "Never"}
     values = {"operator": {"image": image, **placement}}
     step("helm install the chart (CRD, RBAC, operator): the operator runs from its image on the real node")
@@ -234,7 +233,7 @@ def on_pods(stack: ExitStack, env: dict[str, str], real: bool) -> tuple[LiveKitS
         if "LIVEKIT_API_KEY" in data:
             data.update(LIVEKIT_API_KEY=livekit.api_key, LIVEKIT_API_SECRET=livekit.api_secret)
     spec["livekit"]["url"] = livekit.url_on(node_ip)
-    spec["worker"].update(image=lib("WORKER_IMAGE"), imagePullPolicy="Never", **placement)
+    spec["worker"].update(image=node.worker_image, imagePullPolicy="Never", **placement)
     step("kubectl apply examples/tenant-secrets.yaml and examples/tenant.yaml, with this machine's "
          "servers, worker image and node filled in")  # fmt: skip
     run(kubectl, "apply", "-f", "-", env=env, input=yaml.safe_dump_all([*secrets, tenant]))

@@ -19,7 +19,7 @@ import yaml
 from livekit import api
 
 from storyteller_operator import render
-from tests.cluster.test_operator_lifecycle import is_ready, wait_for, worker_pods
+from tests.cluster.test_operator_lifecycle import is_ready, tenant_yaml, wait_for, worker_pods
 from tests.e2e.caller import Caller, caller_token
 from tests.e2e.conftest import CALLER_SCRIPT
 from tests.fakes.openai_server import ThreadedServer
@@ -127,16 +127,7 @@ def tenant_spec(
 
 def deploy_tenant(cluster: Cluster, ns: str, spec: dict[str, Any], name: str = "acme") -> dict[str, Any]:
     """Apply the tenant and wait until it is Ready with every wanted pod Ready (through real probes)."""
-    cluster.apply(
-        yaml.safe_dump(
-            {
-                "apiVersion": "storyteller.dev/v1alpha1",
-                "kind": "StorytellerDeployment",
-                "metadata": {"name": name, "namespace": ns},
-                "spec": spec,
-            }
-        )
-    )
+    cluster.apply(tenant_yaml(ns, name, **spec))  # every top-level field of `spec` replaces its default
 
     def ready() -> dict[str, Any] | None:
         sd = is_ready(cluster, ns, name)
