@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from storyteller_api import metric_names as m
+
 W = 'namespace=~"$namespace", tenant=~"$tenant"'  # worker series of the chosen tenants
 NS = 'namespace=~"$namespace"'
 OP_POOL = 'namespace=~"$namespace", tenant=~"$tenant"'  # operator gauges carry both labels themselves
@@ -36,7 +38,7 @@ class Dashboard:
     uid: str
     title: str
     panels: tuple[Panel, ...]
-    tenant_metric: str = "storyteller_sessions_started_total"  # where $tenant's values come from
+    tenant_metric: str = m.SESSIONS_STARTED  # where $tenant's values come from
     tags: tuple[str, ...] = field(default=("storyteller",))
 
 
@@ -57,7 +59,7 @@ def _cost(metric: str, unit: str, scale: str = "") -> str:
     """Spend by tenant: usage in the range times the price of its (provider, model)."""
     return (
         f"sum by (tenant) (\n  {_increase(metric, 'tenant, provider, model')}{scale}\n"
-        f'  * on (provider, model) group_left () storyteller:price_usd_per_unit{{unit="{unit}"}}\n)'
+        f'  * on (provider, model) group_left () {m.PRICE_PER_UNIT}{{unit="{unit}"}}\n)'
     )
 
 
@@ -70,11 +72,11 @@ TENANT_USAGE = Dashboard(
             "short",
             (
                 Query(
-                    _rate("storyteller_llm_prompt_tokens_total", "tenant, model"),
+                    _rate(m.LLM_PROMPT_TOKENS, "tenant, model"),
                     "{{tenant}} {{model}} prompt",
                 ),
                 Query(
-                    _rate("storyteller_llm_completion_tokens_total", "tenant, model"),
+                    _rate(m.LLM_COMPLETION_TOKENS, "tenant, model"),
                     "{{tenant}} {{model}} completion",
                 ),
             ),
@@ -84,11 +86,11 @@ TENANT_USAGE = Dashboard(
             "short",
             (
                 Query(
-                    _increase("storyteller_llm_prompt_tokens_total", "tenant, model"),
+                    _increase(m.LLM_PROMPT_TOKENS, "tenant, model"),
                     "{{tenant}} {{model}} prompt",
                 ),
                 Query(
-                    _increase("storyteller_llm_completion_tokens_total", "tenant, model"),
+                    _increase(m.LLM_COMPLETION_TOKENS, "tenant, model"),
                     "{{tenant}} {{model}} completion",
                 ),
             ),
@@ -97,7 +99,7 @@ TENANT_USAGE = Dashboard(
         Panel(
             "TTS characters in range",
             "short",
-            (Query(_increase("storyteller_tts_characters_total", "tenant, model"), "{{tenant}} {{model}}"),),
+            (Query(_increase(m.TTS_CHARACTERS, "tenant, model"), "{{tenant}} {{model}}"),),
             kind="bargauge",
         ),
         Panel(
@@ -105,7 +107,7 @@ TENANT_USAGE = Dashboard(
             "m",
             (
                 Query(
-                    _increase("storyteller_tts_audio_seconds_total", "tenant, model") + " / 60",
+                    _increase(m.TTS_AUDIO_SECONDS, "tenant, model") + " / 60",
                     "{{tenant}} {{model}}",
                 ),
             ),
@@ -116,7 +118,7 @@ TENANT_USAGE = Dashboard(
             "m",
             (
                 Query(
-                    _increase("storyteller_stt_audio_seconds_total", "tenant, model") + " / 60",
+                    _increase(m.STT_AUDIO_SECONDS, "tenant, model") + " / 60",
                     "{{tenant}} {{model}}",
                 ),
             ),
@@ -125,27 +127,25 @@ TENANT_USAGE = Dashboard(
         Panel(
             "Sessions started in range",
             "short",
-            (Query(_increase("storyteller_sessions_started_total", "tenant"), "{{tenant}}"),),
+            (Query(_increase(m.SESSIONS_STARTED, "tenant"), "{{tenant}}"),),
             kind="stat",
         ),
         Panel(
             "Sessions started per minute",
             "short",
-            (Query(_rate("storyteller_sessions_started_total", "tenant") + " * 60", "{{tenant}}"),),
+            (Query(_rate(m.SESSIONS_STARTED, "tenant") + " * 60", "{{tenant}}"),),
         ),
         Panel(
             "Estimated cost in range (USD)",
             "currencyUSD",
             (
+                Query(_cost(m.LLM_PROMPT_TOKENS, "llm_prompt_token"), "{{tenant}} LLM prompt"),
                 Query(
-                    _cost("storyteller_llm_prompt_tokens_total", "llm_prompt_token"), "{{tenant}} LLM prompt"
-                ),
-                Query(
-                    _cost("storyteller_llm_completion_tokens_total", "llm_completion_token"),
+                    _cost(m.LLM_COMPLETION_TOKENS, "llm_completion_token"),
                     "{{tenant}} LLM completion",
                 ),
-                Query(_cost("storyteller_tts_characters_total", "tts_character"), "{{tenant}} TTS"),
-                Query(_cost("storyteller_stt_audio_seconds_total", "stt_minute", " / 60"), "{{tenant}} STT"),
+                Query(_cost(m.TTS_CHARACTERS, "tts_character"), "{{tenant}} TTS"),
+                Query(_cost(m.STT_AUDIO_SECONDS, "stt_minute", " / 60"), "{{tenant}} STT"),
             ),
             kind="bargauge",
             description="An estimate: usage × the price table (rule storyteller:price_usd_per_unit).",
@@ -154,9 +154,9 @@ TENANT_USAGE = Dashboard(
 )
 
 _LATENCY_PER_AGENT = (
-    ("LLM time to first token", "storyteller_llm_ttft_seconds"),
-    ("TTS time to first byte", "storyteller_tts_ttfb_seconds"),
-    ("End-of-utterance delay", "storyteller_eou_delay_seconds"),
+    ("LLM time to first token", m.LLM_TTFT),
+    ("TTS time to first byte", m.TTS_TTFB),
+    ("End-of-utterance delay", m.EOU_DELAY),
 )
 
 CONVERSATION_LATENCY = Dashboard(
@@ -179,7 +179,7 @@ CONVERSATION_LATENCY = Dashboard(
             "s",
             (
                 Query(
-                    _quantile(0.95, "storyteller_llm_ttft_seconds", "provider, model"),
+                    _quantile(0.95, m.LLM_TTFT, "provider, model"),
                     "{{provider}} {{model}}",
                 ),
             ),
@@ -189,7 +189,7 @@ CONVERSATION_LATENCY = Dashboard(
             "s",
             tuple(
                 Query(
-                    _quantile(q, "storyteller_session_duration_seconds", "tenant"),
+                    _quantile(q, m.SESSION_DURATION, "tenant"),
                     f"{{{{tenant}}}} p{int(q * 100)}",
                 )
                 for q in (0.5, 0.95)
@@ -206,20 +206,16 @@ WORKER_POOLS = Dashboard(
             "Replicas: desired vs reporting",
             "short",
             (
-                Query(
-                    f"sum by (tenant) (storyteller_pool_desired_replicas{{{OP_POOL}}})", "{{tenant}} desired"
-                ),
-                Query(
-                    f"count by (tenant) (storyteller_worker_session_capacity{{{W}}})", "{{tenant}} running"
-                ),
+                Query(f"sum by (tenant) ({m.POOL_DESIRED_REPLICAS}{{{OP_POOL}}})", "{{tenant}} desired"),
+                Query(f"count by (tenant) ({m.SESSION_CAPACITY}{{{W}}})", "{{tenant}} running"),
             ),
         ),
         Panel(
             "Active sessions vs capacity",
             "short",
             (
-                Query(f"sum by (tenant) (storyteller_sessions_active{{{W}}})", "{{tenant}} active"),
-                Query(f"sum by (tenant) (storyteller_worker_session_capacity{{{W}}})", "{{tenant}} capacity"),
+                Query(f"sum by (tenant) ({m.SESSIONS_ACTIVE}{{{W}}})", "{{tenant}} active"),
+                Query(f"sum by (tenant) ({m.SESSION_CAPACITY}{{{W}}})", "{{tenant}} capacity"),
             ),
         ),
         Panel(
@@ -228,7 +224,7 @@ WORKER_POOLS = Dashboard(
             (
                 Query(
                     f"max by (pod) (lk_agents_child_process_count{{{NS}}})\n"
-                    f"  - on (pod) group_left () sum by (pod) (storyteller_sessions_active{{{NS}}})",
+                    f"  - on (pod) group_left () sum by (pod) ({m.SESSIONS_ACTIVE}{{{NS}}})",
                     "{{pod}}",
                 ),
             ),
@@ -245,7 +241,7 @@ WORKER_POOLS = Dashboard(
             "ops",
             (
                 Query(
-                    _rate("storyteller_handoffs_total", "tenant, from_agent, to_agent"),
+                    _rate(m.HANDOFFS, "tenant, from_agent, to_agent"),
                     "{{from_agent}} → {{to_agent}}",
                 ),
             ),
@@ -255,7 +251,7 @@ WORKER_POOLS = Dashboard(
             "ops",
             (
                 Query(
-                    _rate("storyteller_provider_errors_total", "tenant, kind, provider, model"),
+                    _rate(m.PROVIDER_ERRORS, "tenant, kind, provider, model"),
                     "{{kind}} {{provider}} {{model}}",
                 ),
             ),
@@ -266,14 +262,14 @@ WORKER_POOLS = Dashboard(
 OPERATOR = Dashboard(
     uid="storyteller-operator",
     title="Storyteller / Operator",
-    tenant_metric="storyteller_pool_desired_replicas",
+    tenant_metric=m.POOL_DESIRED_REPLICAS,
     panels=(
         Panel(
             "Reconciles per second by result",
             "ops",
             (
                 Query(
-                    "sum by (result) (rate(storyteller_operator_reconcile_total[$__rate_interval]))",
+                    f"sum by (result) (rate({m.RECONCILE_TOTAL}[$__rate_interval]))",
                     "{{result}}",
                 ),
             ),
@@ -283,7 +279,7 @@ OPERATOR = Dashboard(
             "ops",
             (
                 Query(
-                    'sum (rate(storyteller_operator_reconcile_total{result="error"}[$__rate_interval]))',
+                    f'sum (rate({m.RECONCILE_TOTAL}{{result="error"}}[$__rate_interval]))',
                     "errors",
                 ),
             ),
@@ -293,9 +289,7 @@ OPERATOR = Dashboard(
             "s",
             tuple(
                 Query(
-                    _quantile(q, "storyteller_operator_reconcile_seconds", "le", sel="").replace(
-                        "le, le", "le"
-                    ),
+                    _quantile(q, m.RECONCILE_SECONDS, "le", sel="").replace("le, le", "le"),
                     f"p{int(q * 100)}",
                 )
                 for q in (0.5, 0.95, 0.99)
@@ -306,7 +300,7 @@ OPERATOR = Dashboard(
             "short",
             (
                 Query(
-                    f"sum by (namespace, tenant) (storyteller_pool_desired_replicas{{{OP_POOL}}})",
+                    f"sum by (namespace, tenant) ({m.POOL_DESIRED_REPLICAS}{{{OP_POOL}}})",
                     "{{namespace}}/{{tenant}}",
                 ),
             ),
@@ -316,7 +310,7 @@ OPERATOR = Dashboard(
             "short",
             (
                 Query(
-                    f"sum by (namespace, tenant) (storyteller_pool_active_sessions{{{OP_POOL}}})",
+                    f"sum by (namespace, tenant) ({m.POOL_ACTIVE_SESSIONS}{{{OP_POOL}}})",
                     "{{namespace}}/{{tenant}}",
                 ),
             ),

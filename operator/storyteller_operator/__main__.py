@@ -16,6 +16,7 @@ import urllib.parse
 
 import kopf
 
+from storyteller_api.contract import HEALTH_PORT
 from storyteller_operator import __version__, kube, logs, metrics
 from storyteller_operator.handlers import Options, build_registry
 from storyteller_operator.reconcile import Reconciler
@@ -82,8 +83,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--sessions-source",
         default=_env("SESSIONS_SOURCE", "workers"),
         choices=["workers", "prometheus"],
-        help="where the builtin autoscaler reads each pod's sessions: the workers' :8081/worker, or "
-        "Prometheus (--prometheus-url) [STORYTELLER_OPERATOR_SESSIONS_SOURCE]",
+        help="where the builtin autoscaler reads each pod's sessions: the workers' "
+        f":{HEALTH_PORT}/worker, or Prometheus (--prometheus-url) [STORYTELLER_OPERATOR_SESSIONS_SOURCE]",
     )
     p.add_argument(
         "--log-level",

@@ -15,7 +15,7 @@ from typing import Any
 
 import kopf
 
-from storyteller_operator import render
+from storyteller_api import contract
 from storyteller_operator.reconcile import Reconciler
 
 log = logging.getLogger("storyteller.operator.handlers")
@@ -30,7 +30,7 @@ class Options:
 
 def _owner(body: Any) -> str | None:
     for ref in body.get("metadata", {}).get("ownerReferences") or []:
-        if ref.get("kind") == render.KIND and ref.get("apiVersion", "").startswith(render.GROUP + "/"):
+        if ref.get("kind") == contract.KIND and ref.get("apiVersion", "").startswith(contract.GROUP + "/"):
             return str(ref["name"])
     return None
 
@@ -71,7 +71,7 @@ def build_registry(reconciler: Reconciler, options: Options) -> kopf.OperatorReg
                 for future in futures:
                     future.result()
 
-    @kopf.on.event(render.GROUP, render.VERSION, render.PLURAL, registry=registry)
+    @kopf.on.event(contract.GROUP, contract.VERSION, contract.PLURAL, registry=registry)
     def tenant_event(
         event: kopf.RawEvent, body: kopf.Body, name: str, namespace: str | None, **_: Any
     ) -> None:
@@ -96,7 +96,7 @@ def build_registry(reconciler: Reconciler, options: Options) -> kopf.OperatorReg
         "apps",
         "v1",
         "deployments",
-        labels={"app.kubernetes.io/managed-by": render.MANAGER},
+        labels={"app.kubernetes.io/managed-by": contract.MANAGER},
         registry=registry,
     )
     def deployment_event(

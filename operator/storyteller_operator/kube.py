@@ -18,7 +18,15 @@ from typing import Any, Protocol
 import kubernetes
 from kubernetes.client import ApiClient, ApiException
 
-from storyteller_operator import render
+from storyteller_api.contract import (
+    API_VERSION,
+    GROUP,
+    KEDA_SCALED_OBJECT,
+    KIND,
+    MANAGER,
+    PLURAL,
+    POD_MONITOR,
+)
 
 log = logging.getLogger("storyteller.operator.kube")
 
@@ -33,9 +41,9 @@ KINDS: dict[tuple[str, str], tuple[str, str]] = {
     ("apps/v1", "Deployment"): ("/apis/apps/v1", "deployments"),
     ("policy/v1", "PodDisruptionBudget"): ("/apis/policy/v1", "poddisruptionbudgets"),
     ("networking.k8s.io/v1", "NetworkPolicy"): ("/apis/networking.k8s.io/v1", "networkpolicies"),
-    ("monitoring.coreos.com/v1", "PodMonitor"): ("/apis/monitoring.coreos.com/v1", "podmonitors"),
-    ("keda.sh/v1alpha1", "ScaledObject"): ("/apis/keda.sh/v1alpha1", "scaledobjects"),
-    (render.API_VERSION, render.KIND): (f"/apis/{render.API_VERSION}", render.PLURAL),
+    POD_MONITOR: (f"/apis/{POD_MONITOR[0]}", "podmonitors"),
+    KEDA_SCALED_OBJECT: (f"/apis/{KEDA_SCALED_OBJECT[0]}", "scaledobjects"),
+    (API_VERSION, KIND): (f"/apis/{API_VERSION}", PLURAL),
 }
 # Secrets are only checked for existence: ask for metadata so key material never enters this process.
 METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
@@ -66,6 +74,15 @@ class KubeClient(Protocol):
     def scale(self, namespace: str, name: str, replicas: int, *, resource_version: str) -> None: ...
 
 
+def error_text(err: ApiException) -> str:
+    """The API server's message (names the field), without the response headers."""
+    try:
+        message = json.loads(err.body or "{}").get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return f"{err.status} {err.reason}: {message or err.body}"
+
+
 def object_path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
     prefix, plural = KINDS[(api_version, kind)]
     path = f"{prefix}/namespaces/{namespace}/{plural}"
@@ -87,7 +104,7 @@ def load_api_client(pool_size: int = 32) -> ApiClient:
 
 
 class Kube:
-    def __init__(self, api: ApiClient, field_manager: str = render.MANAGER) -> None:
+    def __init__(self, api: ApiClient, field_manager: str = MANAGER) -> None:
         self.api = api
         self.field_manager = field_manager
 
@@ -150,7 +167,7 @@ class Kube:
         )
 
     def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any]:
-        path = object_path(render.API_VERSION, render.KIND, namespace, name) + "/status"
+        path = object_path(API_VERSION, KIND, namespace, name) + "/status"
         return self._request(
             "PATCH",
             path,
@@ -187,7 +204,7 @@ class Kube:
         only if the tenant is still at `resource_version` (else 409 Conflict)."""
         self._request(
             "PATCH",
-            object_path(render.API_VERSION, render.KIND, namespace, name) + "/scale",
+            object_path(API_VERSION, KIND, namespace, name) + "/scale",
             body={"metadata": {"resourceVersion": resource_version}, "spec": {"replicas": replicas}},
             content_type="application/merge-patch+json",
         )
@@ -220,8 +237,8 @@ class Kube:
             "kind": "Event",
             "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
             "involvedObject": {
-                "apiVersion": obj.get("apiVersion", render.API_VERSION),
-                "kind": obj.get("kind", render.KIND),
+                "apiVersion": obj.get("apiVersion", API_VERSION),
+                "kind": obj.get("kind", KIND),
                 "name": meta["name"],
                 "namespace": meta["namespace"],
                 "uid": meta.get("uid"),
@@ -229,8 +246,8 @@ class Kube:
             "type": type,
             "reason": reason,
             "message": message[:1024],
-            "source": {"component": render.MANAGER},
-            "reportingComponent": f"{render.GROUP}/operator",
+            "source": {"component": MANAGER},
+            "reportingComponent": f"{GROUP}/operator",
             "reportingInstance": socket.gethostname()[:128],
             "firstTimestamp": now,
             "lastTimestamp": now,

@@ -1,4 +1,4 @@
-"""The operator's own Prometheus metrics (names fixed by DESIGN.md)."""
+"""The operator's own Prometheus metrics (names in storyteller_api.metric_names, fixed by DESIGN.md)."""
 
 from __future__ import annotations
 
@@ -6,24 +6,26 @@ import contextlib
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
+from storyteller_api import metric_names
+
 RECONCILE_TOTAL = Counter(
-    "storyteller_operator_reconcile_total",
+    metric_names.RECONCILE_TOTAL,
     "Tenant reconciles by result: changed (something was written), unchanged (nothing written), error.",
     ["result"],
 )
 RECONCILE_SECONDS = Histogram(
-    "storyteller_operator_reconcile_seconds",
+    metric_names.RECONCILE_SECONDS,
     "Time to reconcile one tenant (reads, applies and the status write).",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
 # `namespace` besides `tenant`: tenant names are only unique within a namespace.
 POOL_DESIRED_REPLICAS = Gauge(
-    "storyteller_pool_desired_replicas",
+    metric_names.POOL_DESIRED_REPLICAS,
     "Worker pods the operator asks for, per tenant.",
     ["tenant", "namespace"],
 )
 POOL_ACTIVE_SESSIONS = Gauge(
-    "storyteller_pool_active_sessions",
+    metric_names.POOL_ACTIVE_SESSIONS,
     "Sessions running across a tenant's pool (set once the session-aware autoscaler observes them).",
     ["tenant", "namespace"],
 )

@@ -1,8 +1,9 @@
 """Pure rendering: a StorytellerDeployment (as stored, defaults applied) → the manifests it owns.
 
 Nothing here talks to the API server, so every rule about what a tenant gets is unit-tested without a
-cluster. Functions take plain dicts (the object as the API returns it) and return plain dicts ready for
-server-side apply: they always return the complete desired state, never a diff.
+cluster. Builders take a `Tenant` (the object parsed once; a raw object is parsed on the way in) and read
+its typed spec; they return plain dicts ready for server-side apply: always the complete desired state,
+never a diff.
 """
 
 from __future__ import annotations
@@ -10,39 +11,28 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from storyteller_api import contract, metric_names
+from storyteller_api.contract import API_VERSION, KIND
+from storyteller_api.spec import POD_LEVEL_FIELDS, TenantSpec
 from storyteller_operator import scaling
+from storyteller_operator.tenant import Tenant, as_tenant
 
-GROUP = "storyteller.dev"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
-KIND = "StorytellerDeployment"
-PLURAL = "storytellerdeployments"
-
-MANAGER = "storyteller-operator"
-CONFIG_KEY = "tenant.json"
-CONFIG_DIR = "/etc/storyteller"
-CONFIG_HASH_ANNOTATION = "storyteller.dev/config-hash"
-TENANT_LABEL = "storyteller.dev/tenant"
-AUTOSCALER_ANNOTATION = "storyteller.dev/autoscaler"
-HEALTH_PORT = 8081
-# The worker's readiness (`GET /ready`): 200 only once registered with LiveKit and not draining.
-READY_PORT = 8082
 # The worker drains for up to drainTimeoutSeconds after SIGTERM; the margin covers process shutdown so
 # the kubelet's SIGKILL never cuts a session that the drain was still allowed to finish.
 GRACE_MARGIN_SECONDS = 30
 WORKER_UID = 1000
 PROMETHEUS_MULTIPROC_DIR = "/tmp/prometheus-multiproc"
-
-# Spec fields that configure the pod rather than the agent: the worker's config model forbids them.
-# spec.replicas too: a `kubectl scale` (or KEDA) must resize the pool, not roll every pod with a new config.
-POD_LEVEL_FIELDS = ("worker", "suspend", "providerSecrets", "replicas")
+TenantLike = Tenant | Mapping[str, Any]
 
 Manifest = dict[str, Any]
 MAX_HPA_WINDOW_SECONDS = 3600
+# Optional kinds (apiVersion, kind): rendered only where the cluster serves them.
+KEDA_API = contract.KEDA_SCALED_OBJECT
+PODMONITOR_API = contract.POD_MONITOR
 
 
 # ---------------------------------------------------------------------------------------------- names
@@ -63,16 +53,16 @@ def metrics_service_name(tenant: str) -> str:
 
 def selector_labels(tenant: str) -> dict[str, str]:
     """The worker pods' selector: immutable on a Deployment, so it never grows new keys."""
-    return {"app.kubernetes.io/name": "storyteller-worker", "app.kubernetes.io/instance": tenant}
+    return {contract.LABEL_NAME: contract.WORKER_APP_NAME, contract.LABEL_INSTANCE: tenant}
 
 
 def common_labels(tenant: str) -> dict[str, str]:
     return {
         **selector_labels(tenant),
-        "app.kubernetes.io/component": "worker",
-        "app.kubernetes.io/part-of": "storyteller",
-        "app.kubernetes.io/managed-by": MANAGER,
-        TENANT_LABEL: tenant,
+        contract.LABEL_COMPONENT: "worker",
+        contract.LABEL_PART_OF: contract.PART_OF,
+        contract.LABEL_MANAGED_BY: contract.MANAGER,
+        contract.TENANT_LABEL: tenant,
     }
 
 
@@ -134,25 +124,23 @@ def owned_hash(manifest: Mapping[str, Any], actual: Mapping[str, Any] | None) ->
 # ---------------------------------------------------------------------------------------------- helpers
 
 
-def owner_reference(tenant: Mapping[str, Any]) -> dict[str, Any]:
-    meta = tenant["metadata"]
+def owner_reference(t: Tenant) -> dict[str, Any]:
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
-        "name": meta["name"],
-        "uid": meta["uid"],
+        "name": t.name,
+        "uid": t.uid,
         "controller": True,
         "blockOwnerDeletion": True,
     }
 
 
-def _metadata(tenant: Mapping[str, Any], name: str) -> dict[str, Any]:
-    meta = tenant["metadata"]
+def _metadata(t: Tenant, name: str) -> dict[str, Any]:
     return {
         "name": name,
-        "namespace": meta["namespace"],
-        "labels": common_labels(meta["name"]),
-        "ownerReferences": [owner_reference(tenant)],
+        "namespace": t.namespace,
+        "labels": common_labels(t.name),
+        "ownerReferences": [owner_reference(t)],
     }
 
 
@@ -164,56 +152,48 @@ def url_port(url: str) -> int:
     return 443 if parts.scheme in ("https", "wss") else 80
 
 
-def model_blocks(spec: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
-    """Every model block of both phases, fallbacks included."""
-    for phase in ("intro", "story"):
-        for kind in ("llm", "stt", "tts"):
-            block = (spec.get(phase) or {}).get(kind)
-            if not block:
-                continue
-            yield block
-            yield from block.get("fallbacks") or []
-
-
-def provider_ports(spec: Mapping[str, Any]) -> list[int]:
+def provider_ports(spec: TenantSpec) -> list[int]:
     """Ports of the model providers: baseURL's when set, else HTTPS to the provider's public API."""
-    return sorted({url_port(b["baseURL"]) if b.get("baseURL") else 443 for b in model_blocks(spec)})
+    return sorted({url_port(b.base_url) if b.base_url else 443 for _, b in spec.model_blocks()})
 
 
-def referenced_secrets(spec: Mapping[str, Any]) -> list[tuple[str, str]]:
+def referenced_secrets(spec: TenantSpec) -> list[tuple[str, str]]:
     """(Secret name, the spec field naming it), in spec order; used to report a missing one precisely."""
-    refs = [(spec["livekit"]["credentialsSecret"], "spec.livekit.credentialsSecret")]
-    refs += [(s, f"spec.providerSecrets[{i}]") for i, s in enumerate(spec.get("providerSecrets") or [])]
+    refs = [(spec.livekit.credentials_secret, "spec.livekit.credentialsSecret")]
+    refs += [(s, f"spec.providerSecrets[{i}]") for i, s in enumerate(spec.provider_secrets)]
     return refs
 
 
 # ------------------------------------------------------------------------------------------- manifests
 
 
-def config_map(tenant: Mapping[str, Any]) -> Manifest:
-    meta = tenant["metadata"]
-    config = worker_config(meta["name"], meta["namespace"], tenant["spec"])
+def tenant_config(t: Tenant) -> dict[str, Any]:
+    return worker_config(t.name, t.namespace, t.stored_spec)
+
+
+def config_map(tenant: TenantLike) -> Manifest:
+    t = as_tenant(tenant)
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _metadata(tenant, config_map_name(meta["name"])),
-        "data": {CONFIG_KEY: config_json(config)},
+        "metadata": _metadata(t, config_map_name(t.name)),
+        "data": {contract.CONFIG_KEY: config_json(tenant_config(t))},
     }
 
 
-def service_account(tenant: Mapping[str, Any]) -> Manifest:
+def service_account(tenant: TenantLike) -> Manifest:
     # Workers never call the Kubernetes API: no token is mounted, so a compromised worker has none.
+    t = as_tenant(tenant)
     return {
         "apiVersion": "v1",
         "kind": "ServiceAccount",
-        "metadata": _metadata(tenant, worker_name(tenant["metadata"]["name"])),
+        "metadata": _metadata(t, worker_name(t.name)),
         "automountServiceAccountToken": False,
     }
 
 
-def _env(tenant: Mapping[str, Any]) -> list[dict[str, Any]]:
-    meta, spec = tenant["metadata"], tenant["spec"]
-    creds = spec["livekit"]["credentialsSecret"]
+def _env(t: Tenant) -> list[dict[str, Any]]:
+    creds = t.spec.livekit.credentials_secret
 
     def field_ref(path: str) -> dict[str, Any]:
         return {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}
@@ -224,59 +204,55 @@ def _env(tenant: Mapping[str, Any]) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
         {"name": "POD_NAME", "valueFrom": field_ref("metadata.name")},
         {"name": "POD_NAMESPACE", "valueFrom": field_ref("metadata.namespace")},
-        {"name": "STORYTELLER_CONFIG", "value": f"{CONFIG_DIR}/{CONFIG_KEY}"},
+        {"name": contract.CONFIG_PATH_ENV, "value": contract.DEFAULT_CONFIG_PATH},
         {"name": "PROMETHEUS_MULTIPROC_DIR", "value": PROMETHEUS_MULTIPROC_DIR},
-        {"name": "LIVEKIT_API_KEY", "valueFrom": secret_ref("LIVEKIT_API_KEY")},
-        {"name": "LIVEKIT_API_SECRET", "valueFrom": secret_ref("LIVEKIT_API_SECRET")},
+        *({"name": key, "valueFrom": secret_ref(key)} for key in contract.LIVEKIT_KEY_ENVS),
     ]
-    tracing = (spec.get("observability") or {}).get("tracing") or {}
-    if tracing.get("otlpEndpoint"):
-        ratio = tracing.get("sampleRatio", 1.0)
+    tracing = t.spec.observability.tracing
+    if tracing.otlp_endpoint:
         env += [
-            {"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": tracing["otlpEndpoint"]},
+            {"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": tracing.otlp_endpoint},
             {"name": "OTEL_SERVICE_NAME", "value": "storyteller-worker"},
             {"name": "OTEL_TRACES_SAMPLER", "value": "parentbased_traceidratio"},
-            {"name": "OTEL_TRACES_SAMPLER_ARG", "value": str(float(ratio))},
+            {"name": "OTEL_TRACES_SAMPLER_ARG", "value": str(float(tracing.sample_ratio))},
             {
                 # $(POD_NAME) is expanded by the kubelet because POD_NAME is defined earlier in the list.
                 "name": "OTEL_RESOURCE_ATTRIBUTES",
-                "value": f"storyteller.tenant={meta['name']},k8s.namespace.name={meta['namespace']},"
+                "value": f"storyteller.tenant={t.name},k8s.namespace.name={t.namespace},"
                 "k8s.pod.name=$(POD_NAME)",
             },
         ]
     return env
 
 
-def deployment(tenant: Mapping[str, Any], replicas: int | None = None) -> Manifest:
-    meta, spec = tenant["metadata"], tenant["spec"]
-    name = meta["name"]
-    worker = spec.get("worker") or {}
-    pool = spec.get("pool") or {}
-    metrics_port = (spec.get("observability") or {}).get("metricsPort", 9100)
-    drain = int(pool.get("drainTimeoutSeconds", 900))
-    config = worker_config(name, meta["namespace"], spec)
+def deployment(tenant: TenantLike, replicas: int | None = None) -> Manifest:
+    t = as_tenant(tenant)
+    name, spec = t.name, t.spec
+    worker = spec.worker
+    metrics_port = spec.observability.metrics_port
+    drain = spec.pool.drain_timeout_seconds
 
     # User labels/annotations first so ours win: the selector and the hash must never be overridden.
-    pod_labels = {**(worker.get("podLabels") or {}), **common_labels(name)}
+    pod_labels = {**(worker.pod_labels or {}), **common_labels(name)}
     pod_annotations = {
-        **(worker.get("podAnnotations") or {}),
-        CONFIG_HASH_ANNOTATION: config_hash(config),
+        **(worker.pod_annotations or {}),
+        contract.CONFIG_HASH_ANNOTATION: config_hash(tenant_config(t)),
         "kubectl.kubernetes.io/default-container": "worker",
     }
     probe_get = {"httpGet": {"path": "/", "port": "http"}}
     # Ready means "can take a call" (registered with LiveKit): LiveKit drops a dispatch that finds no
     # worker, so a pod Ready before it registers loses calls during every rollout.
-    ready_get = {"httpGet": {"path": "/ready", "port": "ready"}}
+    ready_get = {"httpGet": {"path": contract.READY_PATH, "port": "ready"}}
     container: dict[str, Any] = {
         "name": "worker",
-        "image": worker.get("image", "ghcr.io/storyteller-dev/storyteller-worker:0.1.0"),
-        "imagePullPolicy": worker.get("imagePullPolicy", "IfNotPresent"),
+        "image": worker.image,
+        "imagePullPolicy": worker.image_pull_policy,
         "command": ["python", "-m", "storyteller_worker", "start"],
-        "env": _env(tenant),
-        "envFrom": [{"secretRef": {"name": s}} for s in spec.get("providerSecrets") or []],
+        "env": _env(t),
+        "envFrom": [{"secretRef": {"name": s}} for s in spec.provider_secrets],
         "ports": [
-            {"name": "http", "containerPort": HEALTH_PORT, "protocol": "TCP"},
-            {"name": "ready", "containerPort": READY_PORT, "protocol": "TCP"},
+            {"name": "http", "containerPort": contract.HEALTH_PORT, "protocol": "TCP"},
+            {"name": "ready", "containerPort": contract.READY_PORT, "protocol": "TCP"},
             {"name": "metrics", "containerPort": metrics_port, "protocol": "TCP"},
         ],
         # Startup covers imports and prewarming; after that a lost LiveKit connection (503) first takes
@@ -285,7 +261,7 @@ def deployment(tenant: Mapping[str, Any], replicas: int | None = None) -> Manife
         "readinessProbe": {**ready_get, "periodSeconds": 2, "failureThreshold": 2, "timeoutSeconds": 2},
         "livenessProbe": {**probe_get, "periodSeconds": 10, "failureThreshold": 6, "timeoutSeconds": 5},
         "volumeMounts": [
-            {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+            {"name": "config", "mountPath": contract.CONFIG_DIR, "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},
         ],
         "securityContext": {
@@ -298,8 +274,9 @@ def deployment(tenant: Mapping[str, Any], replicas: int | None = None) -> Manife
             "seccompProfile": {"type": "RuntimeDefault"},
         },
     }
-    if worker.get("resources"):
-        container["resources"] = copy.deepcopy(worker["resources"])
+    resources = worker.resources.model_dump(exclude_none=True) if worker.resources else None
+    if resources:
+        container["resources"] = resources
     if not container["envFrom"]:
         del container["envFrom"]
 
@@ -321,20 +298,23 @@ def deployment(tenant: Mapping[str, Any], replicas: int | None = None) -> Manife
                 "name": "config",
                 "configMap": {
                     "name": config_map_name(name),
-                    "items": [{"key": CONFIG_KEY, "path": CONFIG_KEY}],
+                    "items": [{"key": contract.CONFIG_KEY, "path": contract.CONFIG_KEY}],
                     "defaultMode": 0o444,
                 },
             },
             {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
         ],
     }
-    for key in ("nodeSelector", "tolerations", "affinity"):
-        if worker.get(key):
-            pod_spec[key] = copy.deepcopy(worker[key])
+    scheduling = {
+        "nodeSelector": worker.node_selector,
+        "tolerations": worker.tolerations,
+        "affinity": worker.affinity,
+    }
+    pod_spec.update({key: copy.deepcopy(value) for key, value in scheduling.items() if value})
 
-    metadata = _metadata(tenant, worker_name(name))
-    # Who sized it: the next reconcile knows a switch from builtin (see reconcile._seed_spec_replicas).
-    metadata["annotations"] = {AUTOSCALER_ANNOTATION: scaling.autoscaler(spec)}
+    metadata = _metadata(t, worker_name(name))
+    # Who sized it: the next reconcile knows a switch from builtin (see plan.seed_replicas).
+    metadata["annotations"] = {contract.AUTOSCALER_ANNOTATION: spec.pool.autoscaler}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -353,28 +333,29 @@ def deployment(tenant: Mapping[str, Any], replicas: int | None = None) -> Manife
     }
 
 
-def metrics_service(tenant: Mapping[str, Any]) -> Manifest:
-    spec = tenant["spec"]
-    port = (spec.get("observability") or {}).get("metricsPort", 9100)
+def metrics_service(tenant: TenantLike) -> Manifest:
+    t = as_tenant(tenant)
+    port = t.spec.observability.metrics_port
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _metadata(tenant, metrics_service_name(tenant["metadata"]["name"])),
+        "metadata": _metadata(t, metrics_service_name(t.name)),
         "spec": {
             # Headless: Prometheus scrapes every pod; nothing load-balances over metrics.
             "clusterIP": "None",
-            "selector": selector_labels(tenant["metadata"]["name"]),
+            "selector": selector_labels(t.name),
             "ports": [{"name": "metrics", "port": port, "targetPort": "metrics", "protocol": "TCP"}],
         },
     }
 
 
-def pod_monitor(tenant: Mapping[str, Any]) -> Manifest:
-    name = tenant["metadata"]["name"]
+def pod_monitor(tenant: TenantLike) -> Manifest:
+    t = as_tenant(tenant)
+    name = t.name
     return {
-        "apiVersion": "monitoring.coreos.com/v1",
-        "kind": "PodMonitor",
-        "metadata": _metadata(tenant, worker_name(name)),
+        "apiVersion": PODMONITOR_API[0],
+        "kind": PODMONITOR_API[1],
+        "metadata": _metadata(t, worker_name(name)),
         "spec": {
             "selector": {"matchLabels": selector_labels(name)},
             # honorLabels: the worker's own `tenant` label must not become `exported_tenant`.
@@ -383,12 +364,13 @@ def pod_monitor(tenant: Mapping[str, Any]) -> Manifest:
     }
 
 
-def pod_disruption_budget(tenant: Mapping[str, Any]) -> Manifest:
-    name = tenant["metadata"]["name"]
+def pod_disruption_budget(tenant: TenantLike) -> Manifest:
+    t = as_tenant(tenant)
+    name = t.name
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
-        "metadata": _metadata(tenant, worker_name(name)),
+        "metadata": _metadata(t, worker_name(name)),
         "spec": {
             # One voluntary eviction at a time: each evicted worker drains its sessions first, and a
             # one-pod pool can still be drained off a node (minAvailable would block that forever).
@@ -399,53 +381,53 @@ def pod_disruption_budget(tenant: Mapping[str, Any]) -> Manifest:
     }
 
 
-def network_policy(tenant: Mapping[str, Any]) -> Manifest:
+def network_policy(tenant: TenantLike) -> Manifest:
     """Egress only to DNS, the LiveKit port, the providers' ports and the OTLP port.
 
     NetworkPolicy selects by address, not host name, and these endpoints are host names outside the
     cluster: the policy therefore restricts ports (any address), which still blocks the cluster's other
     services and the cloud metadata endpoint on port 80 unless a URL names that port.
     """
-    name, spec = tenant["metadata"]["name"], tenant["spec"]
-    metrics_port = (spec.get("observability") or {}).get("metricsPort", 9100)
+    t = as_tenant(tenant)
+    name, spec = t.name, t.spec
+    metrics_port = spec.observability.metrics_port
 
     def tcp(ports: list[int]) -> list[dict[str, Any]]:
         return [{"protocol": "TCP", "port": p} for p in ports]
 
     egress: list[dict[str, Any]] = [
         {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
-        {"ports": tcp([url_port(spec["livekit"]["url"])])},
+        {"ports": tcp([url_port(spec.livekit.url)])},
         {"ports": tcp(provider_ports(spec))},
     ]
-    otlp = ((spec.get("observability") or {}).get("tracing") or {}).get("otlpEndpoint")
+    otlp = spec.observability.tracing.otlp_endpoint
     if otlp:
         egress.append({"ports": tcp([url_port(otlp)])})
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": _metadata(tenant, worker_name(name)),
+        "metadata": _metadata(t, worker_name(name)),
         "spec": {
             "podSelector": {"matchLabels": selector_labels(name)},
             "policyTypes": ["Ingress", "Egress"],
             # Inbound only to metrics (Prometheus), health and readiness (the kubelet's probes, /worker).
-            "ingress": [{"ports": tcp([metrics_port, HEALTH_PORT, READY_PORT])}],
+            "ingress": [{"ports": tcp([metrics_port, *contract.RESERVED_PORTS])}],
             "egress": egress,
         },
     }
 
 
-def sessions_query(tenant: Mapping[str, Any]) -> str:
+def sessions_query(t: Tenant) -> str:
     """PromQL for the builtin policy's numerator: the tenant's active sessions plus its spare slots.
 
     `or vector(0)`: a pool with no pod scraped yet has no series, and no answer would stall KEDA.
     """
-    meta = tenant["metadata"]
-    selector = f'namespace="{meta["namespace"]}", tenant="{meta["name"]}"'
-    spare = scaling.pool_limits(tenant["spec"]).spare_sessions
-    return f"(sum(storyteller_sessions_active{{{selector}}}) or vector(0)) + {spare}"
+    selector = f'namespace="{t.namespace}", tenant="{t.name}"'
+    spare = t.spec.pool.spare_sessions
+    return f"(sum({metric_names.SESSIONS_ACTIVE}{{{selector}}}) or vector(0)) + {spare}"
 
 
-def scaled_object(tenant: Mapping[str, Any], prometheus_url: str) -> Manifest:
+def scaled_object(tenant: TenantLike, prometheus_url: str) -> Manifest:
     """A KEDA ScaledObject sizing the tenant through its scale subresource (`autoscaler: keda`).
 
     The HPA KEDA creates computes ceil(query / sessionsPerWorker) with an AverageValue target, which is
@@ -455,22 +437,23 @@ def scaled_object(tenant: Mapping[str, Any], prometheus_url: str) -> Manifest:
     more pods (ratio (4N+2)/4N <= 1.1) unscaled. The field needs Kubernetes 1.35 (HPAConfigurableTolerance,
     beta); older clusters drop it, and need kube-controller-manager --horizontal-pod-autoscaler-tolerance=0.
     """
-    meta, spec = tenant["metadata"], tenant["spec"]
+    t = as_tenant(tenant)
+    spec = t.spec
     limits = scaling.pool_limits(spec)
     delay = int(limits.scale_down_delay_s)
     # The HPA refuses a stabilization window above an hour, and KEDA would then make no HPA at all.
     window = min(delay, MAX_HPA_WINDOW_SECONDS)
     max_replicas = limits.max_replicas
-    metadata = _metadata(tenant, worker_name(meta["name"]))
-    if spec.get("suspend"):
+    metadata = _metadata(t, worker_name(t.name))
+    if spec.suspend:
         # KEDA stops writing spec.replicas; suspend already holds the Deployment at zero.
         metadata["annotations"] = {"autoscaling.keda.sh/paused": "true"}
     return {
-        "apiVersion": "keda.sh/v1alpha1",
-        "kind": "ScaledObject",
+        "apiVersion": KEDA_API[0],
+        "kind": KEDA_API[1],
         "metadata": metadata,
         "spec": {
-            "scaleTargetRef": {"apiVersion": API_VERSION, "kind": KIND, "name": meta["name"]},
+            "scaleTargetRef": {"apiVersion": API_VERSION, "kind": KIND, "name": t.name},
             "minReplicaCount": limits.min_replicas,
             "maxReplicaCount": max_replicas,
             "pollingInterval": 5,
@@ -495,7 +478,7 @@ def scaled_object(tenant: Mapping[str, Any], prometheus_url: str) -> Manifest:
                     "metricType": "AverageValue",
                     "metadata": {
                         "serverAddress": prometheus_url,
-                        "query": sessions_query(tenant),
+                        "query": sessions_query(t),
                         "threshold": str(limits.sessions_per_worker),
                     },
                 }
@@ -505,7 +488,7 @@ def scaled_object(tenant: Mapping[str, Any], prometheus_url: str) -> Manifest:
 
 
 def children(
-    tenant: Mapping[str, Any],
+    tenant: TenantLike,
     *,
     pod_monitor_enabled: bool = False,
     replicas: int | None = None,
@@ -516,16 +499,17 @@ def children(
     `replicas`: the autoscaler's decision; None for the static size (see scaling.static_size).
     `keda_prometheus_url`: where a ScaledObject's trigger queries; a keda tenant gets none without it.
     """
+    t = as_tenant(tenant)
     out = [
-        service_account(tenant),
-        config_map(tenant),
-        metrics_service(tenant),
-        deployment(tenant, replicas),
-        pod_disruption_budget(tenant),
-        network_policy(tenant),
+        service_account(t),
+        config_map(t),
+        metrics_service(t),
+        deployment(t, replicas),
+        pod_disruption_budget(t),
+        network_policy(t),
     ]
     if pod_monitor_enabled:
-        out.append(pod_monitor(tenant))
-    if scaling.autoscaler(tenant["spec"]) == "keda" and keda_prometheus_url:
-        out.append(scaled_object(tenant, keda_prometheus_url))
+        out.append(pod_monitor(t))
+    if t.spec.pool.autoscaler == "keda" and keda_prometheus_url:
+        out.append(scaled_object(t, keda_prometheus_url))
     return out

@@ -10,13 +10,10 @@ The builtin autoscaler ignores `spec.replicas`: two writers of one size would fi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
+from storyteller_api.spec import TenantSpec
 from storyteller_operator import policy
-
-MANUAL_AUTOSCALERS = ("none", "keda")
 
 
 @dataclass(frozen=True)
@@ -26,29 +23,25 @@ class StaticSize:
     limited: str | None  # policy.AT_MAX / AT_MIN when spec.replicas was outside the pool's bounds
 
 
-def autoscaler(spec: Mapping[str, Any]) -> str:
-    return str((spec.get("pool") or {}).get("autoscaler", "builtin"))
-
-
-def pool_limits(spec: Mapping[str, Any]) -> policy.PoolLimits:
-    """The pool block's sizing fields, with the CRD's defaults (the one place that reads them)."""
-    pool = spec.get("pool") or {}
+def pool_limits(spec: TenantSpec) -> policy.PoolLimits:
+    """The pool block's sizing fields, as the policy takes them."""
+    pool = spec.pool
     return policy.PoolLimits(
-        min_replicas=int(pool.get("minReplicas", 1)),
-        max_replicas=int(pool.get("maxReplicas", 10)),
-        sessions_per_worker=int(pool.get("sessionsPerWorker", 4)),
-        spare_sessions=int(pool.get("spareSessions", 2)),
-        scale_down_delay_s=float(pool.get("scaleDownDelaySeconds", 300)),
+        min_replicas=pool.min_replicas,
+        max_replicas=pool.max_replicas,
+        sessions_per_worker=pool.sessions_per_worker,
+        spare_sessions=pool.spare_sessions,
+        scale_down_delay_s=float(pool.scale_down_delay_seconds),
     )
 
 
-def static_size(spec: Mapping[str, Any]) -> StaticSize:
-    if spec.get("suspend"):
+def static_size(spec: TenantSpec) -> StaticSize:
+    if spec.suspend:
         return StaticSize(0, None, None)
     limits = pool_limits(spec)
-    if autoscaler(spec) not in MANUAL_AUTOSCALERS or spec.get("replicas") is None:
+    if not spec.sized_by_replicas or spec.replicas is None:
         return StaticSize(limits.min_replicas, None, None)
-    requested = int(spec["replicas"])
+    requested = spec.replicas
     limited = (
         policy.AT_MAX
         if requested > limits.max_replicas
@@ -59,5 +52,5 @@ def static_size(spec: Mapping[str, Any]) -> StaticSize:
     return StaticSize(policy.clamp(requested, limits), requested, limited)
 
 
-def desired_replicas(spec: Mapping[str, Any]) -> int:
+def desired_replicas(spec: TenantSpec) -> int:
     return static_size(spec).replicas

@@ -23,9 +23,11 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
+from storyteller_api import contract, metric_names
+
 log = logging.getLogger("storyteller.operator.sessions")
 
-WORKER_STATUS_PORT = 8081
+WORKER_STATUS_PORT = contract.HEALTH_PORT  # the framework's status page shares the health port
 STATUS_TIMEOUT_S = 1.0
 
 
@@ -80,7 +82,7 @@ class PrometheusSessionSource:
     ) -> None:
         self._url = url.rstrip("/")
         self._fetch = fetch
-        self.where = "storyteller_sessions_active in Prometheus"
+        self.where = f"{metric_names.SESSIONS_ACTIVE} in Prometheus"
         self.settle_seconds = settle_seconds  # a new pod has no series before its first scrapes
 
     def query(self, pods: Sequence[Mapping[str, Any]]) -> str | None:
@@ -90,7 +92,8 @@ class PrometheusSessionSource:
             return None
         namespace = pods[0]["metadata"]["namespace"]
         return (
-            f'sum by (pod) (storyteller_sessions_active{{namespace="{namespace}", pod=~"{"|".join(names)}"}})'
+            f"sum by (pod) ({metric_names.SESSIONS_ACTIVE}"
+            f'{{namespace="{namespace}", pod=~"{"|".join(names)}"}})'
         )
 
     def active_sessions(self, pods: Sequence[Mapping[str, Any]]) -> dict[str, int]:

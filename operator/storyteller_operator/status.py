@@ -10,7 +10,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from storyteller_operator import render, scaling
+from storyteller_operator import render
 
 READY = "Ready"
 PROGRESSING = "Progressing"
@@ -20,10 +20,11 @@ SCALING_LIMITED = "ScalingLimited"
 
 @dataclasses.dataclass(frozen=True)
 class Observation:
-    """Everything the status depends on, gathered by the reconciler."""
+    """Everything the status depends on: the plan and what applying it returned."""
 
     generation: int
-    spec: Mapping[str, Any]
+    suspended: bool  # spec.suspend
+    sessions_per_worker: int  # spec.pool.sessionsPerWorker, for the capacity
     name: str
     desired_replicas: int
     config_hash: str
@@ -96,11 +97,11 @@ def compute(obs: Observation, previous: Mapping[str, Any] | None, now: str) -> d
     """The full status for `obs`; `previous` is the stored status (for lastTransitionTime), `now` RFC 3339."""
     previous = previous or {}
     prev_conditions = previous.get("conditions") or []
-    suspended = bool(obs.spec.get("suspend"))
+    suspended = obs.suspended
     desired = obs.desired_replicas
     counts = _deployment_counts(obs.deployment)
     rolled_out = _rolled_out(obs.deployment, desired)
-    sessions_per_worker = scaling.pool_limits(obs.spec).sessions_per_worker
+    sessions_per_worker = obs.sessions_per_worker
 
     # Degraded: something needs a human (or will fix itself once it appears, like a Secret).
     degraded: tuple[str, str] | None = None

@@ -293,8 +293,9 @@ write_pip_conf() {
 # build_python NAME REF DIR BASE_HASH: DIR/Dockerfile on the base, when its inputs changed.
 build_python() {
   local name="$1" ref="$2" dir="$3" base="$4" hash t0=$SECONDS
+  # api/: the pure spec package both images install first.
   hash="$(hash_inputs "$name $RECIPE_VERSION base=$base" "$dir/Dockerfile" .dockerignore "$dir/pyproject.toml" \
-    "$dir/storyteller_${dir}")"
+    "$dir/storyteller_${dir}" api/pyproject.toml api/storyteller_api)"
   if [[ -f "$IMAGES_DIR/$name-$hash.tar" ]]; then
     ln -sfn "$name-$hash.tar" "$IMAGES_DIR/$name.tar"
     report "$name" reused 0

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from kubernetes.client import ApiException
 
+from storyteller_api import contract
 from storyteller_operator import render
 from storyteller_operator import status as st
 from storyteller_operator.reconcile import ReconcileError, Reconciler
@@ -67,7 +68,7 @@ class FakeKube:
         return copy.deepcopy(new)
 
     def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any]:
-        obj = self.objects[self._key(render.KIND, namespace, name)]
+        obj = self.objects[self._key(contract.KIND, namespace, name)]
         obj["status"] = {**obj.get("status", {}), **copy.deepcopy(dict(status))}
         self.version += 1
         obj["metadata"]["resourceVersion"] = str(self.version)
@@ -95,7 +96,7 @@ class FakeKube:
     def scale(self, namespace: str, name: str, replicas: int, *, resource_version: str) -> None:
         if self.fail_kind == "scale":
             raise ApiException(status=403, reason="Forbidden")
-        obj = self.objects[self._key(render.KIND, namespace, name)]
+        obj = self.objects[self._key(contract.KIND, namespace, name)]
         if obj["metadata"]["resourceVersion"] != resource_version:
             raise ApiException(status=409, reason="Conflict")
         self.writes.append(f"scale {name}={replicas}")
@@ -152,7 +153,7 @@ def rec(kube: FakeKube, events: Events) -> Reconciler:
 
 
 def stored_status(kube: FakeKube) -> dict[str, Any]:
-    status: dict[str, Any] = kube.objects[(render.KIND, "team-a", "acme")].get("status", {})
+    status: dict[str, Any] = kube.objects[(contract.KIND, "team-a", "acme")].get("status", {})
     return status
 
 
@@ -202,7 +203,7 @@ def test_spec_change_rolls_and_says_so(rec: Reconciler, kube: FakeKube, events: 
     kube.roll_out("team-a", "acme")
     rec.reconcile("team-a", "acme")
     old_hash = stored_status(kube)["configHash"]
-    t = kube.objects[(render.KIND, "team-a", "acme")]
+    t = kube.objects[(contract.KIND, "team-a", "acme")]
     t["spec"]["intro"]["instructions"] = "Be brief."
     t["metadata"]["generation"] = 2
     out = rec.reconcile("team-a", "acme", force_apply=False)
@@ -212,7 +213,7 @@ def test_spec_change_rolls_and_says_so(rec: Reconciler, kube: FakeKube, events: 
     assert s["configHash"] != old_hash and s["observedGeneration"] == 2 and s["phase"] == "Progressing"
     dep = kube.objects[("Deployment", "team-a", "acme-worker")]
     assert (
-        dep["spec"]["template"]["metadata"]["annotations"][render.CONFIG_HASH_ANNOTATION] == s["configHash"]
+        dep["spec"]["template"]["metadata"]["annotations"][contract.CONFIG_HASH_ANNOTATION] == s["configHash"]
     )
     assert any("rolling the pool" in m for _, _, m in events.posted)
 
@@ -239,7 +240,7 @@ def test_missing_secret_degrades_then_recovers(rec: Reconciler, kube: FakeKube, 
 
 
 def test_suspend_scales_to_zero(rec: Reconciler, kube: FakeKube, events: Events) -> None:
-    t = kube.objects[(render.KIND, "team-a", "acme")]
+    t = kube.objects[(contract.KIND, "team-a", "acme")]
     t["spec"]["suspend"] = True
     rec.reconcile("team-a", "acme")
     kube.roll_out("team-a", "acme")
@@ -262,7 +263,7 @@ def test_apply_error_degrades_and_raises(rec: Reconciler, kube: FakeKube, events
 
 def test_gone_tenant_is_forgotten(rec: Reconciler, kube: FakeKube) -> None:
     rec.touch("team-a", "acme")
-    del kube.objects[(render.KIND, "team-a", "acme")]
+    del kube.objects[(contract.KIND, "team-a", "acme")]
     rec.trigger("team-a", "acme", force_apply=True)
     assert rec.known() == []
 
@@ -290,7 +291,8 @@ def test_no_secret_value_ever_rendered(kube: FakeKube, rec: Reconciler) -> None:
 def obs(**kw: Any) -> st.Observation:
     base: dict[str, Any] = {
         "generation": 1,
-        "spec": {"pool": {"sessionsPerWorker": 4}},
+        "suspended": False,
+        "sessions_per_worker": 4,
         "name": "acme",
         "desired_replicas": 2,
         "config_hash": "h",

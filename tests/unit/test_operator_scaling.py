@@ -6,9 +6,12 @@ from typing import Any
 
 import pytest
 
+from storyteller_api import contract
+from storyteller_api.spec import TenantSpec
 from storyteller_operator import policy, render, scaling
 from storyteller_operator import status as st
-from storyteller_operator.reconcile import KEDA_API, Reconciler
+from storyteller_operator.reconcile import Reconciler
+from storyteller_operator.render import KEDA_API
 from tests.unit.test_operator_reconcile import Events, FakeKube, secret
 from tests.unit.test_operator_render import tenant
 
@@ -29,7 +32,7 @@ PROM = "http://prometheus.monitoring:9090"
     ],
 )
 def test_static_size(spec: dict[str, Any], replicas: int, requested: int | None, limited: str | None) -> None:
-    assert scaling.static_size(tenant(spec)["spec"]) == scaling.StaticSize(replicas, requested, limited)
+    assert scaling.static_size(TenantSpec.model_validate(tenant(spec)["spec"])) == scaling.StaticSize(replicas, requested, limited)
 
 
 def test_spec_replicas_resizes_without_rolling_the_pool() -> None:
@@ -59,7 +62,7 @@ def test_scaled_object_is_the_builtin_formula_on_the_scale_subresource() -> None
     assert so["metadata"]["name"] == render.worker_name("acme")
     assert so["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
     spec = so["spec"]
-    assert spec["scaleTargetRef"] == {"apiVersion": render.API_VERSION, "kind": render.KIND, "name": "acme"}
+    assert spec["scaleTargetRef"] == {"apiVersion": contract.API_VERSION, "kind": contract.KIND, "name": "acme"}
     assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (2, 12)
     (trigger,) = spec["triggers"]
     assert trigger["type"] == "prometheus" and trigger["metricType"] == "AverageValue"
@@ -120,7 +123,7 @@ def reconciler(kube: FakeKube, events: Events, url: str | None = PROM) -> Reconc
 
 
 def limited(kube: FakeKube) -> dict[str, Any]:
-    status = kube.objects[(render.KIND, "team-a", "acme")]["status"]
+    status = kube.objects[(contract.KIND, "team-a", "acme")]["status"]
     return dict(st.condition(status, st.SCALING_LIMITED) or {})
 
 
@@ -155,7 +158,7 @@ def test_keda_tenant_without_keda_says_why_and_keeps_serving(
     assert [e for e in events.posted if e[1] == reason] == [("Warning", reason, cond["message"])]
     kube.roll_out("team-a", "acme")
     rec.reconcile("team-a", "acme")
-    status = kube.objects[(render.KIND, "team-a", "acme")]["status"]
+    status = kube.objects[(contract.KIND, "team-a", "acme")]["status"]
     assert status["phase"] == "Ready"  # the pool serves; only its scaling is stuck
     assert len([e for e in events.posted if e[1] == reason]) == 1  # no repeat while unchanged
 
@@ -165,7 +168,7 @@ def test_leaving_keda_deletes_the_scaled_object() -> None:
     rec = reconciler(kube, events)
     rec.reconcile("team-a", "acme")
     assert ("ScaledObject", "team-a", "acme-worker") in kube.objects
-    t = kube.objects[(render.KIND, "team-a", "acme")]
+    t = kube.objects[(contract.KIND, "team-a", "acme")]
     t["spec"]["pool"]["autoscaler"] = "builtin"
     rec.reconcile("team-a", "acme", force_apply=False)
     assert ("ScaledObject", "team-a", "acme-worker") not in kube.objects
@@ -266,7 +269,7 @@ def test_prices_that_keep_moving_hold_a_scale_in_back_only_once() -> None:
 
 def builtin_pool(kube: FakeKube, source: Sessions, replicas: int, pods: dict[str, bool]) -> Reconciler:
     """A builtin tenant whose Deployment runs `replicas`, with `pods` (name → terminating)."""
-    t = kube.objects[(render.KIND, "team-a", "acme")]
+    t = kube.objects[(contract.KIND, "team-a", "acme")]
     kube.add(render.deployment(t, replicas))
     for pod_name, terminating in pods.items():
         pod = running_pod(pod_name)
@@ -294,10 +297,10 @@ def test_no_answer_at_all_is_no_count_not_zero() -> None:
     rec = builtin_pool(kube, source, 3, {"w-a": False, "w-b": False, "w-c": False})
     source.answers = {"w-a": 2, "w-b": 1, "w-c": 1}
     rec.reconcile("team-a", "acme")
-    assert kube.objects[(render.KIND, "team-a", "acme")]["status"]["activeSessions"] == 4
+    assert kube.objects[(contract.KIND, "team-a", "acme")]["status"]["activeSessions"] == 4
     source.answers = {}  # the source is down (Prometheus) or cut off (a NetworkPolicy)
     rec.reconcile("team-a", "acme")
-    status = kube.objects[(render.KIND, "team-a", "acme")]["status"]
+    status = kube.objects[(contract.KIND, "team-a", "acme")]["status"]
     assert status["activeSessions"] == 4  # the last count, not 0
     assert kube.objects[("Deployment", "team-a", "acme-worker")]["spec"]["replicas"] == 3
     cond = limited(kube)
@@ -309,10 +312,10 @@ def test_switching_to_keda_or_none_keeps_the_running_size() -> None:
     t = tenant({"pool": {"maxReplicas": 8}})
     kube, source = cluster_with(t, keda_served=True), Sessions()
     rec = builtin_pool(kube, source, 5, {})
-    kube.objects[(render.KIND, "team-a", "acme")]["spec"]["pool"]["autoscaler"] = "keda"
+    kube.objects[(contract.KIND, "team-a", "acme")]["spec"]["pool"]["autoscaler"] = "keda"
     rec.reconcile("team-a", "acme")
     assert "scale acme=5" in kube.writes  # KEDA starts from the running size, not from 0 → min
-    assert kube.objects[(render.KIND, "team-a", "acme")]["spec"]["replicas"] == 5
+    assert kube.objects[(contract.KIND, "team-a", "acme")]["spec"]["replicas"] == 5
     assert kube.objects[("Deployment", "team-a", "acme-worker")]["spec"]["replicas"] == 5
     writes = len(kube.writes)
     rec.reconcile("team-a", "acme")
@@ -354,7 +357,7 @@ def test_keda_and_none_never_shrink_on_a_partial_count_either(autoscaler: str) -
     kube, source = cluster_with(t, keda_served=True), Sessions()
     rec = builtin_pool(kube, source, 3, {"w-a": False, "w-b": False, "w-c": False})
     kube.objects[("Deployment", "team-a", "acme-worker")]["metadata"]["annotations"] = {
-        render.AUTOSCALER_ANNOTATION: autoscaler
+        contract.AUTOSCALER_ANNOTATION: autoscaler
     }
     source.answers = {"w-a": 0, "w-b": 0}  # w-c may be busy: it has no price
     rec.reconcile("team-a", "acme")
@@ -363,7 +366,7 @@ def test_keda_and_none_never_shrink_on_a_partial_count_either(autoscaler: str) -
 
 
 def switch(kube: FakeKube, autoscaler: str) -> None:
-    kube.objects[(render.KIND, "team-a", "acme")]["spec"]["pool"]["autoscaler"] = autoscaler
+    kube.objects[(contract.KIND, "team-a", "acme")]["spec"]["pool"]["autoscaler"] = autoscaler
 
 
 def test_every_switch_from_builtin_reseeds_a_stale_spec_replicas() -> None:
@@ -372,15 +375,15 @@ def test_every_switch_from_builtin_reseeds_a_stale_spec_replicas() -> None:
     rec = builtin_pool(kube, source, 5, {})
     switch(kube, "none")
     rec.reconcile("team-a", "acme")
-    assert kube.objects[(render.KIND, "team-a", "acme")]["spec"]["replicas"] == 5
+    assert kube.objects[(contract.KIND, "team-a", "acme")]["spec"]["replicas"] == 5
     switch(kube, "builtin")
     rec.reconcile("team-a", "acme")
     kube.objects[("Deployment", "team-a", "acme-worker")]["spec"]["replicas"] = 7  # the policy grew it
     switch(kube, "none")
     rec.reconcile("team-a", "acme")
-    assert kube.objects[(render.KIND, "team-a", "acme")]["spec"]["replicas"] == 7  # not the stale 5
+    assert kube.objects[(contract.KIND, "team-a", "acme")]["spec"]["replicas"] == 7  # not the stale 5
     assert kube.objects[("Deployment", "team-a", "acme-worker")]["spec"]["replicas"] == 7
-    kube.objects[(render.KIND, "team-a", "acme")]["spec"]["replicas"] = 3  # the user's kubectl scale
+    kube.objects[(contract.KIND, "team-a", "acme")]["spec"]["replicas"] = 3  # the user's kubectl scale
     rec.reconcile("team-a", "acme")
     assert kube.objects[("Deployment", "team-a", "acme-worker")]["spec"]["replicas"] == 3  # no reseed
 
@@ -392,9 +395,9 @@ def test_a_seed_that_cannot_be_written_does_not_block_the_reconcile() -> None:
     switch(kube, "none")
     kube.fail_kind = "scale"  # an older chart's RBAC without storytellerdeployments/scale
     rec.reconcile("team-a", "acme")
-    assert "replicas" not in kube.objects[(render.KIND, "team-a", "acme")]["spec"]
+    assert "replicas" not in kube.objects[(contract.KIND, "team-a", "acme")]["spec"]
     assert kube.objects[("Deployment", "team-a", "acme-worker")]["spec"]["replicas"] == 5
-    assert kube.objects[(render.KIND, "team-a", "acme")]["status"]["observedGeneration"] == 1
+    assert kube.objects[(contract.KIND, "team-a", "acme")]["status"]["observedGeneration"] == 1
 
 
 def test_a_fresh_operator_prunes_the_scaled_object_of_a_tenant_that_left_keda() -> None:

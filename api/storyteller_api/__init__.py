@@ -1,0 +1,1 @@
+"""The StorytellerDeployment API: typed tenant spec and contract constants (pure: pydantic only)."""

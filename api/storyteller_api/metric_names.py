@@ -1,0 +1,35 @@
+"""Prometheus series names the platform exports (DESIGN.md's table), for exporters and their readers.
+
+The worker and the operator register their metrics under these names; the dashboards, the alert rules,
+KEDA's trigger and the operator's Prometheus session source query them. Counters keep their `_total`.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# ----------------------------------------------------------------------------- worker (per tenant)
+SESSIONS_STARTED: Final = "storyteller_sessions_started_total"
+SESSIONS_ACTIVE: Final = "storyteller_sessions_active"
+SESSION_DURATION: Final = "storyteller_session_duration_seconds"
+HANDOFFS: Final = "storyteller_handoffs_total"
+LLM_PROMPT_TOKENS: Final = "storyteller_llm_prompt_tokens_total"
+LLM_COMPLETION_TOKENS: Final = "storyteller_llm_completion_tokens_total"
+LLM_TTFT: Final = "storyteller_llm_ttft_seconds"
+TTS_CHARACTERS: Final = "storyteller_tts_characters_total"
+TTS_AUDIO_SECONDS: Final = "storyteller_tts_audio_seconds_total"
+TTS_TTFB: Final = "storyteller_tts_ttfb_seconds"
+STT_AUDIO_SECONDS: Final = "storyteller_stt_audio_seconds_total"
+EOU_DELAY: Final = "storyteller_eou_delay_seconds"
+PROVIDER_ERRORS: Final = "storyteller_provider_errors_total"
+SESSION_CAPACITY: Final = "storyteller_worker_session_capacity"
+POOL_MAX_REPLICAS: Final = "storyteller_worker_pool_max_replicas"
+
+# -------------------------------------------------------------------------------------- operator
+RECONCILE_TOTAL: Final = "storyteller_operator_reconcile_total"
+RECONCILE_SECONDS: Final = "storyteller_operator_reconcile_seconds"
+POOL_DESIRED_REPLICAS: Final = "storyteller_pool_desired_replicas"
+POOL_ACTIVE_SESSIONS: Final = "storyteller_pool_active_sessions"
+
+# The recording rule of the cost panels' price table (dashboards/rules.yaml).
+PRICE_PER_UNIT: Final = "storyteller:price_usd_per_unit"

@@ -1,0 +1,555 @@
+"""The StorytellerDeployment spec as typed models: every field, bound, default and rule, once.
+
+- The CRD's OpenAPI schema and CEL rules are generated from these classes (`crd.py`): a field's
+  `description`, bounds (`ge`/`le`/`max_length`/`pattern`), default and `json_schema_extra` become its
+  schema; a class's `CEL_RULES` become its `x-kubernetes-validations` (the API server enforces them; the
+  rules the worker depends on are also validators here, so a hand-written config file is held to them).
+- The operator reads a stored tenant through `TenantSpec` (defaults in one place, no `dict.get`).
+- The worker's config (`WorkerConfig`) is the agent-facing part of the same spec plus the tenant's
+  identity: the operator renders it into the tenant's ConfigMap, the worker validates it on start.
+
+Keys are the CRD's camelCase names (alias), attributes snake_case. Unknown keys are refused, so a typo
+never passes silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated, Any, ClassVar, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+from storyteller_api import contract
+
+# --------------------------------------------------------------------------------- shared field types
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# Tenant names: child objects are <name>-metrics, <name>-worker..., and Service names are DNS-1035 labels
+# of at most 63 characters, so the tenant name leaves room for the suffix.
+TENANT_NAME = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+TENANT_NAME_MAX = 48
+# Kubernetes' resource.Quantity syntax (what `kubectl` accepts for cpu/memory).
+_NUM = r"(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+QUANTITY = rf"^(\+|-)?{_NUM}(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?{_NUM}))?$"
+
+DnsLabel = Annotated[str, Field(pattern=DNS_LABEL, max_length=63)]
+HttpURL = Annotated[str, Field(pattern=r"^https?://", max_length=2048)]
+# A CEL rule as the CRD states it: rule, message, and optionally fieldPath and reason.
+CelRule = dict[str, str]
+
+# ------------------------------------------------------------------------------------------ defaults
+DEFAULT_PERSONA = "Your name is Echo. You are a story teller that interacts with the user via voice."
+DEFAULT_INTRO_INSTRUCTIONS = (
+    "You are a curious, friendly person. Your goal is to gather a few pieces of information from the "
+    "user to make the story personalized and engaging. Ask the user for their name and where they are "
+    "from. Start the conversation with a short introduction."
+)
+DEFAULT_STORY_INSTRUCTIONS = (
+    "You are a storyteller. Use the user's information to make the story personalized and "
+    "interactive: ask what should happen next now and then."
+)
+DEFAULT_WORKER_IMAGE = "ghcr.io/storyteller-dev/storyteller-worker:0.1.0"
+
+LLMProvider = Literal["openai", "openai-realtime"]
+STTProvider = Literal["deepgram", "openai"]
+TTSProvider = Literal["openai", "deepgram"]
+REALTIME: LLMProvider = "openai-realtime"
+Autoscaler = Literal["builtin", "keda", "none"]
+# Autoscalers whose size is spec.replicas (written by kubectl scale or KEDA), not the operator's policy.
+MANUAL_AUTOSCALERS: tuple[Autoscaler, ...] = ("none", "keda")
+
+
+class SpecModel(BaseModel):
+    """Base of every spec block: camelCase keys, unknown keys refused, immutable."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+    # The block's x-kubernetes-validations (see crd.py); the validators below enforce the same rules.
+    CEL_RULES: ClassVar[tuple[CelRule, ...]] = ()
+    # The block's description where it is a list item (fallbacks); a field's description otherwise.
+    ITEM_DESCRIPTION: ClassVar[str] = ""
+
+
+# ------------------------------------------------------------------------------------- model blocks
+
+
+class ModelBlock(SpecModel):
+    """Fields shared by every model block (llm, stt, tts) and their fallbacks."""
+
+    model: str = Field(min_length=1, max_length=256, description="The provider's model name.")
+    voice: str | None = Field(
+        default=None,
+        max_length=128,
+        description="Voice name, for text-to-speech and realtime models (for example echo).",
+    )
+    language: str | None = Field(
+        default=None,
+        max_length=32,
+        description="Language code, for speech-to-text and text-to-speech (for example en).",
+    )
+    base_url: HttpURL | None = Field(
+        default=None,
+        alias="baseURL",
+        description="Base URL of an OpenAI-compatible (or Deepgram-compatible) endpoint, for self-hosted "
+        "models; the provider's public endpoint when absent.",
+    )
+    temperature: float | None = Field(
+        default=None,
+        ge=0,
+        le=2,
+        description="Sampling temperature, 0 to 2; the provider's default when absent.",
+    )
+
+
+def _provider(word: str) -> str:
+    return f"Who serves the {word}."
+
+
+def _fallbacks(word: str) -> str:
+    return f"Other {word}s tried in order when this one fails (at most 5)."
+
+
+class LLMFallback(ModelBlock):
+    ITEM_DESCRIPTION = "A fallback language model, tried in order when the primary fails."
+    CEL_RULES = (
+        {
+            "rule": f"self.provider != '{REALTIME}'",
+            "message": f"an {REALTIME} model cannot be an llm fallback",
+            "fieldPath": ".provider",
+            "reason": "FieldValueForbidden",
+        },
+    )
+    # The realtime provider is in the enum so the CEL rule, not the enum, says why it is refused.
+    provider: LLMProvider = Field(max_length=32, description=_provider("language model"))
+
+    @model_validator(mode="after")
+    def _not_realtime(self) -> Self:
+        if self.provider == REALTIME:
+            raise ValueError(f"provider: an {REALTIME} model cannot be an llm fallback")
+        return self
+
+
+class STTFallback(ModelBlock):
+    ITEM_DESCRIPTION = "A fallback speech-to-text model, tried in order when the primary fails."
+    provider: STTProvider = Field(max_length=32, description=_provider("speech-to-text model"))
+
+
+class TTSFallback(ModelBlock):
+    ITEM_DESCRIPTION = "A fallback text-to-speech model, tried in order when the primary fails."
+    provider: TTSProvider = Field(max_length=32, description=_provider("text-to-speech model"))
+
+
+class LLMSpec(ModelBlock):
+    """A chat LLM (`openai`) or a speech-to-speech realtime model (`openai-realtime`)."""
+
+    CEL_RULES = (
+        {
+            "rule": f"self.provider != '{REALTIME}' || !has(self.fallbacks) || size(self.fallbacks) == 0",
+            "message": f"a realtime llm ({REALTIME}) takes no fallbacks",
+            "fieldPath": ".fallbacks",
+            "reason": "FieldValueForbidden",
+        },
+    )
+    provider: LLMProvider = Field(max_length=32, description=_provider("language model"))
+    fallbacks: list[LLMFallback] = Field(
+        default_factory=list, max_length=5, description=_fallbacks("language model")
+    )
+
+    @property
+    def realtime(self) -> bool:
+        return self.provider == REALTIME
+
+    @model_validator(mode="after")
+    def _realtime_has_no_fallbacks(self) -> Self:
+        if self.realtime and self.fallbacks:
+            raise ValueError("fallbacks: a realtime llm takes no fallbacks")
+        return self
+
+
+class STTSpec(ModelBlock):
+    provider: STTProvider = Field(max_length=32, description=_provider("speech-to-text model"))
+    fallbacks: list[STTFallback] = Field(
+        default_factory=list, max_length=5, description=_fallbacks("speech-to-text model")
+    )
+
+
+class TTSSpec(ModelBlock):
+    provider: TTSProvider = Field(max_length=32, description=_provider("text-to-speech model"))
+    fallbacks: list[TTSFallback] = Field(
+        default_factory=list, max_length=5, description=_fallbacks("text-to-speech model")
+    )
+
+
+def default_llm() -> LLMSpec:
+    return LLMSpec(provider="openai", model="gpt-4o-mini")
+
+
+def default_stt() -> STTSpec:
+    return STTSpec(provider="deepgram", model="nova-3", language="en")
+
+
+def default_tts() -> TTSSpec:
+    """The intro's voice when it sets none and its llm is not realtime (a realtime model speaks itself)."""
+    return TTSSpec(provider="openai", model="gpt-4o-mini-tts", voice="echo")
+
+
+# ------------------------------------------------------------------------------------------- phases
+
+
+def _realtime_rule(phase: str) -> CelRule:
+    return {
+        "rule": f"!has(self.llm) || self.llm.provider != '{REALTIME}' || !has(self.tts)",
+        "message": f"spec.{phase}.tts must be absent when spec.{phase}.llm is {REALTIME} "
+        "(a realtime model speaks by itself)",
+        "fieldPath": ".tts",
+        "reason": "FieldValueForbidden",
+    }
+
+
+class IntroPhase(SpecModel):
+    """The intro phase: greets the user and asks for name and location."""
+
+    CEL_RULES = (_realtime_rule("intro"),)
+    instructions: str = Field(
+        default=DEFAULT_INTRO_INSTRUCTIONS,
+        max_length=16384,
+        description="Instructions of the intro agent (appended to the persona).",
+    )
+    llm: LLMSpec = Field(default_factory=default_llm, description="The language model of the intro agent.")
+    stt: STTSpec = Field(
+        default_factory=default_stt,
+        description="The speech-to-text model of the intro agent (also the story's when the story sets "
+        "none).",
+    )
+    # No stored default: a realtime llm must be able to leave it out. `default_tts()` otherwise.
+    tts: TTSSpec | None = Field(
+        default=None,
+        description="The text-to-speech model of the intro agent (also the story's when the story sets "
+        "none); when absent, openai gpt-4o-mini-tts with voice echo, unless the llm is openai-realtime "
+        "(it speaks itself).",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_tts_unless_realtime(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("tts") is None:
+            llm = data.get("llm")
+            provider = llm.get("provider") if isinstance(llm, dict) else getattr(llm, "provider", None)
+            if provider != REALTIME:
+                return {**data, "tts": default_tts()}
+        return data
+
+    @model_validator(mode="after")
+    def _realtime_speaks_itself(self) -> Self:
+        if self.llm.realtime and self.tts is not None:
+            raise ValueError(f"tts: must be absent when llm.provider is {REALTIME}")
+        if not self.llm.realtime and self.tts is None:
+            raise ValueError(f"tts: required unless llm.provider is {REALTIME}")
+        return self
+
+
+class StoryPhase(SpecModel):
+    """The story phase: tells an interactive story using what the intro gathered."""
+
+    CEL_RULES = (_realtime_rule("story"),)
+    instructions: str = Field(
+        default=DEFAULT_STORY_INSTRUCTIONS,
+        max_length=16384,
+        description="Instructions of the story agent (appended to the persona).",
+    )
+    llm: LLMSpec = Field(
+        default_factory=default_llm,
+        description="The language model of the story agent; openai-realtime speaks by itself.",
+    )
+    stt: STTSpec | None = Field(
+        default=None, description="The speech-to-text model of the story agent; the intro's when absent."
+    )
+    tts: TTSSpec | None = Field(
+        default=None,
+        description="The text-to-speech model of the story agent; the intro's when absent and the llm is "
+        "not realtime.",
+    )
+    carry_chat_context: bool = Field(
+        default=False, description="Whether the story agent starts with the intro's chat history."
+    )
+
+    @model_validator(mode="after")
+    def _realtime_speaks_itself(self) -> Self:
+        if self.llm.realtime and self.tts is not None:
+            raise ValueError(f"tts: must be absent when llm.provider is {REALTIME}")
+        return self
+
+
+# ----------------------------------------------------------------------------- project, pool, pods
+
+
+class LiveKit(SpecModel):
+    """The LiveKit server the workers register with."""
+
+    url: str = Field(
+        pattern=r"^wss?://",
+        max_length=2048,
+        description="WebSocket URL of the LiveKit server, ws:// or wss://.",
+    )
+    credentials_secret: DnsLabel = Field(
+        description=f"Name of a Secret in this namespace with the keys {contract.LIVEKIT_API_KEY_ENV} and "
+        f"{contract.LIVEKIT_API_SECRET_ENV}."
+    )
+
+
+class Pool(SpecModel):
+    """The prewarmed worker pool and how it scales."""
+
+    CEL_RULES = (
+        {
+            # has(): the API server also checks the rule against the bare `default: {}`.
+            "rule": "!has(self.minReplicas) || !has(self.maxReplicas) "
+            "|| self.minReplicas <= self.maxReplicas",
+            "message": "spec.pool.minReplicas must not exceed spec.pool.maxReplicas",
+            "fieldPath": ".minReplicas",
+            "reason": "FieldValueInvalid",
+        },
+    )
+    min_replicas: int = Field(
+        default=1,
+        ge=0,
+        description="Workers kept running even at zero load (the pool's floor). 0 allows an empty pool.",
+    )
+    max_replicas: int = Field(default=10, ge=1, description="Most workers the pool may grow to.")
+    sessions_per_worker: int = Field(
+        default=4, ge=1, description="Sessions one worker pod accepts; it refuses jobs beyond this."
+    )
+    idle_processes: int = Field(
+        default=2, ge=0, description="Prewarmed job processes per pod (models already loaded)."
+    )
+    spare_sessions: int = Field(default=2, ge=0, description="Free session slots kept warm across the pool.")
+    scale_down_delay_seconds: int = Field(
+        default=300, ge=0, description="How long load must stay low before the pool shrinks."
+    )
+    drain_timeout_seconds: int = Field(
+        default=900,
+        ge=0,
+        description="How long a pod being removed may keep finishing its sessions; the pod's grace period "
+        "is this plus 30 seconds.",
+    )
+    autoscaler: Autoscaler = Field(
+        default="builtin",
+        max_length=16,
+        description="Who sizes the pool between minReplicas and maxReplicas: builtin (the operator, on the "
+        "sessions its workers report), keda (a KEDA ScaledObject on the same formula writes spec.replicas) "
+        "or none (spec.replicas, set by kubectl scale).",
+    )
+
+    @model_validator(mode="after")
+    def _min_not_above_max(self) -> Self:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("minReplicas: must not exceed maxReplicas")
+        return self
+
+
+Quantities = dict[str, int | str]
+_QUANTITIES: dict[str, Any] = {
+    "maxProperties": 16,
+    "additionalProperties": {
+        "x-kubernetes-int-or-string": True,
+        "anyOf": [{"type": "integer"}, {"type": "string"}],
+        "pattern": QUANTITY,
+    },
+}
+
+
+class Resources(SpecModel):
+    """CPU and memory of the worker container (Kubernetes ResourceRequirements)."""
+
+    limits: Quantities | None = Field(
+        default=None,
+        description="Most of each resource the container may use.",
+        json_schema_extra=_QUANTITIES,
+    )
+    requests: Quantities | None = Field(
+        default=None, description="Resources reserved for the container.", json_schema_extra=_QUANTITIES
+    )
+
+
+_RESERVED_LABEL = " || ".join(f"k.startsWith('{p}')" for p in contract.RESERVED_LABEL_PREFIXES)
+_RESERVED_OR = " or ".join(contract.RESERVED_LABEL_PREFIXES)
+_RESERVED_AND = " and ".join(contract.RESERVED_LABEL_PREFIXES)
+
+
+class WorkerPod(SpecModel):
+    """The worker pods: image and scheduling."""
+
+    image: str = Field(default=DEFAULT_WORKER_IMAGE, min_length=1, max_length=512, description="Worker "
+                       "container image.")  # fmt: skip
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
+        default="IfNotPresent",
+        max_length=16,
+        description="When to pull the image: Always, IfNotPresent or Never.",
+    )
+    resources: Resources | None = Field(default=None, description=Resources.__doc__)
+    node_selector: dict[str, str] | None = Field(
+        default=None, description="Node labels the worker pods must be scheduled on."
+    )
+    # Kubernetes' own types, passed through to the pod unchanged: the API server validates them there.
+    tolerations: list[dict[str, Any]] | None = Field(
+        default=None,
+        max_length=32,
+        description="Taints the worker pods tolerate (Kubernetes Toleration objects).",
+        json_schema_extra={"items": {"description": "A Kubernetes Toleration."}},
+    )
+    affinity: dict[str, Any] | None = Field(
+        default=None, description="Scheduling affinity of the worker pods (a Kubernetes Affinity object)."
+    )
+    pod_annotations: dict[str, str] | None = Field(
+        default=None, description="Extra annotations on the worker pods."
+    )
+    pod_labels: dict[str, str] | None = Field(
+        default=None,
+        description=f"Extra labels on the worker pods ({_RESERVED_AND} keys are reserved).",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": f"!self.exists(k, {_RESERVED_LABEL})",
+                    "message": f"spec.worker.podLabels must not set {_RESERVED_OR} labels (the operator "
+                    "owns them)",
+                    "reason": "FieldValueForbidden",
+                }
+            ]
+        },
+    )
+
+
+class Tracing(SpecModel):
+    """OpenTelemetry traces over OTLP."""
+
+    otlp_endpoint: HttpURL | None = Field(
+        default=None,
+        description="OTLP endpoint (http:// or https://) traces are sent to; no tracing when absent.",
+    )
+    sample_ratio: float = Field(default=1.0, ge=0, le=1, description="Fraction of sessions traced, 0 to 1.")
+    capture_content: bool = Field(
+        default=False, description="Whether spans carry conversation text (off: only timings and usage)."
+    )
+
+
+_RESERVED_PORTS = ", ".join(str(p) for p in contract.RESERVED_PORTS)
+_RESERVED_PORTS_WORDS = " or ".join(str(p) for p in contract.RESERVED_PORTS)
+
+
+class Observability(SpecModel):
+    """Metrics, logs and traces of the workers."""
+
+    CEL_RULES = (
+        {
+            "rule": f"!has(self.metricsPort) || !(self.metricsPort in [{_RESERVED_PORTS}])",
+            "message": f"spec.observability.metricsPort must not be {_RESERVED_PORTS_WORDS} (the worker's "
+            "health and readiness ports)",
+            "fieldPath": ".metricsPort",
+            "reason": "FieldValueInvalid",
+        },
+    )
+    metrics_port: int = Field(
+        default=contract.DEFAULT_METRICS_PORT,
+        ge=1024,
+        le=65535,
+        description=f"Port of the workers' Prometheus /metrics endpoint (not {_RESERVED_PORTS_WORDS}, the "
+        "health and readiness ports).",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", max_length=16, description="Worker log level."
+    )
+    tracing: Tracing = Field(default_factory=Tracing, description=Tracing.__doc__)
+
+    @model_validator(mode="after")
+    def _not_a_reserved_port(self) -> Self:
+        if self.metrics_port in contract.RESERVED_PORTS:
+            raise ValueError(f"metricsPort: must not be {_RESERVED_PORTS_WORDS} (health and readiness ports)")
+        return self
+
+
+# ------------------------------------------------------------------------------------ the whole spec
+
+
+class AgentSpec(SpecModel):
+    """The part of the spec the agent itself runs on (and so the worker's config holds)."""
+
+    agent_name: DnsLabel | None = Field(
+        default=None,
+        description="The agent name workers register under (explicit dispatch); defaults to metadata.name.",
+    )
+    livekit: LiveKit = Field(description=LiveKit.__doc__)
+    persona: str = Field(
+        default=DEFAULT_PERSONA,
+        max_length=8192,
+        description="Who the agent is; prepended to both phases' instructions.",
+    )
+    intro: IntroPhase = Field(default_factory=IntroPhase, description=IntroPhase.__doc__)
+    story: StoryPhase = Field(default_factory=StoryPhase, description=StoryPhase.__doc__)
+    pool: Pool = Field(default_factory=Pool, description=Pool.__doc__)
+    observability: Observability = Field(default_factory=Observability, description=Observability.__doc__)
+
+    def model_blocks(self) -> Iterator[tuple[str, ModelBlock]]:
+        """Every model block in use with its dotted field path, fallbacks included."""
+        phases: list[tuple[str, IntroPhase | StoryPhase]] = [("intro", self.intro), ("story", self.story)]
+        for phase_name, phase in phases:
+            for kind in ("llm", "stt", "tts"):
+                block: LLMSpec | STTSpec | TTSSpec | None = getattr(phase, kind)
+                if block is None:
+                    continue
+                yield f"{phase_name}.{kind}", block
+                for i, fallback in enumerate(block.fallbacks):
+                    yield f"{phase_name}.{kind}.fallbacks[{i}]", fallback
+
+
+class TenantSpec(AgentSpec):
+    """What the tenant wants: its LiveKit project, models, prompts and pool size."""
+
+    provider_secrets: list[DnsLabel] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Names of Secrets in this namespace whose keys become the workers' environment "
+        "(OPENAI_API_KEY, DEEPGRAM_API_KEY, ...). Values are never copied anywhere else.",
+        json_schema_extra={
+            "default": [],
+            "x-kubernetes-list-type": "set",
+            "items": {"description": "A Secret name (DNS label)."},
+        },
+    )
+    replicas: int | None = Field(
+        default=None,
+        ge=0,
+        description="Worker pods asked for by hand or by KEDA, through the scale subresource (kubectl scale "
+        "sd/NAME --replicas=N, or a KEDA ScaledObject). Used when pool.autoscaler is none or keda, held "
+        "within pool.minReplicas..maxReplicas, and pool.minReplicas when absent; the builtin autoscaler "
+        "ignores it.",
+    )
+    worker: WorkerPod = Field(default_factory=WorkerPod, description=WorkerPod.__doc__)
+    suspend: bool = Field(
+        default=False, description="Scale the pool to zero and keep it there; everything else stays in place."
+    )
+
+    @property
+    def sized_by_replicas(self) -> bool:
+        """Whether spec.replicas sizes the pool (none/keda) rather than the operator's policy."""
+        return self.pool.autoscaler in MANUAL_AUTOSCALERS
+
+
+# Spec fields that configure the pod rather than the agent: the worker's config forbids them. spec.replicas
+# too: a `kubectl scale` (or KEDA) must resize the pool, not roll every pod with a new config.
+POD_LEVEL_FIELDS: tuple[str, ...] = tuple(
+    TenantSpec.model_fields[f].alias or f for f in TenantSpec.model_fields if f not in AgentSpec.model_fields
+)
+
+
+class WorkerConfig(AgentSpec):
+    """The worker's tenant.json: the agent-facing spec (as stored, defaults applied) plus its identity."""
+
+    tenant: DnsLabel
+    namespace: str = "default"
+    agent_name: DnsLabel  # required here: the tenant's name when unset
+
+    @model_validator(mode="before")
+    @classmethod
+    def _agent_name_defaults_to_tenant(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("agentName") and not data.get("agent_name"):
+            return {**data, "agentName": data.get("tenant")}
+        return data

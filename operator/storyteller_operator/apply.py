@@ -1,0 +1,125 @@
+"""Apply: carry out a plan against the API server (writes only, in a safe order).
+
+Seed spec.replicas first (the size the plan used), price the pods, prune a ScaledObject the tenant no
+longer wants, then server-side apply the children in order, then (reconcile.py) the status. A child whose
+rendered manifest is unchanged since this process last applied it is skipped unless the apply is forced;
+"changed" means the fields the operator owns changed, as read back from the API server.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from kubernetes.client import ApiException
+
+from storyteller_api import contract
+from storyteller_operator import render
+from storyteller_operator.kube import KubeClient, error_text
+from storyteller_operator.plan import Applied, Plan
+from storyteller_operator.tenant import Tenant
+
+log = logging.getLogger("storyteller.operator.apply")
+
+ChildKey = tuple[str, str, str]  # (tenant uid, kind, name)
+
+
+class NamespaceTerminating(Exception):
+    """The tenant's namespace is being deleted, the tenant with it: nothing to converge to."""
+
+
+@dataclasses.dataclass
+class _Outcome:
+    changed: list[str] = dataclasses.field(default_factory=list)
+    error: str | None = None
+    deployment: dict[str, Any] | None = None
+
+
+class Applier:
+    def __init__(self, kube: KubeClient) -> None:
+        self.kube = kube
+        # child → (hash of the manifest last applied, hash of the owned fields after it).
+        self._applied: dict[ChildKey, tuple[str, str]] = {}
+        self._guard = threading.Lock()
+
+    # ------------------------------------------------------------------------------------- the cache
+
+    def remembers(self, uid: str, kind: str, name: str) -> bool:
+        with self._guard:
+            return (uid, kind, name) in self._applied
+
+    def forget_child(self, uid: str, kind: str, name: str) -> None:
+        """A child was deleted behind our back (or pruned): the next apply must not skip it."""
+        with self._guard:
+            self._applied.pop((uid, kind, name), None)
+
+    def forget_tenant(self, uid: str) -> None:
+        with self._guard:
+            for key in [k for k in self._applied if k[0] == uid]:
+                del self._applied[key]
+
+    # ------------------------------------------------------------------------------------ the writes
+
+    def seed_replicas(self, tenant: Tenant, replicas: int) -> None:
+        """spec.replicas through the scale subresource, only if the tenant is unchanged since it was read
+        (a kubectl scale that came first wins). A failed write leaves spec.replicas alone; the plan sized
+        the pool from the running size this time, and the next reconcile tries again."""
+        extra = {"tenant": tenant.name, "namespace": tenant.namespace, "replicas": replicas}
+        try:
+            self.kube.scale(tenant.namespace, tenant.name, replicas, resource_version=tenant.resource_version)
+        except ApiException as err:
+            if err.status == 409:  # the tenant changed since it was read: the next reconcile decides
+                log.info("spec.replicas changed meanwhile", extra=extra)
+            else:
+                log.warning("cannot seed spec.replicas", extra={**extra, "error": error_text(err)})
+        else:
+            log.info("seeded spec.replicas", extra=extra)
+
+    def price_pods(self, namespace: str, prices: Mapping[str, str]) -> None:
+        for pod, price in prices.items():
+            self.kube.annotate("v1", "Pod", namespace, pod, {contract.POD_DELETION_COST: price})
+
+    def prune_scaled_object(self, tenant: Tenant) -> None:
+        self.kube.delete(*render.KEDA_API, tenant.namespace, render.worker_name(tenant.name))
+
+    def apply_children(
+        self, plan: Plan, *, force: bool, current: Mapping[str, Any] | None, first: bool
+    ) -> Applied:
+        """Apply the plan's children in order; stop at the first failure (reported in the status).
+
+        `first`: the tenant was never reconciled (no child can exist yet, so none is read back first).
+        """
+        t = plan.tenant
+        out = _Outcome(deployment=dict(current) if current is not None else None)
+        for manifest in plan.children:
+            kind, child = manifest["kind"], manifest["metadata"]["name"]
+            key = (t.uid, kind, child)
+            digest = render.manifest_hash(manifest)
+            with self._guard:
+                cached = self._applied.get(key)
+            if not force and cached and cached[0] == digest:
+                continue
+            before = cached[1] if cached else ""
+            if cached is None and not first:
+                # First sight since this process started: read it so "changed" is exact after a restart.
+                before = render.owned_hash(
+                    manifest, self.kube.get(manifest["apiVersion"], kind, t.namespace, child)
+                )
+            try:
+                applied = self.kube.apply(manifest)
+            except ApiException as err:
+                if err.status == 403 and "being terminated" in str(err.body):
+                    raise NamespaceTerminating(t.namespace) from None
+                out.error = f"applying {kind} {child}: {error_text(err)}"
+                break
+            after = render.owned_hash(manifest, applied)
+            if after != before:
+                out.changed.append(f"{kind}/{child}")
+            with self._guard:
+                self._applied[key] = (digest, after)
+            if kind == "Deployment":
+                out.deployment = applied
+        return Applied(changed=out.changed, error=out.error, deployment=out.deployment)

@@ -1,0 +1,135 @@
+"""Observe: everything one reconcile needs from the cluster, read into one snapshot (reads only).
+
+The tenant (fresh, never a cached copy), its worker Deployment, which referenced Secrets exist (metadata
+only: no key material enters the operator), its pods and the sessions their workers report, which optional
+APIs the cluster serves, and, when the tenant may have to give one up, its ScaledObject.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from storyteller_api import contract
+from storyteller_operator import render
+from storyteller_operator.discovery import ApiDiscovery
+from storyteller_operator.kube import KubeClient
+from storyteller_operator.sessions import SessionSource
+from storyteller_operator.tenant import Tenant
+
+Obj = dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Sessions:
+    """What the session source said, for the pods it was asked about."""
+
+    per_pod: dict[str, int]  # pod → sessions, for the pods that answered
+    where: str  # where the counts come from, for messages
+    settle_seconds: float  # how long a pod is Ready before its silence means something
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    tenant: Tenant
+    status: Mapping[str, Any]  # the stored status
+    deployment: Obj | None  # the worker Deployment this tenant owns (None: absent or somebody else's)
+    missing_secrets: list[tuple[str, str]]  # (Secret, spec field) for each referenced one that is absent
+    pod_monitor_served: bool  # the Prometheus Operator's PodMonitor is served (and detection is on)
+    keda_served: bool | None  # KEDA's ScaledObject is served; None: not asked (not a keda tenant)
+    # Whether the ScaledObject was looked up (a tenant that may have left keda), and what was found.
+    scaled_object_checked: bool
+    scaled_object: Obj | None
+    pods: list[Obj]  # the tenant's pods (listed only with a session source)
+    sessions: Sessions | None  # None: no session source
+    observed_at: datetime.datetime
+
+    @property
+    def sized_by(self) -> str:
+        """The autoscaler the Deployment was last sized by ("" when unknown)."""
+        annotations = ((self.deployment or {}).get("metadata") or {}).get("annotations") or {}
+        return str(annotations.get(contract.AUTOSCALER_ANNOTATION, ""))
+
+    @property
+    def current_replicas(self) -> int | None:
+        if self.deployment is None:
+            return None
+        return int((self.deployment.get("spec") or {}).get("replicas") or 0)
+
+
+def owned_by(obj: Mapping[str, Any] | None, uid: str) -> bool:
+    """Whether `obj` exists and names the tenant with `uid` among its owners."""
+    owners = ((obj or {}).get("metadata") or {}).get("ownerReferences") or []
+    return any(o.get("uid") == uid for o in owners)
+
+
+class Observer:
+    def __init__(
+        self,
+        kube: KubeClient,
+        discovery: ApiDiscovery,
+        *,
+        sessions: SessionSource | None,
+        detect_pod_monitor: bool,
+        keda_configured: bool,
+        now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
+    ) -> None:
+        self.kube = kube
+        self.discovery = discovery
+        self.sessions = sessions
+        self.detect_pod_monitor = detect_pod_monitor
+        self.keda_configured = keda_configured  # a Prometheus address for KEDA's trigger was given
+        self.now = now
+
+    def tenant_object(self, namespace: str, name: str) -> Obj | None:
+        """The tenant as stored now; None when it is gone or being deleted."""
+        obj = self.kube.get(contract.API_VERSION, contract.KIND, namespace, name)
+        if obj is None or obj["metadata"].get("deletionTimestamp"):
+            return None
+        return obj
+
+    def observe(self, obj: Obj, *, check_scaled_object: Callable[[Tenant, str], bool]) -> Snapshot:
+        """Read the rest of the tenant's world. `check_scaled_object(tenant, sized_by)`: whether the
+        tenant's ScaledObject must be looked up (it may own one it no longer wants)."""
+        tenant = Tenant.from_object(obj)
+        ns, name = tenant.namespace, tenant.name
+        deployment = self.kube.get("apps/v1", "Deployment", ns, render.worker_name(name))
+        if not owned_by(deployment, tenant.uid):
+            deployment = None  # absent, or left by an earlier tenant of the same name: nothing to go by
+        keda = tenant.spec.pool.autoscaler == "keda"
+        keda_served = self.discovery.served(render.KEDA_API) if keda and self.keda_configured else None
+        annotations = ((deployment or {}).get("metadata") or {}).get("annotations") or {}
+        sized_by = str(annotations.get(contract.AUTOSCALER_ANNOTATION, ""))
+        checked = (
+            not keda and check_scaled_object(tenant, sized_by) and self.discovery.served(render.KEDA_API)
+        )
+        scaled_object = self.kube.get(*render.KEDA_API, ns, render.worker_name(name)) if checked else None
+        missing = [
+            (secret, field)
+            for secret, field in render.referenced_secrets(tenant.spec)
+            if not self.kube.exists("v1", "Secret", ns, secret)
+        ]
+        pods: list[Obj] = []
+        sessions: Sessions | None = None
+        if self.sessions is not None:
+            pods = self.kube.list("v1", "Pod", ns, render.selector_string(name))
+            sessions = Sessions(
+                per_pod=self.sessions.active_sessions(pods),
+                where=self.sessions.where,
+                settle_seconds=self.sessions.settle_seconds,
+            )
+        return Snapshot(
+            tenant=tenant,
+            status=obj.get("status") or {},
+            deployment=deployment,
+            missing_secrets=missing,
+            pod_monitor_served=self.detect_pod_monitor and self.discovery.served(render.PODMONITOR_API),
+            keda_served=keda_served,
+            scaled_object_checked=checked,
+            scaled_object=scaled_object,
+            pods=pods,
+            sessions=sessions,
+            observed_at=self.now(),
+        )

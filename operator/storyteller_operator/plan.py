@@ -1,0 +1,265 @@
+"""Plan: from a snapshot (and what the operator remembers) to what one reconcile does. Pure, no I/O.
+
+`plan()` decides the pool's size (builtin policy, KEDA/kubectl's spec.replicas, suspend, a partial count
+held), the pods' deletion prices, a spec.replicas seed, the children to apply and the ScaledObject to
+prune. `report()` turns the plan and what applying it returned into the status and the Events.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from storyteller_api import contract
+from storyteller_api.spec import MANUAL_AUTOSCALERS, TenantSpec
+from storyteller_operator import events, policy, render, scaling
+from storyteller_operator import status as status_mod
+from storyteller_operator.observe import Snapshot, owned_by
+from storyteller_operator.tenant import Tenant
+
+
+@dataclasses.dataclass(frozen=True)
+class Memory:
+    """What the planner remembers about one tenant between reconciles (in memory only)."""
+
+    history: policy.History | None = None  # the builtin autoscaler's recent recommendations
+    deferred_scale_in: bool = False  # the last plan held a scale-in back for fresh pod prices
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizing:
+    """How many workers to run now, and why (for the status)."""
+
+    desired: int
+    active: int | None  # sessions counted; None: not observed this time (status keeps the last value)
+    limited: str | None  # policy.AT_MAX / AT_MIN
+    demand: int | None  # what the demand asked for before clamping; None: nothing to report
+    demand_words: str  # who asked, for the ScalingLimited message
+    problem: tuple[str, str] | None  # (reason, message) when the pool cannot be sized as it should
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    tenant: Tenant  # with the seeded spec.replicas, when one is seeded
+    seed_replicas: int | None  # write spec.replicas (scale subresource) first
+    sizing: Sizing
+    prices: dict[str, str]  # pod → its new deletion cost, only where it changes
+    children: list[render.Manifest]  # in apply order
+    prune_scaled_object: bool  # delete the ScaledObject this tenant owns and no longer wants
+    scaling_problem: tuple[str, str] | None  # the sizing's or KEDA's (reason, message)
+    config_hash: str
+    memory: Memory
+
+
+@dataclasses.dataclass(frozen=True)
+class Applied:
+    """What applying a plan returned (see apply.py)."""
+
+    changed: Sequence[str]  # "Kind/name" of the children whose owned fields changed
+    error: str | None  # the first apply that failed, with the API server's message
+    deployment: Mapping[str, Any] | None  # the worker Deployment as applied (else as observed)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _demand_words(active: int, decision: policy.Decision, spec: TenantSpec) -> str:
+    """What the builtin policy counted, for the ScalingLimited message ("... ask for N workers")."""
+    words = f"{_count(active, 'active session')}, {_count(spec.pool.spare_sessions, 'spare slot')}"
+    if decision.lead_sessions:
+        words += (
+            f" and {_count(decision.lead_sessions, 'slot')} for sessions expected within a pod's start-up"
+        )
+    return words
+
+
+def ready_for(pod: Mapping[str, Any], now: datetime.datetime) -> float:
+    """Seconds since the pod became Ready (-1 when it is not Ready)."""
+    for cond in (pod.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Ready":
+            if cond.get("status") != "True":
+                return -1.0
+            since = cond.get("lastTransitionTime")
+            if not since:
+                return 0.0
+            try:
+                at = datetime.datetime.fromisoformat(str(since).replace("Z", "+00:00"))
+            except ValueError:
+                return 0.0
+            return max((now - at).total_seconds(), 0.0)
+    return -1.0
+
+
+def seed_replicas(snap: Snapshot) -> int | None:
+    """The spec.replicas a none/keda tenant gets written when it has none, or when it comes from builtin
+    (which ignores, and so may have left, a stale one).
+
+    Switching from builtin must not drop a busy pool to another size, and KEDA reads the size it starts
+    from in spec.replicas (absent reads as 0, which it would "scale from zero" to its minimum).
+    """
+    spec, current = snap.tenant.spec, snap.current_replicas
+    if (
+        spec.pool.autoscaler not in MANUAL_AUTOSCALERS
+        or spec.suspend
+        or current is None
+        or (spec.replicas is not None and snap.sized_by != "builtin")
+    ):
+        return None
+    return policy.clamp(current, scaling.pool_limits(spec))
+
+
+def _autoscale(
+    spec: TenantSpec, active: int | None, current: int | None, memory: Memory, now: float
+) -> tuple[policy.Decision | None, Memory]:
+    """The builtin policy's decision, or None where the pool's size is static (none, keda, suspended)."""
+    if spec.suspend or spec.pool.autoscaler != "builtin" or active is None:
+        return None, memory
+    limits = scaling.pool_limits(spec)
+    # First sight (or an operator restart): never shrink a pool before a whole delay has passed.
+    history = memory.history or policy.seed_history(current or limits.min_replicas, now)
+    decision = policy.decide(active, limits, history, now)
+    return decision, dataclasses.replace(memory, history=decision.history)
+
+
+def _prices(snap: Snapshot, per_pod: Mapping[str, int]) -> dict[str, str]:
+    """Each pod priced by its sessions (controller.kubernetes.io/pod-deletion-cost), where it changes: the
+    ReplicaSet removes the cheapest first, so idle pods go and calls are never cut."""
+    out = {}
+    for pod in snap.pods:
+        name = pod["metadata"]["name"]
+        if name not in per_pod or pod["metadata"].get("deletionTimestamp"):
+            continue  # unknown, or already leaving: its price no longer matters
+        price = str(per_pod[name])
+        if (pod["metadata"].get("annotations") or {}).get(contract.POD_DELETION_COST) != price:
+            out[name] = price
+    return out
+
+
+def _size(
+    snap: Snapshot, spec: TenantSpec, memory: Memory, now: float
+) -> tuple[Sizing, dict[str, str], Memory]:
+    current = snap.current_replicas
+    per_pod = snap.sessions.per_pod if snap.sessions is not None else None
+    answering: set[str] = set()
+    if snap.sessions is not None:
+        # Ready (the kubelet's probe reached the worker, which serves /worker too) for the source's settling
+        # time (a Prometheus scrape), and not terminating: these pods must have answered.
+        answering = {
+            p["metadata"]["name"]
+            for p in snap.pods
+            if not p["metadata"].get("deletionTimestamp")
+            and ready_for(p, snap.observed_at) >= snap.sessions.settle_seconds
+        }
+    silent = answering - set(per_pod or {})
+    # Nobody answered while workers should (the source is down, or a NetworkPolicy): no count at all.
+    active = sum(per_pod.values()) if per_pod is not None and (per_pod or not answering) else None
+    decision, memory = _autoscale(spec, active, current, memory, now)
+    static = scaling.static_size(spec)
+    desired = decision.replicas if decision else static.replicas
+    problem: tuple[str, str] | None = None
+    if per_pod is not None and silent and not spec.suspend:
+        # Some workers did not say how busy they are: never shrink on a partial count, whoever asks (a
+        # silent pod has no price, so the ReplicaSet could pick it though it is busy). The Deployment's own
+        # size, not the pods counted: a rollout's surge pods must not ratchet it up.
+        held = max(desired, current or 0)
+        # Said when it holds the pool back, or when the builtin policy has nothing to decide on.
+        if held > desired or (active is None and spec.pool.autoscaler == "builtin"):
+            where = snap.sessions.where if snap.sessions else ""
+            problem = (
+                "WorkersNotReporting",
+                f"{len(silent)} of {len(answering)} ready workers did not report their sessions "
+                f"({where}); the pool is held at {held} workers until they do",
+            )
+        desired = held
+    prices: dict[str, str] = {}
+    if per_pod:
+        # Whoever chose the size (the policy, KEDA, kubectl scale), the operator lowers the Deployment. The
+        # ReplicaSet reads pods from its own cache, so a scale-in right after a price change could still pick
+        # by the old price: it waits one reconcile then (once, so a busy pool whose prices always move still
+        # shrinks).
+        prices = _prices(snap, per_pod)
+        shrinking = current is not None and desired < current
+        if shrinking and prices and not memory.deferred_scale_in:
+            desired = current or 0
+            memory = dataclasses.replace(memory, deferred_scale_in=True)
+        else:
+            memory = dataclasses.replace(memory, deferred_scale_in=False)
+    if decision and active is not None:  # the policy decides only on a count
+        words = _demand_words(active, decision, spec)
+        return Sizing(desired, active, decision.limited, decision.unclamped, words, problem), prices, memory
+    return Sizing(desired, active, static.limited, static.requested, "spec.replicas", problem), prices, memory
+
+
+def keda_problem(snap: Snapshot, prometheus_url: str | None, replicas: int) -> tuple[str, str] | None:
+    """Why a keda tenant gets no ScaledObject (reason, message), or None when it can have one."""
+    if snap.tenant.spec.pool.autoscaler != "keda":
+        return None
+    held = f"the pool stays at {replicas} workers (spec.replicas)"
+    if not prometheus_url:
+        return (
+            "KedaNotConfigured",
+            "autoscaler keda needs the Prometheus address KEDA queries: set the chart value "
+            f"prometheus.url (operator flag --prometheus-url); {held}",
+        )
+    if not snap.keda_served:
+        api = "/".join(render.KEDA_API)
+        return ("KedaNotInstalled", f"autoscaler keda needs KEDA: this cluster does not serve {api}; {held}")
+    return None
+
+
+def plan(snap: Snapshot, memory: Memory, *, prometheus_url: str | None, now: float) -> Plan:
+    """What to do for `snap`. `now`: a monotonic clock, for the autoscaler's history."""
+    seed = seed_replicas(snap)
+    tenant = snap.tenant.with_replicas(seed) if seed is not None else snap.tenant
+    sizing, prices, memory = _size(snap, tenant.spec, memory, now)
+    keda = keda_problem(snap, prometheus_url, sizing.desired)
+    children = render.children(
+        tenant,
+        pod_monitor_enabled=snap.pod_monitor_served,
+        replicas=sizing.desired,
+        keda_prometheus_url=None if keda else prometheus_url,
+    )
+    return Plan(
+        tenant=tenant,
+        seed_replicas=seed,
+        sizing=sizing,
+        prices=prices,
+        children=children,
+        # A keda tenant keeps its ScaledObject even while the operator cannot render one (no Prometheus
+        # address after a restart): KEDA goes on with the last one.
+        prune_scaled_object=snap.scaled_object_checked and owned_by(snap.scaled_object, tenant.uid),
+        scaling_problem=sizing.problem or keda,
+        config_hash=render.config_hash(render.tenant_config(tenant)),
+        memory=memory,
+    )
+
+
+def report(p: Plan, snap: Snapshot, applied: Applied, now: str) -> tuple[dict[str, Any], list[events.Event]]:
+    """The status to store and the Events to post, once the plan is applied. `now`: RFC 3339."""
+    obs = status_mod.Observation(
+        generation=p.tenant.generation,
+        suspended=p.tenant.spec.suspend,
+        sessions_per_worker=p.tenant.spec.pool.sessions_per_worker,
+        name=p.tenant.name,
+        desired_replicas=p.sizing.desired,
+        config_hash=p.config_hash,
+        missing_secrets=snap.missing_secrets,
+        apply_error=applied.error,
+        deployment=applied.deployment,
+        active_sessions=p.sizing.active,
+        scaling_limited=p.sizing.limited,
+        demand_replicas=p.sizing.demand,
+        demand_source=p.sizing.demand_words,
+        scaling_problem=p.scaling_problem,
+    )
+    new_status = status_mod.compute(obs, snap.status, now)
+    posted = []
+    if p.prune_scaled_object:
+        name = render.worker_name(p.tenant.name)
+        posted.append(
+            events.Event("Normal", "Deleted", f"deleted ScaledObject/{name}: pool.autoscaler is not keda")
+        )
+    return new_status, posted + events.transitions(snap.status, new_status, applied.changed)
