@@ -6,7 +6,8 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-PY_PACKAGES := worker/storyteller_worker operator/storyteller_operator
+PY_PACKAGES := api/storyteller_api worker/storyteller_worker operator/storyteller_operator \
+	devkit/storyteller_devkit
 
 .PHONY: help venv tools images lint test test-unit demo demo-text bench clean
 
@@ -15,10 +16,11 @@ help: ## list the targets
 
 venv: $(VENV)/.installed ## the development virtualenv with both packages and the test tools
 
-$(VENV)/.installed: requirements-dev.txt worker/pyproject.toml operator/pyproject.toml
+$(VENV)/.installed: requirements-dev.txt api/pyproject.toml worker/pyproject.toml operator/pyproject.toml \
+		devkit/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements-dev.txt -e ./worker -e ./operator
+	$(PY) -m pip install -q -r requirements-dev.txt -e ./api -e ./worker -e ./operator -e ./devkit
 	touch $@
 
 tools: ## system packages and the Go-built binaries (kube-*, kubelet, kube-proxy, CoreDNS, kwok, helm, livekit-server), cached

@@ -28,34 +28,30 @@ import contextlib
 import datetime as dt
 import logging
 import statistics
-import subprocess
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kubernetes import client, config, watch
 from livekit import api
 
-from storyteller_operator import render
-from tests.e2e.caller import Caller, caller_token
-from tests.e2e.worker_process import REGISTERED
-from tests.fakes.openai_server import ThreadedServer
-from tests.fixtures.cluster import CLUSTER_DIR, Cluster, LiveKitServer, running_livekit_server
-from tests.fixtures.real_node import RealNode
-from tests.realnode.real_platform import (
+from storyteller_devkit.caller import Caller, caller_token
+from storyteller_devkit.cluster import CLUSTER_DIR, Cluster
+from storyteller_devkit.livekit_server import LiveKitServer, running_livekit_server
+from storyteller_devkit.model_server import ThreadedServer
+from storyteller_devkit.real_node import RealNode, add_real_node
+from storyteller_devkit.real_platform import (
     deploy_tenant,
     install_chart,
     provider_secrets,
     restrict,
     tenant_spec,
 )
+from storyteller_devkit.worker_process import REGISTERED
+from storyteller_operator import render
 
 RELEASE = NS_OPERATOR = "storyteller-bench"
 NS = "storyteller-bench-tenant"
@@ -236,12 +232,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.CRITICAL)
-    env = Cluster.tools_env()
-    subprocess.run([str(CLUSTER_DIR / "images.sh"), "build"], env=env, check=True)
-    up = subprocess.run(
-        [str(CLUSTER_DIR / "up.sh"), "--real-node"], env=env, check=True, capture_output=True, text=True
-    )
-    cluster = Cluster.at(Path(up.stdout.strip().splitlines()[-1]), "local")
+    # The image build prints as it goes: a cold one takes many minutes.
+    cluster = Cluster.at(add_real_node(Cluster.tools_env(), show_build=True), "local")
     node = RealNode.from_lib()
     install_chart(cluster, node, RELEASE, NS_OPERATOR, recheckSeconds=1)
     try:

@@ -16,21 +16,19 @@ import argparse
 import asyncio
 import logging
 import statistics
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from livekit import api
 
-from tests.e2e.caller import Caller, caller_token
-from tests.e2e.worker_process import WorkerProcess
-from tests.fakes.openai_server import ThreadedServer
-from tests.fixtures.cluster import LiveKitServer, free_port, running_livekit_server
-from tests.fixtures.model_server import tenant_dict
+from storyteller_devkit.caller import Caller, caller_token
+from storyteller_devkit.livekit_server import LiveKitServer, running_livekit_server
+from storyteller_devkit.model_server import ThreadedServer
+from storyteller_devkit.process import free_port
+from storyteller_devkit.tenant_config import tenant_dict
+from storyteller_devkit.worker_process import WorkerProcess
 
 
 async def one_call(livekit: LiveKitServer, agent_name: str) -> tuple[float, float]:

@@ -14,24 +14,20 @@ import asyncio
 import logging
 import os
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from livekit.agents import Agent, AgentSession, RunContext, function_tool
 from livekit.agents.utils import http_context
 from livekit.plugins import deepgram, openai
 
-from storyteller_worker.agents import IntroAgent
+from storyteller_devkit.model_server import ThreadedServer
+from storyteller_devkit.tenant_config import tenant_dict
+from storyteller_worker.agents.intro import IntroAgent
+from storyteller_worker.agents.session import build_session
 from storyteller_worker.config import parse_tenant_config
-from storyteller_worker.providers import build_session_models
-from storyteller_worker.session import build_session
-from tests.fakes.openai_server import ThreadedServer
-from tests.fixtures.model_server import tenant_dict
+from storyteller_worker.providers.phases import build_session_models
 
 USER_TURN = "My name is Ada and I live in Lisbon"
 

@@ -2,8 +2,8 @@
 
     .venv/bin/python -m bench.telemetry_overhead --sessions 10
 
-Runs the same text-mode sessions (tests.fakes.session_driver, real plugins, local model server) in
-child processes with telemetry (metrics collector + OTLP tracing to a local receiver) and without,
+Runs the same text-mode sessions (storyteller_devkit.session_driver, real plugins, local model server)
+in child processes with telemetry (metrics collector + OTLP tracing to a local receiver) and without,
 alternating, and compares the CPU time the driver processes report. Then renders what the worker's
 /metrics serves from the multiprocess directory those sessions filled and reports its size.
 """
@@ -19,13 +19,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.fakes.openai_server import DEV_API_KEY, DEV_API_SECRET, ThreadedServer
-from tests.fakes.otlp_receiver import OtlpReceiver
-from tests.fixtures.model_server import tenant_dict
+from storyteller_devkit.model_server import DEV_API_KEY, DEV_API_SECRET, ThreadedServer
+from storyteller_devkit.otlp_receiver import OtlpReceiver
+from storyteller_devkit.tenant_config import tenant_dict
 
 
 def _cpu(env: dict[str, str], sessions: int, telemetry: bool) -> float:
-    cmd = [sys.executable, "-m", "tests.fakes.session_driver", "--sessions", str(sessions)]
+    cmd = [sys.executable, "-m", "storyteller_devkit.session_driver", "--sessions", str(sessions)]
     out = subprocess.run(
         cmd + ([] if telemetry else ["--no-telemetry"]), env=env, check=True, capture_output=True, text=True
     )

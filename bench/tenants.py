@@ -16,24 +16,22 @@ reconciled, i.e. has children and a status).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from storyteller_devkit.cluster import find_tool, local_cluster, reachable
+from storyteller_devkit.operator_process import OperatorProcess
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from tests.fixtures.cluster import find_tool, free_port  # noqa: E402
-
-CLUSTER = REPO / "tests" / "cluster"
 
 
 def kubectl(kubeconfig: Path, *args: str, input: str | None = None) -> str:
@@ -44,14 +42,6 @@ def kubectl(kubeconfig: Path, *args: str, input: str | None = None) -> str:
     if proc.returncode != 0:
         raise RuntimeError(f"kubectl {' '.join(args)}: {proc.stderr.strip()}")
     return proc.stdout
-
-
-def reachable(kubeconfig: Path) -> bool:
-    try:
-        kubectl(kubeconfig, "get", "--raw", "/readyz")
-    except (RuntimeError, FileNotFoundError, subprocess.TimeoutExpired):
-        return False
-    return True
 
 
 def rss_mib(pid: int) -> float:
@@ -136,17 +126,20 @@ def main() -> int:
     parser.add_argument("--deadline", type=float, default=600, help="seconds to wait per size")
     args = parser.parse_args()
 
-    started_cluster = False
-    if args.kubeconfig:
-        kubeconfig = Path(args.kubeconfig)
-    else:
-        up = subprocess.run([str(CLUSTER / "up.sh")], capture_output=True, text=True, timeout=600, check=True)
-        kubeconfig = Path(up.stdout.strip().splitlines()[-1])
-        started_cluster = "ready in" in up.stderr  # up.sh is a no-op (and says nothing) when already up
-    if not reachable(kubeconfig):
-        print(f"cluster at {kubeconfig} does not answer", file=sys.stderr)
-        return 1
+    with contextlib.ExitStack() as stack:
+        if args.kubeconfig:
+            kubeconfig = Path(args.kubeconfig)
+        else:
+            # The running control plane, else one started here and stopped at the end.
+            kubeconfig = stack.enter_context(local_cluster(up_timeout=600)).kubeconfig
+        if not reachable(kubeconfig):
+            print(f"cluster at {kubeconfig} does not answer", file=sys.stderr)
+            return 1
+        return measure(kubeconfig, args.sizes, args.deadline)
 
+
+def measure(kubeconfig: Path, sizes: list[int], deadline: float) -> int:
+    """Install the chart, start the operator, and time each size; prints the figures."""
     env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
     helm = str(find_tool("helm"))
     subprocess.run(
@@ -155,48 +148,32 @@ def main() -> int:
          "--set", "operator.enabled=false", "--wait"],
         check=True, capture_output=True, env=env,
     )  # fmt: skip
-    metrics_port, health_port = free_port(), free_port()
     (REPO / ".state").mkdir(exist_ok=True)
     log_path = REPO / ".state" / "bench-operator.log"  # git-ignored
+    log_path.unlink(missing_ok=True)  # this run's log only
     print(f"operator log: {log_path}")
-    with log_path.open("wb") as log:
-        op = subprocess.Popen(
-            [sys.executable, "-m", "storyteller_operator", "--metrics-port", str(metrics_port),
-             "--metrics-address", "127.0.0.1", "--liveness", f"http://127.0.0.1:{health_port}/healthz",
-             "--log-level", "warning"],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    op = OperatorProcess(env, log_path, ["--log-level", "warning"])
     try:
-        end = time.monotonic() + 60
-        while time.monotonic() < end:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{health_port}/healthz", timeout=2).read()
-                break
-            except OSError:
-                time.sleep(0.2)
+        op.start()
         idle = rss_mib(op.pid)
         print(f"operator idle RSS: {idle:.1f} MiB")
         print(f"{'tenants':>8} {'apply s':>8} {'reconciled s':>13} {'all Ready s':>12} {'p50 Ready s':>12} "
               f"{'Ready':>6} {'RSS MiB':>8}")  # fmt: skip
-        for n in args.sizes:
-            r = run_size(kubeconfig, n, op.pid, args.deadline)
+        for n in sizes:
+            r = run_size(kubeconfig, n, op.pid, deadline)
             print(
                 f"{r['tenants']:>8} {r['apply_s']:>8.1f} {r['all_reconciled_s']:>13.1f} "
                 f"{r['all_ready_s']:>12.1f} {r['ready_p50_s']:>12.1f} {r['ready_count']:>6} "
                 f"{r['operator_rss_mib']:>8.1f}",
                 flush=True,
             )
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as resp:
-            for line in resp.read().decode().splitlines():
-                if line.startswith(
-                    ("storyteller_operator_reconcile_total", "storyteller_operator_reconcile_seconds_")
-                ):
-                    print(line)
+        for line in op.metrics().splitlines():
+            if line.startswith(
+                ("storyteller_operator_reconcile_total", "storyteller_operator_reconcile_seconds_")
+            ):
+                print(line)
     finally:
-        op.terminate()
-        op.wait(timeout=30)
-        if started_cluster:
-            subprocess.run([str(CLUSTER / "down.sh")], capture_output=True, timeout=300)
+        op.stop()
     return 0
 
 

@@ -30,7 +30,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -45,24 +44,26 @@ import yaml  # noqa: E402
 from livekit import api  # noqa: E402
 
 from demo.text_session import local_models  # noqa: E402
-from storyteller_operator.render import config_map_name  # noqa: E402
-from tests.e2e.caller import Caller, caller_token  # noqa: E402
-from tests.e2e.worker_process import WorkerProcess  # noqa: E402
-from tests.fakes.openai_server import ThreadedServer  # noqa: E402
-from tests.fixtures.cluster import (  # noqa: E402
+from storyteller_devkit.caller import CALLER_SCRIPT, Caller, caller_token  # noqa: E402
+from storyteller_devkit.cluster import (  # noqa: E402
+    CLUSTER_DIR,
     Cluster,
-    LiveKitServer,
+    ScriptFailed,
+    cluster_down,
+    cluster_up,
     find_tool,
-    free_port,
-    running_livekit_server,
 )
-from tests.fixtures.real_node import RealNode  # noqa: E402
+from storyteller_devkit.livekit_server import LiveKitServer, running_livekit_server  # noqa: E402
+from storyteller_devkit.model_server import ThreadedServer  # noqa: E402
+from storyteller_devkit.operator_process import OperatorProcess  # noqa: E402
+from storyteller_devkit.process import WaitFailed, free_port, wait_until  # noqa: E402
+from storyteller_devkit.real_node import RealNode, add_real_node  # noqa: E402
+from storyteller_devkit.worker_process import WorkerProcess  # noqa: E402
+from storyteller_operator.render import config_map_name  # noqa: E402
 
-CLUSTER = ROOT / "tests" / "cluster"
 CHART = ROOT / "helm" / "storyteller"
 RELEASE, RELEASE_NS = "storyteller", "storyteller-system"
 TENANT, TENANT_NS = "acme", "storyteller-example"
-CALLER_SAYS = ["My name is Ada and I live in Lisbon", "No thanks, that is all"]
 
 
 def step(text: str) -> None:
@@ -80,61 +81,51 @@ def start_real_node(env: dict[str, str]) -> str | None:
     """Build the images and add the real node; None when it works, else why not (for the fallback)."""
     if os.geteuid() != 0:
         return "the real node needs root (containerd, network namespaces, iptables)"
-    for script, arg in (("images.sh", "build"), ("up.sh", "--real-node")):
-        proc = subprocess.run([str(CLUSTER / script), arg], env=env, capture_output=True, text=True)
-        if proc.returncode != 0:
-            return f"{script} {arg} failed: {proc.stderr.strip().splitlines()[-1:]}"
+    try:
+        add_real_node(env)
+    except ScriptFailed as e:
+        return f"{e.script} failed: {e.stderr.strip().splitlines()[-1:]}"
     return None
 
 
 @contextmanager
 def cluster(keep: bool) -> Iterator[dict[str, str]]:
     """The local control plane's environment (KUBECONFIG, tools on PATH)."""
-    kubeconfig = Path(run(CLUSTER / "up.sh").strip().splitlines()[-1])
+    kubeconfig = cluster_up()
     env = {**Cluster.tools_env(), "KUBECONFIG": str(kubeconfig)}
     try:
         yield env
     finally:
         if keep:
-            print(f"\nthe cluster keeps running: export KUBECONFIG={kubeconfig}; stop it: {CLUSTER}/down.sh")
+            print(
+                f"\nthe cluster keeps running: export KUBECONFIG={kubeconfig}; stop it: {CLUSTER_DIR}/down.sh"
+            )
         else:
-            run(CLUSTER / "down.sh")
-
-
-@contextmanager
-def operator(env: dict[str, str], workdir: Path) -> Iterator[None]:
-    log = (workdir / "operator.log").open("wb")
-    health = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "storyteller_operator", "--liveness", f"http://127.0.0.1:{health}/healthz",
-         "--metrics-port", str(free_port()), "--metrics-address", "127.0.0.1"],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        yield
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+            cluster_down(check=True)
 
 
 def wait_ready(env: dict[str, str], ready_pods: int = 0, deadline_s: float = 300) -> dict[str, Any]:
     """The tenant Ready for its current spec, with at least `ready_pods` worker pods Ready."""
     kubectl = find_tool("kubectl")
-    deadline = time.monotonic() + deadline_s
-    while True:
+    status: dict[str, Any] = {}
+
+    def ready() -> dict[str, Any] | None:
+        nonlocal status
         sd: dict[str, Any] = json.loads(
             run(kubectl, "-n", TENANT_NS, "get", "sd", TENANT, "-o", "json", env=env)
         )
         status = sd.get("status", {})
-        if (
+        ok = (
             status.get("phase") == "Ready"
             and status.get("observedGeneration") == sd["metadata"]["generation"]
             and status.get("readyReplicas", 0) >= ready_pods
-        ):
-            return sd
-        if time.monotonic() > deadline:
-            raise SystemExit(f"tenant not Ready after {deadline_s} s: {json.dumps(status, indent=2)}")
-        time.sleep(0.5)
+        )
+        return sd if ok else None
+
+    try:
+        return wait_until(f"tenant {TENANT_NS}/{TENANT} Ready", ready, deadline_s, every=0.5)
+    except WaitFailed:
+        raise SystemExit(f"tenant not Ready after {deadline_s} s: {json.dumps(status, indent=2)}") from None
 
 
 def example_tenant() -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -177,11 +168,11 @@ async def converse(livekit: LiveKitServer, agent_name: str) -> Caller:
         await until("the agent", lambda: bool(caller.agent_identity))
         print(f"      ({caller.agent_name} joined room {room})")
         await until("the greeting", asked(0))
-        for i, text in enumerate(CALLER_SAYS):
+        for i, text in enumerate(CALLER_SCRIPT):
             print(f"     caller: {text}", flush=True)
             heard = len(caller.transcripts)
             await caller.say(text)
-            if i < len(CALLER_SAYS) - 1:
+            if i < len(CALLER_SCRIPT) - 1:
                 await until("the agent's answer", asked(heard))
         await until("the hang-up", caller.disconnected.is_set)
         show()
@@ -199,7 +190,7 @@ def local_servers(stack: ExitStack, host: str, real: bool) -> tuple[LiveKitServe
         return livekit, None
     models = ThreadedServer(host=host).start()
     stack.callback(models.stop)
-    models.recorder.stt_script.extend(CALLER_SAYS)
+    models.recorder.stt_script.extend(CALLER_SCRIPT)
     print(f"      models: the local scripted server {models.base_url} (set OPENAI_API_KEY and "
           "DEEPGRAM_API_KEY for the real ones)")  # fmt: skip
     return livekit, models
@@ -250,7 +241,9 @@ def as_processes(
     run(find_tool("helm"), "upgrade", "--install", RELEASE, CHART, "-n", RELEASE_NS, "--create-namespace",
         "--wait", env=env)  # fmt: skip
     step("the operator, as a local process (fallback: no real node)")
-    stack.enter_context(operator(env, workdir))
+    operator = OperatorProcess(env, workdir / "operator.log")
+    stack.callback(operator.stop)
+    operator.start()
     step("kubectl apply -f examples/tenant-secrets.yaml -f examples/tenant.yaml")
     kubectl = find_tool("kubectl")
     examples = ROOT / "examples"
@@ -301,4 +294,7 @@ if __name__ == "__main__":
     parser.add_argument("--keep-cluster", action="store_true", help="leave the local cluster running")
     logging.basicConfig(level=logging.CRITICAL)
     warnings.filterwarnings("ignore", message="The HMAC key is")  # livekit-server --dev's short secret
-    main(parser.parse_args().keep_cluster)
+    try:
+        main(parser.parse_args().keep_cluster)
+    except ScriptFailed as e:  # up.sh or down.sh: what it printed, without a traceback
+        raise SystemExit(f"failed: {e}") from None

@@ -30,12 +30,14 @@ from livekit.agents import AgentSession  # noqa: E402
 from livekit.agents.testing import fake_job_context  # noqa: E402
 from livekit.agents.utils import http_context  # noqa: E402
 
+from storyteller_api.spec import WorkerConfig  # noqa: E402
+from storyteller_devkit.model_server import DEV_API_KEY, DEV_API_SECRET, ThreadedServer  # noqa: E402
 from storyteller_operator.render import worker_config  # noqa: E402
-from storyteller_worker.agents import IntroAgent, StoryData  # noqa: E402
-from storyteller_worker.config import TenantConfig, parse_tenant_config  # noqa: E402
-from storyteller_worker.providers import build_session_models  # noqa: E402
-from storyteller_worker.session import build_session  # noqa: E402
-from tests.fakes.openai_server import DEV_API_KEY, DEV_API_SECRET, ThreadedServer  # noqa: E402
+from storyteller_worker.agents.intro import IntroAgent  # noqa: E402
+from storyteller_worker.agents.session import build_session  # noqa: E402
+from storyteller_worker.agents.userdata import StoryData  # noqa: E402
+from storyteller_worker.config import parse_tenant_config  # noqa: E402
+from storyteller_worker.providers.phases import build_session_models  # noqa: E402
 
 SCRIPT = ["Hi there!", "My name is Ada and I live in Lisbon.", "Open the door!", "No thanks, that is all."]
 
@@ -61,7 +63,7 @@ def local_models(config: dict[str, Any], base_url: str) -> dict[str, Any]:
     return config
 
 
-def example_tenant(base_url: str) -> TenantConfig:
+def example_tenant(base_url: str) -> WorkerConfig:
     """examples/tenant.yaml rendered as the operator would, with every model on `base_url`."""
     docs = list(yaml.safe_load_all((ROOT / "examples" / "tenant.yaml").read_text()))
     sd = next(d for d in docs if d and d.get("kind") == "StorytellerDeployment")

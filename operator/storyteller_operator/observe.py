@@ -48,15 +48,19 @@ class Snapshot:
 
     @property
     def sized_by(self) -> str:
-        """The autoscaler the Deployment was last sized by ("" when unknown)."""
-        annotations = ((self.deployment or {}).get("metadata") or {}).get("annotations") or {}
-        return str(annotations.get(contract.AUTOSCALER_ANNOTATION, ""))
+        return sized_by(self.deployment)
 
     @property
     def current_replicas(self) -> int | None:
         if self.deployment is None:
             return None
         return int((self.deployment.get("spec") or {}).get("replicas") or 0)
+
+
+def sized_by(deployment: Mapping[str, Any] | None) -> str:
+    """The autoscaler the Deployment was last sized by ("" when unknown)."""
+    annotations = ((deployment or {}).get("metadata") or {}).get("annotations") or {}
+    return str(annotations.get(contract.AUTOSCALER_ANNOTATION, ""))
 
 
 def owned_by(obj: Mapping[str, Any] | None, uid: str) -> bool:
@@ -100,10 +104,10 @@ class Observer:
             deployment = None  # absent, or left by an earlier tenant of the same name: nothing to go by
         keda = tenant.spec.pool.autoscaler == "keda"
         keda_served = self.discovery.served(render.KEDA_API) if keda and self.keda_configured else None
-        annotations = ((deployment or {}).get("metadata") or {}).get("annotations") or {}
-        sized_by = str(annotations.get(contract.AUTOSCALER_ANNOTATION, ""))
         checked = (
-            not keda and check_scaled_object(tenant, sized_by) and self.discovery.served(render.KEDA_API)
+            not keda
+            and check_scaled_object(tenant, sized_by(deployment))
+            and self.discovery.served(render.KEDA_API)
         )
         scaled_object = self.kube.get(*render.KEDA_API, ns, render.worker_name(name)) if checked else None
         missing = [

@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 from livekit import api as lkapi
 
-from tests.fixtures.cluster import CLUSTER_DIR, Cluster, LiveKitServer, find_tool, free_port
+from storyteller_devkit.cluster import CLUSTER_DIR, Cluster, find_tool
+from storyteller_devkit.livekit_server import LiveKitServer
+from storyteller_devkit.process import free_port
 
 # Restricted-PodSecurity-compliant pod spec: the same manifest passes on kwok nodes and on kind.
 # The image is never pulled on kwok; on kind it resolves through the engine's default registry.

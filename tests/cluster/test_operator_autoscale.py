@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from storyteller_devkit.cluster import Cluster
 from tests.cluster.test_operator_lifecycle import (  # noqa: F401  (fixtures used by name)
     OperatorProcess,
     chart,
@@ -24,7 +25,6 @@ from tests.cluster.test_operator_lifecycle import (  # noqa: F401  (fixtures use
     worker_replicas,
 )
 from tests.fakes.worker_status import FakePool
-from tests.fixtures.cluster import Cluster
 
 POOL = {
     "minReplicas": 1,

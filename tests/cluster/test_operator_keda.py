@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from storyteller_devkit.cluster import Cluster, keda_crd
 from storyteller_operator import render
 from tests.cluster.test_operator_lifecycle import (  # noqa: F401  (fixtures used by name)
     OperatorProcess,
@@ -28,7 +29,6 @@ from tests.cluster.test_operator_lifecycle import (  # noqa: F401  (fixtures use
     worker_replicas,
 )
 from tests.fakes.worker_status import FakePool
-from tests.fixtures.cluster import Cluster, keda_crd
 
 PROMETHEUS_URL = "http://prometheus-operated.monitoring.svc:9090"
 POOL = {

@@ -11,20 +11,17 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-import signal
-import subprocess
-import sys
-import time
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import yaml
 
+from storyteller_devkit.cluster import Cluster
+from storyteller_devkit.operator_process import OperatorProcess
+from storyteller_devkit.real_platform import condition, get_sd, is_ready, tenant_yaml, wait_for
 from storyteller_operator import render
-from tests.fixtures.cluster import Cluster, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "storyteller"
@@ -32,30 +29,10 @@ RELEASE = "storyteller"
 RELEASE_NS = "storyteller-system"
 SA = "storyteller"
 CHILD_KINDS = ("deployment", "configmap", "service", "serviceaccount", "poddisruptionbudget", "networkpolicy")
-T = TypeVar("T")
 
 
 # Generous: kwok's fake kubelet can take tens of seconds to report a pod Running or gone on the local plane.
 POD_DEADLINE = 180.0
-
-
-def wait_for(
-    what: str, check: Callable[[], T | None], deadline: float = POD_DEADLINE, every: float = 0.25
-) -> T:
-    """Poll `check` until it returns something truthy; past the deadline, fail naming `what`."""
-    end = time.monotonic() + deadline
-    last: Any = None
-    while True:
-        try:
-            last = check()
-        except (AssertionError, subprocess.CalledProcessError, KeyError, IndexError, TypeError) as err:
-            last = err
-        else:
-            if last:
-                return last  # type: ignore[no-any-return]
-        if time.monotonic() >= end:
-            pytest.fail(f"timed out after {deadline:.0f}s waiting for {what}; last: {last!r}"[:3000])
-        time.sleep(every)
 
 
 # ------------------------------------------------------------------------------------------------ fixtures
@@ -95,76 +72,6 @@ def _sa_kubeconfig(cluster: Cluster, path: Path) -> Path:
     return path
 
 
-class OperatorProcess:
-    """`python -m storyteller_operator` as a local process against the test cluster."""
-
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.env = env
-        self.log_path = log_path
-        self.health_port = free_port()
-        self.metrics_port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        argv = [
-            sys.executable, "-m", "storyteller_operator",
-            "--liveness", f"http://127.0.0.1:{self.health_port}/healthz",
-            "--metrics-port", str(self.metrics_port), "--metrics-address", "127.0.0.1",
-            "--recheck-seconds", "1", "--resync-seconds", "3", "--log-format", "json",
-        ]  # fmt: skip
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(argv, env=self.env, stdout=log, stderr=subprocess.STDOUT)
-        wait_for("the operator's liveness endpoint", self.healthy, deadline=60)
-
-    def healthy(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            pytest.fail(f"operator exited {self.proc.returncode}; log:\n{self.log_path.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=2) as r:
-                return bool(r.status == 200)
-        except OSError:
-            return False
-
-    def kill(self) -> None:
-        """SIGKILL: no cleanup at all, like an OOM kill or a node loss."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
-    def metrics(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
-            return str(r.read().decode())
-
-    def metric(self, name: str, **labels: str) -> float:
-        want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-        for line in self.metrics().splitlines():
-            if line.startswith(f"{name}{{{want}}} ") or (not labels and line.startswith(f"{name} ")):
-                return float(line.rsplit(" ", 1)[1])
-        return 0.0
-
-    def records(self, tenant: str | None = None) -> list[dict[str, Any]]:
-        out = []
-        for line in self.log_path.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if tenant is None or rec.get("tenant") == tenant:
-                out.append(rec)
-        return out
-
-
 @pytest.fixture
 def operator(
     cluster: Cluster, chart: None, tmp_path: Path, operator_env: dict[str, str]
@@ -172,8 +79,8 @@ def operator(
     env = {**cluster.env, "KUBECONFIG": str(_sa_kubeconfig(cluster, tmp_path / "operator.kubeconfig"))}
     env.pop("STORYTELLER_OPERATOR_NAMESPACES", None)
     env.update(operator_env)
-    op = OperatorProcess(env, tmp_path / "operator.log")
-    op.start()
+    args = ["--recheck-seconds", "1", "--resync-seconds", "3", "--log-format", "json"]
+    op = OperatorProcess(env, tmp_path / "operator.log", args).start()
     try:
         yield op
     finally:
@@ -211,46 +118,9 @@ def secrets_yaml(
     return yaml.safe_dump_all(docs)
 
 
-def tenant_yaml(ns: str, name: str = "acme", **spec: Any) -> str:
-    body: dict[str, Any] = {
-        "livekit": {"url": "ws://livekit.example.test:7880", "credentialsSecret": "livekit-credentials"},
-        "providerSecrets": ["acme-openai"],
-        "pool": {"minReplicas": 1, "drainTimeoutSeconds": 0},
-    }
-    body.update(spec)
-    return yaml.safe_dump(
-        {
-            "apiVersion": "storyteller.dev/v1alpha1",
-            "kind": "StorytellerDeployment",
-            "metadata": {"name": name, "namespace": ns},
-            "spec": body,
-        }
-    )
-
-
 def patch_spec(cluster: Cluster, ns: str, spec: dict[str, Any], name: str = "acme") -> None:
     """A merge patch of the tenant's spec, as a user would make with kubectl."""
     cluster.kubectl("-n", ns, "patch", "sd", name, "--type=merge", "-p", json.dumps({"spec": spec}))
-
-
-def get_sd(cluster: Cluster, ns: str, name: str = "acme") -> dict[str, Any]:
-    result: dict[str, Any] = cluster.kubectl_json("-n", ns, "get", "sd", name)
-    return result
-
-
-def condition(obj: dict[str, Any], ctype: str) -> dict[str, Any]:
-    return next((c for c in obj.get("status", {}).get("conditions", []) if c["type"] == ctype), {})
-
-
-def is_ready(cluster: Cluster, ns: str, name: str = "acme") -> dict[str, Any] | None:
-    sd = get_sd(cluster, ns, name)
-    st = sd.get("status", {})
-    ok = (
-        st.get("observedGeneration") == sd["metadata"]["generation"]
-        and st.get("phase") == "Ready"
-        and condition(sd, "Ready").get("status") == "True"
-    )
-    return sd if ok else None
 
 
 def worker_pods(cluster: Cluster, ns: str, name: str = "acme") -> list[dict[str, Any]]:

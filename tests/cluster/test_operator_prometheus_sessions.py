@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from storyteller_devkit.cluster import Cluster
+from storyteller_devkit.prometheus import Prometheus
 from tests.cluster.test_operator_lifecycle import (  # noqa: F401  (fixtures used by name)
     OperatorProcess,
     chart,
@@ -27,8 +29,6 @@ from tests.cluster.test_operator_lifecycle import (  # noqa: F401  (fixtures use
     worker_replicas,
 )
 from tests.fakes.worker_status import FakePool
-from tests.fixtures.cluster import Cluster
-from tests.fixtures.prometheus import Prometheus
 
 METRICS_PORT = 9100  # observability.metricsPort's default
 POOL = {

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from storyteller_devkit.cluster import Cluster
+from storyteller_devkit.prometheus import Prometheus
 from tests.cluster.test_operator_lifecycle import (  # noqa: F401  (fixtures used by name)
     OperatorProcess,
     chart,
@@ -21,8 +23,6 @@ from tests.cluster.test_operator_lifecycle import (  # noqa: F401  (fixtures use
     wait_for,
 )
 from tests.fakes.worker_status import FakeWorkerStatus
-from tests.fixtures.cluster import Cluster
-from tests.fixtures.prometheus import Prometheus
 from tests.panel_queries import DASHBOARDS, assert_has_data, panel_queries, substitute
 
 

@@ -8,11 +8,10 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.worker_process import WorkerProcess
-from tests.fixtures.cluster import LiveKitServer, free_port
-from tests.fixtures.model_server import tenant_dict
-
-CALLER_SCRIPT = ["My name is Ada and I live in Lisbon", "No thanks, that is all"]
+from storyteller_devkit.livekit_server import LiveKitServer
+from storyteller_devkit.process import free_port
+from storyteller_devkit.tenant_config import tenant_dict
+from storyteller_devkit.worker_process import WorkerProcess
 
 
 @pytest.fixture

@@ -17,12 +17,12 @@ from livekit import api
 from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.caller import Caller, caller_token
-from tests.e2e.conftest import CALLER_SCRIPT
-from tests.e2e.worker_process import WorkerProcess
-from tests.fakes.openai_server import ThreadedServer
-from tests.fixtures.cluster import LiveKitServer, free_port
-from tests.fixtures.model_server import tenant_dict
+from storyteller_devkit.caller import CALLER_SCRIPT, Caller, caller_token
+from storyteller_devkit.livekit_server import LiveKitServer
+from storyteller_devkit.model_server import ThreadedServer
+from storyteller_devkit.process import free_port
+from storyteller_devkit.tenant_config import tenant_dict
+from storyteller_devkit.worker_process import WorkerProcess
 
 
 @asynccontextmanager

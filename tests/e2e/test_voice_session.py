@@ -16,14 +16,14 @@ from collections.abc import Callable
 from livekit import api
 from prometheus_client.parser import text_string_to_metric_families
 
+from storyteller_devkit.caller import CALLER_SCRIPT, Caller, caller_token
+from storyteller_devkit.livekit_server import LiveKitServer
+from storyteller_devkit.model_server import ThreadedServer
+from storyteller_devkit.prometheus import Prometheus
+from storyteller_devkit.worker_process import WorkerProcess
 from storyteller_operator import render
 from storyteller_operator.sessions import PrometheusSessionSource
-from tests.e2e.caller import Caller, caller_token
-from tests.e2e.conftest import CALLER_SCRIPT
-from tests.e2e.worker_process import WorkerProcess
-from tests.fakes.openai_server import ThreadedServer
-from tests.fixtures.cluster import LiveKitServer
-from tests.fixtures.prometheus import Prometheus
+from storyteller_operator.tenant import Tenant
 from tests.panel_queries import DASHBOARDS, assert_has_data, panel_queries, substitute
 
 
@@ -93,9 +93,16 @@ async def test_dispatched_agent_greets_hands_off_tells_the_story_and_hangs_up(
             )
             story_frames = caller.voiced_frames
             # Mid-call, the KEDA trigger's query (autoscaler: keda) sees this session plus the 2 spare slots.
-            keda_query = render.sessions_query(
-                {"metadata": {"name": "acme", "namespace": "acme"}, "spec": {"pool": {"spareSessions": 2}}}
+            acme = Tenant.from_object(
+                {
+                    "metadata": {"name": "acme", "namespace": "acme"},
+                    "spec": {
+                        "livekit": {"url": livekit_server.url, "credentialsSecret": "livekit"},
+                        "pool": {"spareSessions": 2},
+                    },
+                }
             )
+            keda_query = render.sessions_query(acme)
             await asyncio.to_thread(  # off the event loop: the caller keeps receiving audio meanwhile
                 prometheus.wait_for, keda_query, lambda r: bool(r) and float(r[0]["value"][1]) == 3
             )

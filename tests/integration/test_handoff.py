@@ -10,10 +10,12 @@ from livekit.agents import AgentSession
 from livekit.agents.testing import fake_job_context
 from livekit.agents.utils import http_context
 
-from storyteller_worker.agents import IntroAgent, StoryAgent, StoryData
+from storyteller_devkit.model_server import ThreadedServer
+from storyteller_worker.agents.intro import IntroAgent
+from storyteller_worker.agents.session import build_session
+from storyteller_worker.agents.story import StoryAgent
+from storyteller_worker.agents.userdata import StoryData
 from storyteller_worker.config import parse_tenant_config
-from storyteller_worker.session import build_session
-from tests.fakes.openai_server import ThreadedServer
 
 
 def _tool_names(request: dict[str, Any]) -> list[str]:

@@ -1,7 +1,7 @@
 """Telemetry on real parts: a real worker process serves /metrics from the multiprocess directory,
-job-process stand-ins (`tests.fakes.session_driver`, two processes) run storyteller sessions through the
-real plugins against the local model server, Debian's Prometheus scrapes the worker, and every panel
-query of every dashboard runs through Prometheus's HTTP API. Traces go over OTLP/gRPC to a receiver.
+job-process stand-ins (`storyteller_devkit.session_driver`, two processes) run storyteller sessions
+through the real plugins against the local model server, Debian's Prometheus scrapes the worker, and every
+panel query of every dashboard runs through Prometheus's HTTP API. Traces go over OTLP/gRPC to a receiver.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.openai_server import DEV_API_KEY, DEV_API_SECRET, ThreadedServer
-from tests.fakes.otlp_receiver import OtlpReceiver, ReceivedSpan
-from tests.fixtures.cluster import free_port
-from tests.fixtures.model_server import tenant_dict
-from tests.fixtures.prometheus import Prometheus
+from storyteller_devkit.model_server import DEV_API_KEY, DEV_API_SECRET, ThreadedServer
+from storyteller_devkit.otlp_receiver import OtlpReceiver, ReceivedSpan
+from storyteller_devkit.process import free_port, stop_process
+from storyteller_devkit.prometheus import Prometheus
+from storyteller_devkit.tenant_config import tenant_dict
 from tests.panel_queries import OPERATOR, assert_has_data, panel_queries, substitute
 
 REPO = Path(__file__).resolve().parents[2]
@@ -119,7 +119,7 @@ def observed(
         # processes add up on the worker's endpoint, and rate() sees an increase.
         for expected in (2, 4):
             subprocess.run(
-                [sys.executable, "-m", "tests.fakes.session_driver", "--sessions", "2"],
+                [sys.executable, "-m", "storyteller_devkit.session_driver", "--sessions", "2"],
                 env=driver_env,
                 cwd=REPO,
                 check=True,
@@ -131,11 +131,7 @@ def observed(
             text = resp.read().decode()
         yield Observed(prometheus=prom, spans=receiver.spans, metrics_text=text)
     finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        stop_process(worker, 20)
         receiver.stop()
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.model_server import tenant_dict
+from storyteller_devkit.tenant_config import tenant_dict
 
 SECRET = "sk-live-do-not-print-0123456789"
 

@@ -12,9 +12,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.fixtures.cluster import Cluster, LiveKitServer
-from tests.fixtures.real_node import RealNode
-from tests.realnode.real_platform import RELEASE, RELEASE_NS, install_chart, provider_secrets, restrict
+from storyteller_devkit.cluster import Cluster
+from storyteller_devkit.livekit_server import LiveKitServer
+from storyteller_devkit.real_node import RealNode
+from storyteller_devkit.real_platform import install_chart, provider_secrets, restrict
+from tests.realnode.real_platform import RELEASE, RELEASE_NS
 
 
 @pytest.fixture(scope="session")

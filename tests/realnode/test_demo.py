@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.cluster import Cluster
-from tests.fixtures.real_node import RealNode
+from storyteller_devkit.cluster import Cluster
+from storyteller_devkit.real_node import RealNode
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.cluster.test_operator_lifecycle import wait_for
-from tests.fixtures.cluster import Cluster
-from tests.fixtures.real_node import RealNode
-from tests.realnode.real_platform import POD_DEADLINE, RELEASE, RELEASE_NS
+from storyteller_devkit.cluster import Cluster
+from storyteller_devkit.real_node import RealNode
+from storyteller_devkit.real_platform import POD_DEADLINE, wait_for
+from tests.realnode.real_platform import RELEASE, RELEASE_NS
 
 
 def operator_pod(cluster: Cluster) -> dict[str, Any] | None:

@@ -13,24 +13,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from storyteller_devkit.cluster import Cluster
+from storyteller_devkit.livekit_server import LiveKitServer
+from storyteller_devkit.model_server import ThreadedServer
+from storyteller_devkit.prometheus import Prometheus
+from storyteller_devkit.real_node import RealNode
+from storyteller_devkit.real_platform import POD_DEADLINE, deploy_tenant, tenant_spec, wait_for
 from storyteller_operator import render
-from tests.cluster.test_operator_lifecycle import patch_spec, wait_for, worker_pods
-from tests.fakes.openai_server import ThreadedServer
-from tests.fixtures.cluster import Cluster, LiveKitServer
-from tests.fixtures.prometheus import Prometheus
-from tests.fixtures.real_node import RealNode
+from tests.cluster.test_operator_lifecycle import patch_spec, worker_pods
 from tests.panel_queries import DASHBOARDS, assert_has_data, panel_queries, substitute
-from tests.realnode.real_platform import (
-    POD_DEADLINE,
-    RELEASE_NS,
-    Call,
-    busy_pods,
-    deploy_tenant,
-    pod_phase,
-    ready_pod_names,
-    tenant_spec,
-    the_one,
-)
+from tests.realnode.real_platform import RELEASE_NS, Call, busy_pods, pod_phase, ready_pod_names, the_one
 
 
 async def poll(what: str, check: Callable[[], Any], deadline: float = POD_DEADLINE) -> Any:

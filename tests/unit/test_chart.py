@@ -165,9 +165,9 @@ def test_values_schema_is_valid_json_and_covers_values() -> None:
 
 def helm_bin() -> Path:
     try:
-        from tests.fixtures.cluster import find_tool
-    except ImportError:  # pragma: no cover - the fixture module always ships with the repo
-        pytest.skip("tests.fixtures.cluster unavailable")
+        from storyteller_devkit.cluster import find_tool
+    except ImportError:  # pragma: no cover - the venv always has the devkit
+        pytest.skip("storyteller_devkit is not installed (make venv)")
     try:
         return find_tool("helm")
     except FileNotFoundError:

@@ -6,9 +6,9 @@ from typing import Any
 
 from prometheus_client import REGISTRY
 
-from storyteller_worker import metrics
+from storyteller_devkit.tenant_config import tenant_dict
 from storyteller_worker.config import parse_tenant_config
-from tests.fixtures.model_server import tenant_dict
+from storyteller_worker.telemetry import metrics
 
 DESIGN_NAMES = {
     "storyteller_sessions_started",  # counters are registered without their _total suffix
@@ -65,9 +65,9 @@ def test_handoff_counter_counts_from_and_to() -> None:
 def test_initialize_series_creates_the_configs_series_at_zero() -> None:
     from prometheus_client import REGISTRY
 
+    from storyteller_devkit.tenant_config import tenant_dict
     from storyteller_worker.config import parse_tenant_config
-    from storyteller_worker.metrics import initialize_series
-    from tests.fixtures.model_server import tenant_dict
+    from storyteller_worker.telemetry.metrics import initialize_series
 
     tenant = parse_tenant_config(
         tenant_dict(

@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
+from storyteller_api import contract
+from storyteller_api.spec import TenantSpec
 from storyteller_operator import render, scaling
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,8 +46,8 @@ def tenant(
 ) -> dict[str, Any]:
     base = {"livekit": {"url": "wss://lk.example.com", "credentialsSecret": "lk-creds"}}
     return {
-        "apiVersion": render.API_VERSION,
-        "kind": render.KIND,
+        "apiVersion": contract.API_VERSION,
+        "kind": contract.KIND,
         "metadata": {"name": name, "namespace": namespace, "uid": "uid-1", "generation": 1},
         "spec": apply_defaults(spec_schema(), {**base, **(spec or {})}),
     }
@@ -106,7 +108,7 @@ def test_worker_config_loads_in_the_worker_model() -> None:
         }
     )
     cm = render.config_map(t)
-    parsed = config.parse_tenant_config(json.loads(cm["data"][render.CONFIG_KEY]))
+    parsed = config.parse_tenant_config(json.loads(cm["data"][contract.CONFIG_KEY]))
     assert parsed.tenant == "acme" and parsed.agent_name == "acme"
     assert parsed.story.llm.provider == "openai-realtime"
 
@@ -121,7 +123,9 @@ def test_config_hash_follows_the_config_only() -> None:
 
     def ann(t: dict[str, Any]) -> str:
         return str(
-            render.deployment(t)["spec"]["template"]["metadata"]["annotations"][render.CONFIG_HASH_ANNOTATION]
+            render.deployment(t)["spec"]["template"]["metadata"]["annotations"][
+                contract.CONFIG_HASH_ANNOTATION
+            ]
         )
 
     assert ann(a) == ha and ann(b) == hb
@@ -173,7 +177,7 @@ def test_service_account_mounts_no_token() -> None:
 def test_deployment_replicas_follow_min_replicas_and_suspend() -> None:
     assert render.deployment(tenant({"pool": {"minReplicas": 3}}))["spec"]["replicas"] == 3
     assert render.deployment(tenant({"pool": {"minReplicas": 3}, "suspend": True}))["spec"]["replicas"] == 0
-    assert scaling.desired_replicas({}) == 1
+    assert scaling.desired_replicas(TenantSpec.model_validate(tenant()["spec"])) == 1
 
 
 def test_deployment_pod_is_restricted() -> None:
@@ -256,10 +260,10 @@ def test_user_labels_and_annotations_cannot_override_ours() -> None:
     t["spec"]["worker"]["podLabels"]["app.kubernetes.io/instance"] = (
         "evil"  # the CRD refuses it; belt and braces
     )
-    t["spec"]["worker"]["podAnnotations"][render.CONFIG_HASH_ANNOTATION] = "evil"
+    t["spec"]["worker"]["podAnnotations"][contract.CONFIG_HASH_ANNOTATION] = "evil"
     tpl = render.deployment(t)["spec"]["template"]["metadata"]
     assert tpl["labels"]["team"] == "a" and tpl["labels"]["app.kubernetes.io/instance"] == "acme"
-    assert tpl["annotations"]["a"] == "b" and tpl["annotations"][render.CONFIG_HASH_ANNOTATION] != "evil"
+    assert tpl["annotations"]["a"] == "b" and tpl["annotations"][contract.CONFIG_HASH_ANNOTATION] != "evil"
 
 
 def test_scheduling_fields_pass_through() -> None:
@@ -342,7 +346,7 @@ def test_network_policy_without_tracing_has_no_otlp_rule() -> None:
 
 def test_referenced_secrets_name_their_fields() -> None:
     t = tenant({"providerSecrets": ["a", "b"]})
-    assert render.referenced_secrets(t["spec"]) == [
+    assert render.referenced_secrets(TenantSpec.model_validate(t["spec"])) == [
         ("lk-creds", "spec.livekit.credentialsSecret"),
         ("a", "spec.providerSecrets[0]"),
         ("b", "spec.providerSecrets[1]"),
@@ -357,7 +361,7 @@ def test_selector_string() -> None:
 
 
 def test_rendered_config_loads_in_the_worker() -> None:
-    """The operator's tenant.json is exactly what the worker's TenantConfig accepts (the contract)."""
+    """The operator's tenant.json is exactly what the worker's WorkerConfig accepts (the contract)."""
     from storyteller_worker.config import parse_tenant_config
 
     t = tenant({"intro": {"llm": {"provider": "openai-realtime", "model": "gpt-realtime", "voice": "echo"}}})

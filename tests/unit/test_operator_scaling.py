@@ -32,7 +32,9 @@ PROM = "http://prometheus.monitoring:9090"
     ],
 )
 def test_static_size(spec: dict[str, Any], replicas: int, requested: int | None, limited: str | None) -> None:
-    assert scaling.static_size(TenantSpec.model_validate(tenant(spec)["spec"])) == scaling.StaticSize(replicas, requested, limited)
+    assert scaling.static_size(TenantSpec.model_validate(tenant(spec)["spec"])) == scaling.StaticSize(
+        replicas, requested, limited
+    )
 
 
 def test_spec_replicas_resizes_without_rolling_the_pool() -> None:
@@ -62,7 +64,11 @@ def test_scaled_object_is_the_builtin_formula_on_the_scale_subresource() -> None
     assert so["metadata"]["name"] == render.worker_name("acme")
     assert so["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
     spec = so["spec"]
-    assert spec["scaleTargetRef"] == {"apiVersion": contract.API_VERSION, "kind": contract.KIND, "name": "acme"}
+    assert spec["scaleTargetRef"] == {
+        "apiVersion": contract.API_VERSION,
+        "kind": contract.KIND,
+        "name": "acme",
+    }
     assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (2, 12)
     (trigger,) = spec["triggers"]
     assert trigger["type"] == "prometheus" and trigger["metricType"] == "AverageValue"

@@ -9,10 +9,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from livekit.agents import AgentServer
 
-from storyteller_worker.capacity import LOAD_THRESHOLD, is_full, worker_load
+from storyteller_devkit.tenant_config import tenant_dict
+from storyteller_worker import framework
 from storyteller_worker.config import parse_tenant_config
-from storyteller_worker.server import build_server
-from tests.fixtures.model_server import tenant_dict
+from storyteller_worker.server.capacity import LOAD_THRESHOLD, is_full, worker_load
+from storyteller_worker.server.tenant_server import build_server
 
 
 @pytest.mark.parametrize("n", [1, 2, 4, 7])
@@ -73,8 +74,8 @@ def test_launching_jobs_weigh_one_slot_each(monkeypatch: pytest.MonkeyPatch) -> 
     )
     server = build_server(tenant)
     monkeypatch.setattr(AgentServer, "active_jobs", property(lambda _self: []))
-    server._reserved_slots = 1
-    assert server._get_effective_load() == 0.25
+    monkeypatch.setattr(framework, "launching_jobs", lambda _server: 1)
+    assert server.effective_load() == 0.25
     monkeypatch.setattr(AgentServer, "active_jobs", property(lambda _self: [object()] * 2))
-    server._reserved_slots = 2
-    assert server._get_effective_load() == 1.0  # 2 running + 2 launching = full
+    monkeypatch.setattr(framework, "launching_jobs", lambda _server: 2)
+    assert server.effective_load() == 1.0  # 2 running + 2 launching = full

@@ -9,15 +9,15 @@ from typing import Any
 
 import pytest
 
+from storyteller_devkit.tenant_config import tenant_dict
 from storyteller_worker.config import (
     ConfigError,
-    TenantConfig,
+    WorkerConfig,
     check_env,
     load_tenant_config,
     parse_tenant_config,
     required_env,
 )
-from tests.fixtures.model_server import tenant_dict
 
 BASE = tenant_dict("http://127.0.0.1:1/v1")
 
@@ -165,7 +165,7 @@ def test_load_from_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     path = tmp_path / "tenant.json"
     path.write_text(json.dumps(BASE))
     monkeypatch.setenv("STORYTELLER_CONFIG", str(path))
-    assert isinstance(load_tenant_config(), TenantConfig)
+    assert isinstance(load_tenant_config(), WorkerConfig)
     path.write_text("{not json")
     with pytest.raises(ConfigError, match="is not JSON"):
         load_tenant_config()

@@ -11,10 +11,12 @@ from livekit.agents import tts as lk_tts
 from livekit.agents.types import NOT_GIVEN
 from livekit.plugins import deepgram, openai
 
-from storyteller_worker.agents import StoryAgent
-from storyteller_worker.config import LLMSpec, STTSpec, TTSSpec, parse_tenant_config
-from storyteller_worker.providers import build_llm, build_stt, build_tts
-from tests.fixtures.model_server import tenant_dict
+from storyteller_api.spec import LLMSpec, STTSpec, TTSSpec
+from storyteller_devkit.tenant_config import tenant_dict
+from storyteller_worker import framework
+from storyteller_worker.agents.story import StoryAgent
+from storyteller_worker.config import parse_tenant_config
+from storyteller_worker.providers.plugins import build_llm, build_stt, build_tts
 
 
 @pytest.fixture(autouse=True)
@@ -42,7 +44,7 @@ def test_fallbacks_wrap_primary_and_fallbacks_in_order() -> None:
     }
     llm = build_llm(LLMSpec.model_validate(spec))
     assert isinstance(llm, lk_llm.FallbackAdapter)
-    assert [m.model for m in llm._llm_instances] == ["gpt-4o-mini", "gpt-4o"]
+    assert [m.model for m in framework.fallback_instances(llm)] == ["gpt-4o-mini", "gpt-4o"]
 
     tts = build_tts(
         TTSSpec.model_validate(
@@ -53,7 +55,7 @@ def test_fallbacks_wrap_primary_and_fallbacks_in_order() -> None:
             }
         )
     )
-    assert isinstance(tts, lk_tts.FallbackAdapter) and len(tts._tts_instances) == 2
+    assert isinstance(tts, lk_tts.FallbackAdapter) and len(framework.fallback_instances(tts)) == 2
 
     stt = build_stt(
         STTSpec.model_validate(

@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 import sys
 
-from .config import CONFIG_PATH_ENV, DEFAULT_CONFIG_PATH, ConfigError, check_env, load_tenant_config
-from .metrics_dir import prepare_multiprocess_dir, start_reaper
+from storyteller_api.contract import CONFIG_PATH_ENV, DEFAULT_CONFIG_PATH, READY_PORT_ENV
+
+from .config import ConfigError, check_env, load_tenant_config
+from .telemetry.metrics_dir import prepare_multiprocess_dir, start_reaper
 
 EXIT_CONFIG_ERROR = 2
 
@@ -30,13 +32,13 @@ def main() -> int:
     # Imported after the checks: importing the framework takes seconds, a bad config should not wait.
     from livekit.agents import cli
 
-    from .readiness import READY_PORT
-    from .server import HTTP_PORT, build_server
+    from .server.readiness import READY_PORT
+    from .server.tenant_server import HTTP_PORT, build_server
 
     # The ports are fixed in a pod (probes point at them); several local workers need their own, and
     # one whose health port is moved serves readiness only where told (STORYTELLER_READY_PORT).
     http_port = int(os.environ.get("STORYTELLER_HTTP_PORT", HTTP_PORT))
-    ready_env = os.environ.get("STORYTELLER_READY_PORT")
+    ready_env = os.environ.get(READY_PORT_ENV)
     ready_port = int(ready_env) if ready_env else (READY_PORT if http_port == HTTP_PORT else None)
     cli.run_app(build_server(tenant, http_port=http_port, ready_port=ready_port))
     return 0

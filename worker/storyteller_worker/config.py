@@ -15,37 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from storyteller_api import contract, validation
-from storyteller_api.spec import (
-    IntroPhase,
-    LLMFallback,
-    LLMSpec,
-    ModelBlock,
-    Observability,
-    Pool,
-    StoryPhase,
-    STTFallback,
-    STTSpec,
-    Tracing,
-    TTSFallback,
-    TTSSpec,
-)
-from storyteller_api.spec import WorkerConfig as TenantConfig
+from storyteller_api.spec import WorkerConfig
 
 __all__ = [
     "ConfigError",
-    "IntroPhase",
-    "LLMFallback",
-    "LLMSpec",
-    "ModelBlock",
-    "Observability",
-    "Pool",
-    "STTFallback",
-    "STTSpec",
-    "StoryPhase",
-    "TTSFallback",
-    "TTSSpec",
-    "TenantConfig",
-    "Tracing",
+    "WorkerConfig",
     "check_env",
     "load_tenant_config",
     "parse_tenant_config",
@@ -57,12 +31,12 @@ class ConfigError(validation.SpecError):
     """A tenant config the worker cannot run; the message names the field or the variable."""
 
 
-def parse_tenant_config(data: Mapping[str, Any]) -> TenantConfig:
+def parse_tenant_config(data: Mapping[str, Any]) -> WorkerConfig:
     """Validate a rendered config; raise ConfigError with one line naming the first bad field."""
-    return validation.parse(TenantConfig, data, ConfigError)
+    return validation.parse(WorkerConfig, data, ConfigError)
 
 
-def load_tenant_config(path: str | os.PathLike[str] | None = None) -> TenantConfig:
+def load_tenant_config(path: str | os.PathLike[str] | None = None) -> WorkerConfig:
     """Read the tenant config from `path`, else $STORYTELLER_CONFIG, else the in-pod default."""
     file = Path(path or os.environ.get(contract.CONFIG_PATH_ENV) or contract.DEFAULT_CONFIG_PATH)
     try:
@@ -76,7 +50,7 @@ def load_tenant_config(path: str | os.PathLike[str] | None = None) -> TenantConf
     return parse_tenant_config(data)
 
 
-def required_env(config: TenantConfig) -> dict[str, str]:
+def required_env(config: WorkerConfig) -> dict[str, str]:
     """Environment variable → the first field that needs it (LiveKit credentials, provider keys)."""
     needed = {name: "livekit.credentialsSecret" for name in contract.LIVEKIT_KEY_ENVS}
     for path, block in config.model_blocks():
@@ -85,7 +59,7 @@ def required_env(config: TenantConfig) -> dict[str, str]:
     return needed
 
 
-def check_env(config: TenantConfig, environ: Mapping[str, str] = os.environ) -> None:
+def check_env(config: WorkerConfig, environ: Mapping[str, str] = os.environ) -> None:
     """Refuse to start when a key the config needs is absent; names the variable, never a value."""
     for name, field in required_env(config).items():
         if not environ.get(name):

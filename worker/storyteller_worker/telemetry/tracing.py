@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
-from .config import TenantConfig
+from storyteller_api.spec import WorkerConfig
 
 logger = logging.getLogger("storyteller.worker.tracing")
 
@@ -33,7 +33,7 @@ POD_NAME_ENVS = ("POD_NAME", "HOSTNAME")
 POD_NAMESPACE_ENV = "POD_NAMESPACE"
 
 
-def otlp_endpoint(tenant: TenantConfig, environ: Mapping[str, str] = os.environ) -> str | None:
+def otlp_endpoint(tenant: WorkerConfig, environ: Mapping[str, str] = os.environ) -> str | None:
     """The endpoint in force: the standard variables first, then the tenant config."""
     return (
         environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
@@ -42,7 +42,7 @@ def otlp_endpoint(tenant: TenantConfig, environ: Mapping[str, str] = os.environ)
     )
 
 
-def resource_attributes(tenant: TenantConfig, environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+def resource_attributes(tenant: WorkerConfig, environ: Mapping[str, str] = os.environ) -> dict[str, str]:
     pod = next((environ[name] for name in POD_NAME_ENVS if environ.get(name)), "unknown")
     return {
         "service.name": SERVICE_NAME,
@@ -52,7 +52,7 @@ def resource_attributes(tenant: TenantConfig, environ: Mapping[str, str] = os.en
     }
 
 
-def _exporter(tenant: TenantConfig, environ: Mapping[str, str]) -> SpanExporter:
+def _exporter(tenant: WorkerConfig, environ: Mapping[str, str]) -> SpanExporter:
     protocol = (
         environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
         or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
@@ -76,7 +76,7 @@ def _exporter(tenant: TenantConfig, environ: Mapping[str, str]) -> SpanExporter:
 
 
 def build_tracer_provider(
-    tenant: TenantConfig, environ: Mapping[str, str] = os.environ, *, exporter: SpanExporter | None = None
+    tenant: WorkerConfig, environ: Mapping[str, str] = os.environ, *, exporter: SpanExporter | None = None
 ) -> TracerProvider | None:
     """The tenant's provider, or None when no OTLP endpoint is configured (and no exporter given)."""
     if exporter is None:
@@ -94,7 +94,7 @@ def build_tracer_provider(
 
 
 def install_tracing(
-    tenant: TenantConfig, environ: Mapping[str, str] = os.environ, *, exporter: SpanExporter | None = None
+    tenant: WorkerConfig, environ: Mapping[str, str] = os.environ, *, exporter: SpanExporter | None = None
 ) -> TracerProvider | None:
     """Build the provider and hand it to the framework (in the job process, before the session)."""
     provider = build_tracer_provider(tenant, environ, exporter=exporter)

@@ -18,18 +18,21 @@ import aiohttp
 from aiohttp import web
 from livekit.agents import AgentServer
 
+from storyteller_api import contract
+
+from .. import framework
+
 logger = logging.getLogger("storyteller.worker.readiness")
 
-READY_PORT = 8082
-READY_PATH = "/ready"
-UNREGISTERED = "unregistered"  # the framework's worker id until LiveKit assigns one
+READY_PORT = contract.READY_PORT
+READY_PATH = contract.READY_PATH
 
 
 async def readiness_answer(
     server: AgentServer, health_url: str, http: aiohttp.ClientSession
 ) -> tuple[int, str]:
     """(status, reason) of the readiness endpoint for the worker's state right now."""
-    if server.id == UNREGISTERED:
+    if not framework.is_registered(server):
         return 503, "not registered with LiveKit yet"
     if server.draining:
         return 503, "draining: takes no new calls"

@@ -1,4 +1,4 @@
-"""Builds the AgentSession of one conversation from the tenant config."""
+"""The AgentSession of one conversation, built from the tenant config on the intro phase's models."""
 
 from __future__ import annotations
 
@@ -6,18 +6,19 @@ from livekit.agents import AgentSession
 from livekit.agents import vad as lk_vad
 from livekit.agents.types import NOT_GIVEN
 
-from .agents import StoryData
-from .config import TenantConfig
-from .providers import PhaseModels, build_intro_models
+from storyteller_api.spec import WorkerConfig
+
+from ..providers.phases import PhaseModels, build_intro_models
+from .userdata import StoryData
 
 
 def build_session(
-    tenant: TenantConfig, vad: lk_vad.VAD | None, *, models: PhaseModels | None = None
+    tenant: WorkerConfig, vad: lk_vad.VAD | None, *, models: PhaseModels | None = None
 ) -> AgentSession[StoryData]:
     """A session on the intro phase's models with empty `StoryData`; StoryAgent overrides what differs.
 
     `vad` is the prewarmed Silero VAD of the job process (None in text-only tests); `models` the
-    intro's models when built ahead (`providers.build_session_models`), else built here.
+    intro's models when built ahead (`providers.phases.build_session_models`), else built here.
     """
     models = models or build_intro_models(tenant, vad)
     return AgentSession[StoryData](

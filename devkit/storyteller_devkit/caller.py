@@ -3,7 +3,8 @@
 It joins a room with the `livekit` RTC SDK, publishes a microphone track (silence, and espeak-ng
 speech when told to say something), subscribes to the agent's audio, and keeps what a person would
 notice: when the agent's voice is first heard, how much of it, what the agent's transcriptions said,
-the agent's state, and whether the room went away.
+the agent's state, and whether the room went away. :data:`CALLER_SCRIPT` is what the caller says in
+the storyteller flow (the model server's STT hears it in this order).
 """
 
 from __future__ import annotations
@@ -17,14 +18,16 @@ from dataclasses import dataclass, field
 
 from livekit import api, rtc
 
-from tests.fakes.speech import rms, synthesize
+from storyteller_devkit.speech import rms, synthesize
 
-logger = logging.getLogger("tests.e2e.caller")
+logger = logging.getLogger("storyteller.devkit.caller")
 
 SAMPLE_RATE = 48000
 FRAME_MS = 10
 SAMPLES_PER_FRAME = SAMPLE_RATE * FRAME_MS // 1000
 VOICE_RMS = 200.0  # agent audio louder than this is speech, not comfort silence
+# Name and city (the handoff to the StoryAgent), then "no thanks" (the goodbye and hang-up).
+CALLER_SCRIPT = ["My name is Ada and I live in Lisbon", "No thanks, that is all"]
 
 
 def caller_token(api_key: str, api_secret: str, room: str, identity: str = "caller") -> str:

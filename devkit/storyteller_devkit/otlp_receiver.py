@@ -1,4 +1,4 @@
-"""An OTLP/gRPC trace receiver (the collector's wire protocol) that keeps what it receives, for tests.
+"""An OTLP/gRPC trace receiver (the collector's wire protocol) that keeps what it receives.
 
 Built on the generated OTLP service of `opentelemetry-proto` and grpcio, both already installed with
 the OTLP exporter: the worker's real exporter talks to it exactly as to an OpenTelemetry Collector.
@@ -7,7 +7,6 @@ the OTLP exporter: the worker's real exporter talks to it exactly as to an OpenT
 from __future__ import annotations
 
 import threading
-import time
 from concurrent import futures
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +14,8 @@ from typing import Any
 import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+from storyteller_devkit.process import wait_until
 
 
 def _value(v: AnyValue) -> Any:
@@ -71,7 +72,10 @@ class OtlpReceiver:
         self._lock = threading.Lock()
         self._spans: list[ReceivedSpan] = []
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_Service(self), self._server)
+        # The generated gRPC module is untyped.
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(  # type: ignore[no-untyped-call]
+            _Service(self), self._server
+        )
         self.port = self._server.add_insecure_port("127.0.0.1:0")
         self.endpoint = f"http://127.0.0.1:{self.port}"
 
@@ -88,11 +92,11 @@ class OtlpReceiver:
             return list(self._spans)
 
     def wait_for(self, name: str, timeout: float = 30.0) -> list[ReceivedSpan]:
-        """The spans called `name`, once at least one arrived; raises TimeoutError at the deadline."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = [s for s in self.spans if s.name == name]
-            if found:
-                return found
-            time.sleep(0.05)  # polling a condition, with a deadline
-        raise TimeoutError(f"no span {name!r} within {timeout}s; got {sorted({s.name for s in self.spans})}")
+        """The spans called `name`, once at least one arrived; raises WaitFailed at the deadline."""
+        return wait_until(
+            f"a span {name!r}",
+            lambda: [s for s in self.spans if s.name == name],
+            timeout,
+            every=0.05,
+            context=lambda: f"spans received: {sorted({s.name for s in self.spans})}",
+        )

@@ -9,7 +9,7 @@ played to a sink that accepts audio at once, so the real TTS plugin synthesizes 
 Metrics go to $PROMETHEUS_MULTIPROC_DIR like a job process's; traces to the OTLP endpoint in the
 OTEL_* variables. Several drivers can run at once against one directory, as job processes do.
 
-    python -m tests.fakes.session_driver --sessions 3
+    python -m storyteller_devkit.session_driver --sessions 3
 
 Needs STORYTELLER_CONFIG, the provider keys and LIVEKIT_URL/KEY/SECRET (for the hang-up) in the
 environment. `--no-telemetry` runs the same sessions with no collector and no tracer (for the bench).
@@ -23,14 +23,14 @@ import logging
 import os
 import sys
 import time
-from typing import Any
+from typing import Any, cast
 
 from livekit import rtc
 from livekit.agents.testing import fake_job_context
 from livekit.agents.utils import http_context
 from livekit.agents.voice import io
 
-logger = logging.getLogger("storyteller.tests.session_driver")
+logger = logging.getLogger("storyteller.devkit.session_driver")
 
 USER_TURNS = ("Hi! My name is Ada and I live in Lisbon.", "No thanks, that is all.")
 
@@ -63,9 +63,9 @@ class _Proc:
 
 
 async def run_session(proc: _Proc, *, telemetry: bool) -> None:
-    from storyteller_worker.agents import IntroAgent
-    from storyteller_worker.metrics import SessionMetrics
-    from storyteller_worker.session import build_session
+    from storyteller_worker.agents.intro import IntroAgent
+    from storyteller_worker.agents.session import build_session
+    from storyteller_worker.telemetry.session_metrics import SessionMetrics
 
     tenant = proc.userdata["tenant"]
     models = proc.userdata["models"]
@@ -84,16 +84,16 @@ async def run_session(proc: _Proc, *, telemetry: bool) -> None:
 
 
 async def main_async(sessions: int, telemetry: bool) -> None:
-    from storyteller_worker.server import prewarm
+    from storyteller_worker.server.prewarm import prewarm
 
     proc = _Proc()
     if telemetry:
-        prewarm(proc)  # type: ignore[arg-type]  # only .userdata is used
+        prewarm(cast(Any, proc))  # a stand-in for the JobProcess: only .userdata is used
     else:
         from livekit.plugins import silero
 
         from storyteller_worker.config import load_tenant_config
-        from storyteller_worker.providers import build_session_models
+        from storyteller_worker.providers.phases import build_session_models
 
         tenant = load_tenant_config()
         vad = silero.VAD.load()

@@ -2,12 +2,12 @@
 
 The worker's real `openai` and `deepgram` plugins talk to it through `baseURL`, so everything from the
 plugins' HTTP/websocket clients and SSE parsing to tool-call handling runs for real; only the models'
-"thinking" is scripted: the LLM by `script.reply`, the TTS speaks with espeak-ng (real audio), the
+"thinking" is scripted: the LLM by `model_script.reply`, the TTS speaks with espeak-ng (real audio), the
 Deepgram STT hears utterances in the audio and answers each with the next line of `stt_script`.
 It also serves LiveKit's `RoomService/DeleteRoom` Twirp endpoint, checking the caller's token, so the
 hang-up can be tested without a LiveKit server.
 
-Run it alone: `python -m tests.fakes.openai_server --port 8765` prints its base URL.
+Run it alone: `python -m storyteller_devkit.model_server --port 8765` prints its base URL.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from aiohttp import WSMsgType, web
 from livekit import api
 from livekit.protocol import room as room_proto
 
-from . import script
-from .speech import UtteranceDetector, synthesize
+from storyteller_devkit import model_script
+from storyteller_devkit.speech import UtteranceDetector, synthesize
 
 DEV_API_KEY = "devkey"
 DEV_API_SECRET = "secret-for-local-tests-only-0123456789"
@@ -118,7 +118,7 @@ def build_app(
             )
         messages: list[dict[str, Any]] = body.get("messages", [])
         tools = [t["function"]["name"] for t in body.get("tools", []) if t.get("type") == "function"]
-        reply = script.reply(messages, tools)
+        reply = model_script.reply(messages, tools)
         model = body.get("model", "fake")
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:12]}"
 
@@ -145,7 +145,7 @@ def build_app(
                 _chunk(completion_id, model, {"tool_calls": [{"index": 0, **reply.tool_call_json()}]})
             )
         else:
-            for word in script.words(reply.text):
+            for word in model_script.words(reply.text):
                 if token_delay:
                     await asyncio.sleep(token_delay)
                 await resp.write(_chunk(completion_id, model, {"content": word}))

@@ -1,4 +1,4 @@
-"""The scripted "model" behind the fake OpenAI server: a pure function of the messages and tools.
+"""The scripted "model" behind the local model server: a pure function of the messages and tools.
 
 It plays the storyteller flow the way a real model would, so the real plugin, tools and handoff run:
 - offered `information_gathered` and told "my name is X ... (live in|from) Y" → calls it;

@@ -1,4 +1,9 @@
-"""A real worker process (`python -m storyteller_worker start`) for one tenant, on loopback."""
+"""A real worker process (`python -m storyteller_worker start`) for one tenant, on loopback.
+
+:class:`WorkerProcess` starts it with the tenant config and keys a pod would have, waits for its log
+lines (:data:`REGISTERED` once it has registered with LiveKit), reads its status, readiness and metrics
+endpoints, and stops it.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +12,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.fixtures.cluster import LiveKitServer, free_port
+from storyteller_devkit.livekit_server import LiveKitServer
+from storyteller_devkit.process import free_port, stop_process, wait_until
 
 REGISTERED = "registered worker"
 
@@ -82,19 +88,17 @@ class WorkerProcess:
         """Wait until the worker's output contains `text` (it must not exit first)."""
         self.wait_until(lambda: text in self.log(), repr(text), deadline_s)
 
-    def wait_until(self, predicate: Any, what: str, deadline_s: float) -> None:
-        """Poll `predicate` until true; the worker must not exit first. Blocking: call it from a thread
-        in async code."""
-        deadline = time.monotonic() + deadline_s
-        while not predicate():
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise AssertionError(
-                    f"worker exited ({self.proc.returncode}) before {what}:\n{self.log()[-3000:]}"
-                )
-            if time.monotonic() > deadline:
-                raise AssertionError(f"worker: no {what} within {deadline_s} s:\n{self.log()[-3000:]}")
-            time.sleep(0.1)
+    def wait_until(self, predicate: Callable[[], object], what: str, deadline_s: float) -> None:
+        """Poll `predicate` until true; the worker must not exit first (WaitFailed, with its log's tail).
+        Blocking: call it from a thread in async code."""
+        assert self.proc is not None, "start() the worker first"
+        wait_until(
+            what,
+            predicate,
+            deadline_s,
+            proc=self.proc,
+            context=lambda: f"worker log {self.log_path}:\n{self.log()[-3000:]}",
+        )
 
     def status(self) -> dict[str, Any]:
         """The framework's `GET /worker`: agent_name, active_jobs, worker_load."""
@@ -112,7 +116,7 @@ class WorkerProcess:
 
     def metrics(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as resp:
-            return resp.read().decode()
+            return str(resp.read().decode())
 
     def sigterm(self) -> None:
         assert self.proc is not None
@@ -123,14 +127,6 @@ class WorkerProcess:
         return self.proc.wait(timeout=timeout)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.send_signal(signal.SIGTERM)  # a second SIGTERM forces the exit
-                try:
-                    self.proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
+        """SIGTERM (a drain), a second SIGTERM after 15 s (exit now), SIGKILL after 10 s more."""
+        if self.proc is not None:
+            stop_process(self.proc, 15, term_again=10)
