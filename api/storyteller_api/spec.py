@@ -75,6 +75,8 @@ class SpecModel(BaseModel):
 class ModelBlock(SpecModel):
     """Fields shared by every model block (llm, stt, tts) and their fallbacks."""
 
+    # First, as in the CRD; each kind narrows it to its providers.
+    provider: str = Field(max_length=32, description="Who serves the model.")
     model: str = Field(min_length=1, max_length=256, description="The provider's model name.")
     voice: str | None = Field(
         default=None,

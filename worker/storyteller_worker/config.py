@@ -54,7 +54,7 @@ def required_env(config: WorkerConfig) -> dict[str, str]:
     """Environment variable → the first field that needs it (LiveKit credentials, provider keys)."""
     needed = {name: "livekit.credentialsSecret" for name in contract.LIVEKIT_KEY_ENVS}
     for path, block in config.model_blocks():
-        provider: str = block.provider  # type: ignore[attr-defined]
+        provider: str = block.provider
         needed.setdefault(contract.PROVIDER_KEY_ENV[provider], f"{path}.provider")
     return needed
 

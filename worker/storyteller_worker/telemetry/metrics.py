@@ -14,7 +14,7 @@ multiprocess mode (see `metrics_dir`), which is why gauges declare how processes
 from __future__ import annotations
 
 import logging
-from typing import Literal, Protocol, cast
+from typing import Literal, cast
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -106,20 +106,12 @@ POOL_MAX_REPLICAS = Gauge(
 ModelKind = Literal["llm", "stt", "tts"]
 
 
-class _ModelBlock(Protocol):
-    """What every model block of the config has (each kind's spec declares its own `provider`)."""
-
-    provider: str
-    model: str
-
-
 def provider_names(tenant: WorkerConfig) -> dict[tuple[ModelKind, str], str]:
     """(kind, model) → the config's provider name, for every model block and fallback in use."""
     names: dict[tuple[ModelKind, str], str] = {}
     for path, block in tenant.model_blocks():
         kind = cast(ModelKind, path.split(".")[1])  # "intro.llm.fallbacks[0]" → llm
-        spec = cast(_ModelBlock, block)
-        names.setdefault((kind, spec.model), spec.provider)
+        names.setdefault((kind, block.model), block.provider)
     return names
 
 
@@ -162,8 +154,7 @@ def initialize_series(tenant: WorkerConfig) -> None:
             )
             if phase != phase_name and not (agent == "StoryAgent" and inherited):
                 continue
-            spec = cast(_ModelBlock, block)
-            labels = {"tenant": name, "agent": agent, "provider": spec.provider, "model": spec.model}
+            labels = {"tenant": name, "agent": agent, "provider": block.provider, "model": block.model}
             for metric in _PER_KIND[kind]:
                 metric.labels(**labels)
             PROVIDER_ERRORS.labels(kind=kind, **labels)
