@@ -8,7 +8,6 @@ rendered manifest is unchanged since this process last applied it is skipped unl
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 from collections.abc import Mapping
@@ -29,13 +28,6 @@ ChildKey = tuple[str, str, str]  # (tenant uid, kind, name)
 
 class NamespaceTerminating(Exception):
     """The tenant's namespace is being deleted, the tenant with it: nothing to converge to."""
-
-
-@dataclasses.dataclass
-class _Outcome:
-    changed: list[str] = dataclasses.field(default_factory=list)
-    error: str | None = None
-    deployment: dict[str, Any] | None = None
 
 
 class Applier:
@@ -93,7 +85,9 @@ class Applier:
         `first`: the tenant was never reconciled (no child can exist yet, so none is read back first).
         """
         t = plan.tenant
-        out = _Outcome(deployment=dict(current) if current is not None else None)
+        changed: list[str] = []
+        error: str | None = None
+        deployment = current
         for manifest in plan.children:
             kind, child = manifest["kind"], manifest["metadata"]["name"]
             key = (t.uid, kind, child)
@@ -113,13 +107,13 @@ class Applier:
             except ApiException as err:
                 if err.status == 403 and "being terminated" in str(err.body):
                     raise NamespaceTerminating(t.namespace) from None
-                out.error = f"applying {kind} {child}: {error_text(err)}"
+                error = f"applying {kind} {child}: {error_text(err)}"
                 break
             after = render.owned_hash(manifest, applied)
             if after != before:
-                out.changed.append(f"{kind}/{child}")
+                changed.append(f"{kind}/{child}")
             with self._guard:
                 self._applied[key] = (digest, after)
             if kind == "Deployment":
-                out.deployment = applied
-        return Applied(changed=out.changed, error=out.error, deployment=out.deployment)
+                deployment = applied
+        return Applied(changed=changed, error=error, deployment=deployment)
