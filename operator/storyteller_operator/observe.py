@@ -88,11 +88,8 @@ class Observer:
         self.now = now
 
     def tenant_object(self, namespace: str, name: str) -> Obj | None:
-        """The tenant as stored now; None when it is gone or being deleted."""
-        obj = self.kube.get(contract.API_VERSION, contract.KIND, namespace, name)
-        if obj is None or obj["metadata"].get("deletionTimestamp"):
-            return None
-        return obj
+        """The tenant as stored now (None when it is gone); read fresh, never a cached copy."""
+        return self.kube.get(contract.API_VERSION, contract.KIND, namespace, name)
 
     def observe(self, obj: Obj, *, check_scaled_object: Callable[[Tenant, str], bool]) -> Snapshot:
         """Read the rest of the tenant's world. `check_scaled_object(tenant, sized_by)`: whether the

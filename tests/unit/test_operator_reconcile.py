@@ -344,3 +344,12 @@ def test_status_reports_deployment_failure() -> None:
 def test_status_keeps_active_sessions_from_elsewhere() -> None:
     s = st.compute(obs(deployment=dep(2)), {"activeSessions": 5}, "t")
     assert s["activeSessions"] == 5
+
+
+def test_a_tenant_being_deleted_is_forgotten_with_its_apply_cache(rec: Reconciler, kube: FakeKube) -> None:
+    rec.reconcile("team-a", "acme")
+    uid = kube.objects[(contract.KIND, "team-a", "acme")]["metadata"]["uid"]
+    assert rec.applier.remembers(uid, "Deployment", "acme-worker")
+    kube.objects[(contract.KIND, "team-a", "acme")]["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    assert rec.reconcile("team-a", "acme") is None
+    assert not rec.applier.remembers(uid, "Deployment", "acme-worker")
