@@ -31,10 +31,11 @@ images: ## the operator, worker and pause images (buildah, cached); imported whe
 	sock="$$(source tests/cluster/lib.sh && echo "$$CONTAINERD_SOCK")"; \
 	if [[ -S "$$sock" ]]; then tests/cluster/images.sh import "$$sock"; fi
 
-lint: venv ## ruff (lint + format) and mypy on our packages
+lint: venv tools ## ruff, mypy; the chart's scenarios through kubeconform (strict) and kube-linter
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy $(PY_PACKAGES)
+	tests/cluster/lint-manifests.sh $(PY)
 
 test-unit: venv ## quick tests: no cluster, no server
 	$(PY) -m pytest -m unit -q

@@ -79,7 +79,7 @@ def manifests(ns: str, n: int) -> str:
                         "credentialsSecret": "livekit-credentials",
                     },
                     "providerSecrets": ["openai"],
-                    "pool": {"minReplicas": 1, "drainTimeoutSeconds": 0},
+                    "pool": {"minReplicas": 1, "drainTimeoutSeconds": 1},
                 },
             }
         )

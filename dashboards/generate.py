@@ -83,8 +83,7 @@ def _panel(p: Panel, index: int) -> dict[str, Any]:
             for i, q in enumerate(p.queries)
         ],
     }
-    if p.description:
-        panel["description"] = p.description
+    panel["description"] = p.description
     return panel
 
 
@@ -96,7 +95,10 @@ def render(d: Dashboard) -> dict[str, Any]:
         "timezone": "browser",
         "schemaVersion": 39,
         "version": 1,
-        "editable": True,
+        # Provisioned from the chart's ConfigMaps: an edit made in Grafana would be lost at the next
+        # sync, so the UI offers none (change queries.py and regenerate).
+        "editable": False,
+        "graphTooltip": 1,  # shared crosshair: one moment lines up across panels
         "refresh": "30s",
         "time": {"from": "now-6h", "to": "now"},
         "templating": {"list": _variables(d)},

@@ -30,7 +30,13 @@ class Panel:
     unit: str
     queries: tuple[Query, ...]
     kind: str = "timeseries"  # timeseries | stat | bargauge
-    description: str = ""
+    # For whoever is on call: what the panel shows and what a bad value means. Required, and keyword-only
+    # so it can follow the defaulted `kind`.
+    description: str = field(kw_only=True)
+
+    def __post_init__(self) -> None:
+        if not self.description.strip():
+            raise ValueError(f"panel {self.title!r} needs a description")
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,10 @@ TENANT_USAGE = Dashboard(
                     "{{tenant}} {{model}} completion",
                 ),
             ),
+            description="Prompt and completion tokens the tenants' language models use per second, by "
+            "model: the pace of the LLM bill. Tokens rising while sessions started per minute stay flat "
+            "mean longer conversations or grown instructions; no tokens while sessions run mean the LLM "
+            "requests fail (see Provider errors on Worker pools).",
         ),
         Panel(
             "LLM tokens in range",
@@ -95,12 +105,18 @@ TENANT_USAGE = Dashboard(
                 ),
             ),
             kind="bargauge",
+            description="Prompt and completion tokens used over the whole selected time range, per tenant "
+            "and model: what the LLM part of the bill counts. A tenant far above the others with a "
+            "similar number of sessions has longer conversations or a larger prompt.",
         ),
         Panel(
             "TTS characters in range",
             "short",
             (Query(_increase(m.TTS_CHARACTERS, "tenant, model"), "{{tenant}} {{model}}"),),
             kind="bargauge",
+            description="Characters sent to text-to-speech over the selected time range, per tenant and "
+            "model (TTS is billed per character). A tenant far above the others with a similar number of "
+            "sessions has unusually long replies.",
         ),
         Panel(
             "TTS audio minutes in range",
@@ -112,6 +128,8 @@ TENANT_USAGE = Dashboard(
                 ),
             ),
             kind="bargauge",
+            description="Minutes of speech synthesized over the selected time range, per tenant and model "
+            "(what a provider billing per audio minute counts). It should follow TTS characters.",
         ),
         Panel(
             "STT audio minutes in range",
@@ -123,17 +141,26 @@ TENANT_USAGE = Dashboard(
                 ),
             ),
             kind="bargauge",
+            description="Minutes of callers' audio transcribed over the selected time range, per tenant and "
+            "model (speech-to-text is billed per minute). Only voice sessions produce it; empty for "
+            "text-only traffic.",
         ),
         Panel(
             "Sessions started in range",
             "short",
             (Query(_increase(m.SESSIONS_STARTED, "tenant"), "{{tenant}}"),),
             kind="stat",
+            description="Calls dispatched to each tenant's agents over the selected time range. Zero for a "
+            "tenant that normally has traffic means calls do not reach its workers: check its Ready "
+            "condition (kubectl get sd) and that LiveKit dispatches to its agentName.",
         ),
         Panel(
             "Sessions started per minute",
             "short",
             (Query(_rate(m.SESSIONS_STARTED, "tenant") + " * 60", "{{tenant}}"),),
+            description="New sessions per minute per tenant: the demand the pool is sized for. A sudden "
+            "drop to zero while callers still call points at LiveKit or the workers' registration; a spike "
+            "is what the autoscaler must absorb (Active sessions vs capacity on Worker pools).",
         ),
         Panel(
             "Estimated cost in range (USD)",
@@ -148,15 +175,36 @@ TENANT_USAGE = Dashboard(
                 Query(_cost(m.STT_AUDIO_SECONDS, "stt_minute", " / 60"), "{{tenant}} STT"),
             ),
             kind="bargauge",
-            description="An estimate: usage × the price table (rule storyteller:price_usd_per_unit).",
+            description="An estimate: usage in the selected time range × the price table (recording rule "
+            "storyteller:price_usd_per_unit; the chart value prometheusRule.prices sets it). A model "
+            "missing from the price table adds nothing, so a figure lower than expected may be a missing "
+            "price rather than a cheap tenant.",
         ),
     ),
 )
 
+# (title, metric, what it measures and what a high value means)
 _LATENCY_PER_AGENT = (
-    ("LLM time to first token", m.LLM_TTFT),
-    ("TTS time to first byte", m.TTS_TTFB),
-    ("End-of-utterance delay", m.EOU_DELAY),
+    (
+        "LLM time to first token",
+        m.LLM_TTFT,
+        "Time from a reply's request to the language model's first token, per agent: most of the "
+        "silence a caller hears before the answer. StorytellerTTFTHigh fires when p95 stays above 1.5 s; "
+        "high for one agent only: compare its model in LLM time to first token p95 by model.",
+    ),
+    (
+        "TTS time to first byte",
+        m.TTS_TTFB,
+        "Time from a reply's text to text-to-speech's first audio byte, per agent; it adds to the "
+        "caller's wait before each answer. High for every agent at once is usually the TTS provider.",
+    ),
+    (
+        "End-of-utterance delay",
+        m.EOU_DELAY,
+        "Time from the end of the caller's speech to the end of their turn, per agent: how long the agent "
+        "waits before it starts answering. Only voice sessions produce it. High values make the agent feel "
+        "slow to notice that the caller stopped talking.",
+    ),
 )
 
 CONVERSATION_LATENCY = Dashboard(
@@ -171,8 +219,9 @@ CONVERSATION_LATENCY = Dashboard(
                     Query(_quantile(q, metric, "agent"), f"{{{{agent}}}} p{int(q * 100)}")
                     for q in (0.5, 0.95, 0.99)
                 ),
+                description=description,
             )
-            for title, metric in _LATENCY_PER_AGENT
+            for title, metric, description in _LATENCY_PER_AGENT
         ),
         Panel(
             "LLM time to first token p95 by model",
@@ -183,6 +232,9 @@ CONVERSATION_LATENCY = Dashboard(
                     "{{provider}} {{model}}",
                 ),
             ),
+            description="95th percentile LLM time to first token per provider and model, over the chosen "
+            "tenants. Tells a slow model from a slow tenant: one model high for every tenant is the "
+            "provider or the model; switch the phase's llm or rely on its fallbacks.",
         ),
         Panel(
             "Session duration p50 / p95",
@@ -194,6 +246,9 @@ CONVERSATION_LATENCY = Dashboard(
                 )
                 for q in (0.5, 0.95)
             ),
+            description="How long calls last, p50 and p95 per tenant, over the sessions that ended in each "
+            "interval (empty when none ended). A sudden drop means calls end early: failing providers "
+            "or callers hanging up on a slow agent.",
         ),
     ),
 )
@@ -209,6 +264,10 @@ WORKER_POOLS = Dashboard(
                 Query(f"sum by (tenant) ({m.POOL_DESIRED_REPLICAS}{{{OP_POOL}}})", "{{tenant}} desired"),
                 Query(f"count by (tenant) ({m.SESSION_CAPACITY}{{{W}}})", "{{tenant}} running"),
             ),
+            description="Worker pods the operator asks for (desired) vs pods whose metrics Prometheus "
+            "scrapes (running). A gap longer than a pod's start means pods do not start (image, quota, "
+            "scheduling: the tenant's Progressing and Degraded conditions say) or are not scraped "
+            "(the tenant's PodMonitor).",
         ),
         Panel(
             "Active sessions vs capacity",
@@ -217,6 +276,9 @@ WORKER_POOLS = Dashboard(
                 Query(f"sum by (tenant) ({m.SESSIONS_ACTIVE}{{{W}}})", "{{tenant}} active"),
                 Query(f"sum by (tenant) ({m.SESSION_CAPACITY}{{{W}}})", "{{tenant}} capacity"),
             ),
+            description="Sessions running across a tenant's pods vs the sessions those pods accept (pods × "
+            "pool.sessionsPerWorker). Active at capacity means new calls are refused until the pool grows; "
+            "at pool.maxReplicas as well, StorytellerPoolAtMaxReplicas fires.",
         ),
         Panel(
             "Idle job processes",
@@ -228,13 +290,17 @@ WORKER_POOLS = Dashboard(
                     "{{pod}}",
                 ),
             ),
-            description="Child processes of the worker minus the sessions running in them (approximate: "
-            "the count includes the forkserver).",
+            description="Child processes of the worker minus the sessions running in them, per pod: "
+            "prewarmed processes ready to take a call (approximate: the count includes the forkserver). "
+            "At zero under load, new calls wait for a process to start; see pool.idleProcesses.",
         ),
         Panel(
             "Worker load",
             "percentunit",
             (Query(f"max by (pod) (lk_agents_worker_load{{{NS}}})", "{{pod}}"),),
+            description="Share of each pod's session slots in use (sessions / pool.sessionsPerWorker), as "
+            "the worker reports it to LiveKit. At 100 % the pod takes no new call; every pod at 100 % means "
+            "the pool is full.",
         ),
         Panel(
             "Handoffs per second",
@@ -245,6 +311,9 @@ WORKER_POOLS = Dashboard(
                     "{{from_agent}} → {{to_agent}}",
                 ),
             ),
+            description="IntroAgent → StoryAgent handoffs per second: sessions that got past the intro. "
+            "Far fewer handoffs than sessions started means callers hang up during the intro or its "
+            "handoff fails (worker log).",
         ),
         Panel(
             "Provider errors per second",
@@ -255,6 +324,9 @@ WORKER_POOLS = Dashboard(
                     "{{kind}} {{provider}} {{model}}",
                 ),
             ),
+            description="Failed LLM, STT and TTS requests per second by kind, provider and model, fallbacks "
+            "included. Should be zero; StorytellerProviderErrorRateHigh fires above 5 % of LLM replies. "
+            "Check the provider's status and the tenant's key Secrets.",
         ),
     ),
 )
@@ -273,6 +345,10 @@ OPERATOR = Dashboard(
                     "{{result}}",
                 ),
             ),
+            description="Tenant reconciles per second: changed (something was written), unchanged (nothing "
+            "to do), error. The operator revisits every tenant every few seconds, so with tenants a flat "
+            "zero means it is stuck (StorytellerOperatorNotReconciling), and no data at all that it is down "
+            "or not scraped (StorytellerOperatorDown).",
         ),
         Panel(
             "Reconcile errors per second",
@@ -283,6 +359,9 @@ OPERATOR = Dashboard(
                     "errors",
                 ),
             ),
+            description="Failed reconciles per second. Should be zero; a sustained rate fires "
+            'StorytellerOperatorReconcileErrors. The operator log ("reconcile failed", with the tenant) '
+            "and the tenants' Degraded condition say why.",
         ),
         Panel(
             "Reconcile duration p50 / p95 / p99",
@@ -294,6 +373,9 @@ OPERATOR = Dashboard(
                 )
                 for q in (0.5, 0.95, 0.99)
             ),
+            description="Time to reconcile one tenant: reads, applies and the status write. Normally well "
+            "under a second; seconds mean a slow API server or workers slow to report their sessions, and "
+            "scaling decisions lag by as much.",
         ),
         Panel(
             "Desired replicas per tenant",
@@ -304,6 +386,9 @@ OPERATOR = Dashboard(
                     "{{namespace}}/{{tenant}}",
                 ),
             ),
+            description="Worker pods the operator asks for, per tenant (builtin autoscaler: from sessions; "
+            "keda and none: spec.replicas). Flat at the tenant's pool.maxReplicas under load means the pool "
+            "cannot grow further.",
         ),
         Panel(
             "Active sessions per tenant (operator's view)",
@@ -314,6 +399,9 @@ OPERATOR = Dashboard(
                     "{{namespace}}/{{tenant}}",
                 ),
             ),
+            description="Sessions the operator counted across each pool when it last sized it (builtin "
+            "autoscaler). It should match Active sessions on Worker pools; less means some pods do not "
+            "answer (the tenant's ScalingLimited condition then says WorkersNotReporting).",
         ),
     ),
 )

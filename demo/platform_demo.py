@@ -201,7 +201,7 @@ def on_pods(stack: ExitStack, env: dict[str, str], real: bool) -> tuple[LiveKitS
     node, kubectl = RealNode.from_lib(), find_tool("kubectl")
     node_ip, placement = node.ip, node.placement
     repository, _, tag = node.operator_image.rpartition(":")
-    image = {"repository": repository, "tag": tag, "pullPolicy": "Never"}
+    image = {"registry": "", "repository": repository, "tag": tag, "pullPolicy": "Never"}
     values = {"operator": {"image": image, **placement}}
     step("helm install the chart (CRD, RBAC, operator): the operator runs from its image on the real node")
     run(find_tool("helm"), "upgrade", "--install", RELEASE, CHART, "-n", RELEASE_NS, "--create-namespace",
@@ -251,10 +251,10 @@ def as_processes(
     wait_ready(env)
     print(run(kubectl, "-n", TENANT_NS, "get", "sd,deploy,pods,cm", env=env))
 
-    step(f"the worker, with the config the operator rendered into ConfigMap {config_map_name(TENANT)}")
-    cm = json.loads(
-        run(kubectl, "-n", TENANT_NS, "get", "cm", config_map_name(TENANT), "-o", "json", env=env)
-    )
+    sd = json.loads(run(kubectl, "-n", TENANT_NS, "get", "sd", TENANT, "-o", "json", env=env))
+    config_map = config_map_name(TENANT, sd["status"]["configHash"])
+    step(f"the worker, with the config the operator rendered into ConfigMap {config_map} (its revision)")
+    cm = json.loads(run(kubectl, "-n", TENANT_NS, "get", "cm", config_map, "-o", "json", env=env))
     config: dict[str, Any] = json.loads(cm["data"]["tenant.json"])
     livekit, models = local_servers(stack, "127.0.0.1", real)
     config["livekit"]["url"] = livekit.url

@@ -47,11 +47,18 @@ LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 WORKER_APP_NAME: Final = "storyteller-worker"  # app.kubernetes.io/name of worker pods
 TENANT_LABEL: Final = f"{GROUP}/tenant"
 CONFIG_HASH_ANNOTATION: Final = f"{GROUP}/config-hash"
+# On the worker pods: a hash of the referenced Secrets' resourceVersions (a rotated key rolls the pool).
+SECRETS_HASH_ANNOTATION: Final = f"{GROUP}/secrets-hash"
 AUTOSCALER_ANNOTATION: Final = f"{GROUP}/autoscaler"
 # Label prefixes a tenant may not set on its pods (spec.worker.podLabels): the operator owns them.
 RESERVED_LABEL_PREFIXES: Final = ("app.kubernetes.io/", f"{GROUP}/")
 # Kubernetes' own: the ReplicaSet removes the cheapest pods first.
 POD_DELETION_COST: Final = "controller.kubernetes.io/pod-deletion-cost"
+# Pod annotations a tenant may not set (spec.worker.podAnnotations). pod-deletion-cost: the operator prices
+# pods with it, a template value would fight it. The operator's own prefix (config hash). kubectl's
+# (`rollout restart` writes restartedAt; from the spec, the operator would own it and undo the restart).
+RESERVED_ANNOTATION_KEYS: Final = (POD_DELETION_COST,)
+RESERVED_ANNOTATION_PREFIXES: Final = (f"{GROUP}/", "kubectl.kubernetes.io/")
 
 # --------------------------------------------------------------- the worker's configuration, in the pod
 CONFIG_PATH_ENV: Final = "STORYTELLER_CONFIG"
@@ -59,6 +66,9 @@ CONFIG_DIR: Final = "/etc/storyteller"
 CONFIG_KEY: Final = "tenant.json"
 DEFAULT_CONFIG_PATH: Final = f"{CONFIG_DIR}/{CONFIG_KEY}"
 READY_PORT_ENV: Final = "STORYTELLER_READY_PORT"
+# The memory one job process (one session) may use, in MB, before the worker kills it (only that session
+# ends, not the pod's others); set by the operator from the pod's memory limit, 0 or unset: no limit.
+JOB_MEMORY_LIMIT_ENV: Final = "STORYTELLER_JOB_MEMORY_LIMIT_MB"
 
 # Which environment variable carries each provider's key. The operator fills them from the Secrets named
 # in spec.providerSecrets; the worker only checks they are present and never reads them itself.

@@ -23,13 +23,13 @@ STT_AUDIO_SECONDS: Final = "storyteller_stt_audio_seconds_total"
 EOU_DELAY: Final = "storyteller_eou_delay_seconds"
 PROVIDER_ERRORS: Final = "storyteller_provider_errors_total"
 SESSION_CAPACITY: Final = "storyteller_worker_session_capacity"
-POOL_MAX_REPLICAS: Final = "storyteller_worker_pool_max_replicas"
 
 # -------------------------------------------------------------------------------------- operator
 RECONCILE_TOTAL: Final = "storyteller_operator_reconcile_total"
 RECONCILE_SECONDS: Final = "storyteller_operator_reconcile_seconds"
 POOL_DESIRED_REPLICAS: Final = "storyteller_pool_desired_replicas"
 POOL_ACTIVE_SESSIONS: Final = "storyteller_pool_active_sessions"
+POOL_MAX_REPLICAS: Final = "storyteller_pool_max_replicas"
 
 # The recording rule of the cost panels' price table (dashboards/rules.yaml).
 PRICE_PER_UNIT: Final = "storyteller:price_usd_per_unit"

@@ -14,10 +14,11 @@ never passes silently.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Annotated, Any, ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from storyteller_api import contract
@@ -32,8 +33,62 @@ TENANT_NAME_MAX = 48
 _NUM = r"(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
 QUANTITY = rf"^(\+|-)?{_NUM}(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?{_NUM}))?$"
 
+# One token: no whitespace (a model, a voice, an image reference).
+TOKEN = r"^\S+$"
+# A BCP 47 language tag (en, en-US, zh-Hans-CN) or a provider's word of the same shape (Deepgram's multi).
+LANGUAGE = r"^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*$"
+# A URL with a host and no whitespace; the scheme is the field's.
+_URL_REST = r"://[^\s/?#]+([/?#]\S*)?$"
+HTTP_URL = rf"^https?{_URL_REST}"
+WS_URL = rf"^wss?{_URL_REST}"
+URL_MAX = 2048
+# Credentials in a URL would land in the ConfigMap, an env literal and log lines: they belong in a Secret.
+# The API server (CEL `matches`, RE2) and the models (Python `re.search`) apply these same expressions.
+# Userinfo: an '@' in the authority (user:password@host, token@host).
+URL_USERINFO = r"^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*@"
+# A query (or fragment, or ;-parameter) name that looks like a credential, whatever its case: any name
+# holding key, token, secret, passw(or)d, pwd, credential, signature or auth (api-key, x-api-key,
+# access_token, client_secret, X-Amz-Signature...), or Azure SAS's sig.
+URL_CREDENTIAL_PARAM = (
+    r"(?i)[?&#;]([^=&#;]*(key|token|secret|passw|pwd|credential|signature|auth)[^=&#;]*|sig)(=|[&#;]|$)"
+)
+_USERINFO_MESSAGE = "must not carry user information (user:password@host)"
+_PARAM_MESSAGE = "must not carry a credential-looking query parameter (key, token, secret, password, auth...)"
+
+
+def _credential_free(url: str) -> str:
+    # The message never repeats the URL: it holds the credential.
+    if re.search(URL_USERINFO, url):
+        raise ValueError(f"{_USERINFO_MESSAGE}; put credentials in a Secret")
+    if re.search(URL_CREDENTIAL_PARAM, url):
+        raise ValueError(f"{_PARAM_MESSAGE}; put credentials in a Secret")
+    return url
+
+
+def url_rules(field: str, secret: str) -> dict[str, Any]:
+    """The CRD's side of `_credential_free`, for a URL field's `json_schema_extra`.
+
+    A CEL refusal shows the value's type, not the value (a `pattern` refusal would echo the URL).
+    """
+    return {
+        "x-kubernetes-validations": [
+            {
+                "rule": f"!self.matches('{regex}')",
+                "message": f"{field} {message}: put credentials in {secret}",
+                "reason": "FieldValueForbidden",
+            }
+            for regex, message in ((URL_USERINFO, _USERINFO_MESSAGE), (URL_CREDENTIAL_PARAM, _PARAM_MESSAGE))
+        ]
+    }
+
+
+_PROVIDER_SECRET = "a Secret named in spec.providerSecrets"
+
 DnsLabel = Annotated[str, Field(pattern=DNS_LABEL, max_length=63)]
-HttpURL = Annotated[str, Field(pattern=r"^https?://", max_length=2048)]
+HttpURL = Annotated[str, Field(pattern=HTTP_URL, max_length=URL_MAX), AfterValidator(_credential_free)]
+WsURL = Annotated[str, Field(pattern=WS_URL, max_length=URL_MAX), AfterValidator(_credential_free)]
+Token = Annotated[str, Field(pattern=TOKEN)]
+Port = Annotated[int, Field(ge=1, le=65535)]
 # A CEL rule as the CRD states it: rule, message, and optionally fieldPath and reason.
 CelRule = dict[str, str]
 
@@ -55,6 +110,8 @@ STTProvider = Literal["deepgram", "openai"]
 TTSProvider = Literal["openai", "deepgram"]
 REALTIME: LLMProvider = "openai-realtime"
 Autoscaler = Literal["builtin", "keda", "none"]
+# The most worker pods one tenant may run (min, max and spec.replicas).
+MAX_REPLICAS = 1000
 # Autoscalers whose size is spec.replicas (written by kubectl scale or KEDA), not the operator's policy.
 MANUAL_AUTOSCALERS: tuple[Autoscaler, ...] = ("none", "keda")
 
@@ -77,22 +134,30 @@ class ModelBlock(SpecModel):
 
     # First, as in the CRD; each kind narrows it to its providers.
     provider: str = Field(max_length=32, description="Who serves the model.")
-    model: str = Field(min_length=1, max_length=256, description="The provider's model name.")
-    voice: str | None = Field(
+    model: Token = Field(
+        min_length=1, max_length=256, description="The provider's model name (no whitespace, at most 256)."
+    )
+    voice: Token | None = Field(
         default=None,
         max_length=128,
-        description="Voice name, for text-to-speech and realtime models (for example echo).",
+        description="Voice name, for text-to-speech and realtime models (for example echo; no whitespace, "
+        "at most 128).",
     )
     language: str | None = Field(
         default=None,
+        pattern=LANGUAGE,
         max_length=32,
-        description="Language code, for speech-to-text and text-to-speech (for example en).",
+        description="Language code, for speech-to-text and text-to-speech: a BCP 47 tag such as en or "
+        "en-US (or the provider's multi).",
     )
     base_url: HttpURL | None = Field(
         default=None,
         alias="baseURL",
         description="Base URL of an OpenAI-compatible (or Deepgram-compatible) endpoint, for self-hosted "
-        "models; the provider's public endpoint when absent.",
+        "models; the provider's public endpoint when absent. http:// or https://, at most 2048 characters, "
+        "with no credentials (no user:password@, no key or token query parameter): the key goes in a "
+        "Secret named in spec.providerSecrets.",
+        json_schema_extra=url_rules("baseURL", _PROVIDER_SECRET),
     )
     temperature: float | None = Field(
         default=None,
@@ -287,10 +352,11 @@ class StoryPhase(SpecModel):
 class LiveKit(SpecModel):
     """The LiveKit server the workers register with."""
 
-    url: str = Field(
-        pattern=r"^wss?://",
-        max_length=2048,
-        description="WebSocket URL of the LiveKit server, ws:// or wss://.",
+    url: WsURL = Field(
+        description="WebSocket URL of the LiveKit server, ws:// or wss://, at most 2048 characters, with no "
+        "credentials (no user:password@, no token query parameter): the key and secret go in "
+        "credentialsSecret.",
+        json_schema_extra=url_rules("spec.livekit.url", "the Secret spec.livekit.credentialsSecret names"),
     )
     credentials_secret: DnsLabel = Field(
         description=f"Name of a Secret in this namespace with the keys {contract.LIVEKIT_API_KEY_ENV} and "
@@ -298,7 +364,37 @@ class LiveKit(SpecModel):
     )
 
 
-class Pool(SpecModel):
+class WorkerPool(SpecModel):
+    """The part of the pool a worker pod reads: its capacity and how it starts and stops jobs.
+
+    Only these reach the worker's config, so resizing the pool never changes what the pods run (and
+    never rolls them).
+    """
+
+    sessions_per_worker: int = Field(
+        default=4,
+        ge=1,
+        le=100,
+        description="Sessions one worker pod accepts; it refuses jobs beyond this. 1 to 100.",
+    )
+    # Each one holds its own copy of the models in memory.
+    idle_processes: int = Field(
+        default=2,
+        ge=0,
+        le=16,
+        description="Prewarmed job processes per pod (models already loaded). 0 to 16.",
+    )
+    drain_timeout_seconds: int = Field(
+        default=900,
+        ge=1,
+        le=10800,
+        description="How long a pod being removed may keep finishing its sessions, 1 to 10800 seconds (3 "
+        "hours). The pod's grace period is this plus 30 seconds, and a node drain waits that long. Not 0: "
+        "LiveKit reads 0 as no limit, and the pod would be killed at its grace period mid-session.",
+    )
+
+
+class Pool(WorkerPool):
     """The prewarmed worker pool and how it scales."""
 
     CEL_RULES = (
@@ -314,24 +410,22 @@ class Pool(SpecModel):
     min_replicas: int = Field(
         default=1,
         ge=0,
-        description="Workers kept running even at zero load (the pool's floor). 0 allows an empty pool.",
+        le=MAX_REPLICAS,
+        description="Workers kept running even at zero load (the pool's floor), 0 to 1000. 0 allows an "
+        "empty pool.",
     )
-    max_replicas: int = Field(default=10, ge=1, description="Most workers the pool may grow to.")
-    sessions_per_worker: int = Field(
-        default=4, ge=1, description="Sessions one worker pod accepts; it refuses jobs beyond this."
+    max_replicas: int = Field(
+        default=10, ge=1, le=MAX_REPLICAS, description="Most workers the pool may grow to, 1 to 1000."
     )
-    idle_processes: int = Field(
-        default=2, ge=0, description="Prewarmed job processes per pod (models already loaded)."
+    spare_sessions: int = Field(
+        default=2, ge=0, le=1000, description="Free session slots kept warm across the pool, 0 to 1000."
     )
-    spare_sessions: int = Field(default=2, ge=0, description="Free session slots kept warm across the pool.")
+    # The builtin policy keeps the load history of this window.
     scale_down_delay_seconds: int = Field(
-        default=300, ge=0, description="How long load must stay low before the pool shrinks."
-    )
-    drain_timeout_seconds: int = Field(
-        default=900,
+        default=300,
         ge=0,
-        description="How long a pod being removed may keep finishing its sessions; the pod's grace period "
-        "is this plus 30 seconds.",
+        le=86400,
+        description="How long load must stay low before the pool shrinks, 0 to 86400 seconds (a day).",
     )
     autoscaler: Autoscaler = Field(
         default="builtin",
@@ -355,6 +449,7 @@ _QUANTITIES: dict[str, Any] = {
         "x-kubernetes-int-or-string": True,
         "anyOf": [{"type": "integer"}, {"type": "string"}],
         "pattern": QUANTITY,
+        "maxLength": 64,
     },
 }
 
@@ -364,24 +459,158 @@ class Resources(SpecModel):
 
     limits: Quantities | None = Field(
         default=None,
-        description="Most of each resource the container may use.",
+        description="Most of each resource the container may use (quantities such as 500m or 2Gi, at most "
+        "16 resources).",
         json_schema_extra=_QUANTITIES,
     )
     requests: Quantities | None = Field(
-        default=None, description="Resources reserved for the container.", json_schema_extra=_QUANTITIES
+        default=None,
+        description="Resources reserved for the container (quantities such as 500m or 1Gi, at most 16 "
+        "resources).",
+        json_schema_extra=_QUANTITIES,
     )
 
 
 _RESERVED_LABEL = " || ".join(f"k.startsWith('{p}')" for p in contract.RESERVED_LABEL_PREFIXES)
 _RESERVED_OR = " or ".join(contract.RESERVED_LABEL_PREFIXES)
 _RESERVED_AND = " and ".join(contract.RESERVED_LABEL_PREFIXES)
+_RESERVED_ANNOTATION = " || ".join(
+    [f"k == '{k}'" for k in contract.RESERVED_ANNOTATION_KEYS]
+    + [f"k.startsWith('{p}')" for p in contract.RESERVED_ANNOTATION_PREFIXES]
+)
+_RESERVED_ANNOTATION_NAMES = [
+    *contract.RESERVED_ANNOTATION_KEYS,
+    *(f"{p}*" for p in contract.RESERVED_ANNOTATION_PREFIXES),
+]
+_RESERVED_ANNOTATIONS_OR = (
+    ", ".join(_RESERVED_ANNOTATION_NAMES[:-1]) + " or " + _RESERVED_ANNOTATION_NAMES[-1]
+)
+
+
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = rf"({_OCTET}[.]){{3}}{_OCTET}"  # [.], not an escape: the CEL string literal takes it as is
+_H = "[0-9a-fA-F]{1,4}"
+# Every compressed form of a hexadecimal IPv6 address (no embedded IPv4, no zone).
+_IPV6 = "|".join(
+    (
+        f"({_H}:){{7}}{_H}",
+        f"({_H}:){{1,7}}:",
+        *(f"({_H}:){{1,{7 - n}}}(:{_H}){{1,{n}}}" for n in range(1, 7)),
+        f":((:{_H}){{1,7}}|:)",
+    )
+)
+# An IPv4 or IPv6 CIDR (what a NetworkPolicy's ipBlock.cidr takes); RE2 and Python read it alike. A CEL
+# rule, not a `pattern`, in the CRD: a refusal then says what is wanted instead of quoting this expression.
+CIDR = rf"^({_IPV4}/(3[0-2]|[12]?[0-9])|({_IPV6})/(12[0-8]|1[01][0-9]|[1-9]?[0-9]))$"
+_CIDR_MESSAGE = "must be an IPv4 or IPv6 CIDR such as 203.0.113.0/24 or 2001:db8::/32"
+
+
+def _cidr(value: str) -> str:
+    if not re.search(CIDR, value):
+        raise ValueError(_CIDR_MESSAGE)
+    return value
+
+
+Cidr = Annotated[str, Field(max_length=43), AfterValidator(_cidr)]
+
+# LiveKit's own defaults (self-hosted livekit-server and LiveKit Cloud alike).
+LIVEKIT_UDP_RANGE = (50000, 60000)  # rtc.port_range_start..port_range_end: ICE over UDP
+LIVEKIT_UDP_PORTS = (3478, 7882)  # TURN over UDP; a self-hosted server's single UDP port (rtc.udp_port)
+LIVEKIT_TCP_PORTS = (7881, 443, 5349)  # ICE over TCP (rtc.tcp_port), TURN over TLS on 443 and 5349
+
+
+def _ports(protocol: str, default: tuple[int, ...]) -> dict[str, Any]:
+    return {
+        "default": list(default),
+        "x-kubernetes-list-type": "set",
+        "items": {"description": f"A {protocol} port, 1 to 65535."},
+    }
+
+
+class LiveKitMedia(SpecModel):
+    """Where the worker pods' LiveKit media may go: the ports (and addresses) of their media egress."""
+
+    # The field's description (kubectl explain): what the defaults are and when to change them.
+    DOC: ClassVar[str] = (
+        "Where the worker pods' LiveKit media (WebRTC audio) may go: their NetworkPolicy's media egress. The "
+        "defaults are LiveKit's own, for LiveKit Cloud and a self-hosted livekit-server alike: ICE over UDP "
+        "50000-60000 and TCP 7881, TURN over UDP 3478 and over TLS on 443 and 5349. A server with other rtc "
+        "or turn ports needs them here, or under a CNI that enforces NetworkPolicy the workers register "
+        "but hear nothing. Changing it never rolls the pods."
+    )
+
+    CEL_RULES = (
+        {
+            "rule": "!has(self.udpPortRangeStart) || !has(self.udpPortRangeEnd) "
+            "|| self.udpPortRangeStart <= self.udpPortRangeEnd",
+            "message": "spec.worker.livekitMedia.udpPortRangeStart must not exceed udpPortRangeEnd",
+            "fieldPath": ".udpPortRangeStart",
+            "reason": "FieldValueInvalid",
+        },
+    )
+    udp_port_range_start: int = Field(
+        default=LIVEKIT_UDP_RANGE[0],
+        ge=1,
+        le=65535,
+        description="First UDP port of the server's ICE range (LiveKit's rtc.port_range_start), 1 to 65535.",
+    )
+    udp_port_range_end: int = Field(
+        default=LIVEKIT_UDP_RANGE[1],
+        ge=1,
+        le=65535,
+        description="Last UDP port of the server's ICE range (LiveKit's rtc.port_range_end), 1 to 65535; "
+        "equal to udpPortRangeStart for a server on one UDP port (rtc.udp_port).",
+    )
+    udp_ports: list[Port] = Field(
+        default_factory=lambda: list(LIVEKIT_UDP_PORTS),
+        max_length=8,
+        description="More UDP ports media may use, at most 8 (TURN over UDP: 3478; a self-hosted server's "
+        "single UDP port, rtc.udp_port: 7882).",
+        json_schema_extra=_ports("UDP", LIVEKIT_UDP_PORTS),
+    )
+    tcp_ports: list[Port] = Field(
+        default_factory=lambda: list(LIVEKIT_TCP_PORTS),
+        max_length=8,
+        description="TCP ports media may use, at most 8 (ICE over TCP: 7881; TURN over TLS: 443 and 5349).",
+        json_schema_extra=_ports("TCP", LIVEKIT_TCP_PORTS),
+    )
+    cidrs: list[Cidr] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Addresses the media egress is limited to, at most 16 CIDRs (IPv4 or IPv6, such as "
+        "203.0.113.0/24): the LiveKit servers' and TURN servers' networks. Any address when empty.",
+        json_schema_extra={
+            "default": [],
+            "x-kubernetes-list-type": "set",
+            "items": {
+                "description": "An IPv4 or IPv6 CIDR.",
+                "x-kubernetes-validations": [
+                    {
+                        "rule": f"self.matches('{CIDR}')",
+                        "message": f"spec.worker.livekitMedia.cidrs {_CIDR_MESSAGE}",
+                        "reason": "FieldValueInvalid",
+                    }
+                ],
+            },
+        },
+    )
+
+    @model_validator(mode="after")
+    def _range_in_order(self) -> Self:
+        if self.udp_port_range_start > self.udp_port_range_end:
+            raise ValueError("udpPortRangeStart: must not exceed udpPortRangeEnd")
+        return self
 
 
 class WorkerPod(SpecModel):
-    """The worker pods: image and scheduling."""
+    """The worker pods: image, scheduling and network."""
 
-    image: str = Field(default=DEFAULT_WORKER_IMAGE, min_length=1, max_length=512, description="Worker "
-                       "container image.")  # fmt: skip
+    image: Token = Field(
+        default=DEFAULT_WORKER_IMAGE,
+        min_length=1,
+        max_length=512,
+        description="Worker container image (no whitespace, at most 512 characters).",
+    )
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
         default="IfNotPresent",
         max_length=16,
@@ -389,24 +618,36 @@ class WorkerPod(SpecModel):
     )
     resources: Resources | None = Field(default=None, description=Resources.__doc__)
     node_selector: dict[str, str] | None = Field(
-        default=None, description="Node labels the worker pods must be scheduled on."
+        default=None, description="Node labels the worker pods must be scheduled on, at most 64."
     )
     # Kubernetes' own types, passed through to the pod unchanged: the API server validates them there.
     tolerations: list[dict[str, Any]] | None = Field(
         default=None,
         max_length=32,
-        description="Taints the worker pods tolerate (Kubernetes Toleration objects).",
+        description="Taints the worker pods tolerate (Kubernetes Toleration objects), at most 32.",
         json_schema_extra={"items": {"description": "A Kubernetes Toleration."}},
     )
     affinity: dict[str, Any] | None = Field(
         default=None, description="Scheduling affinity of the worker pods (a Kubernetes Affinity object)."
     )
     pod_annotations: dict[str, str] | None = Field(
-        default=None, description="Extra annotations on the worker pods."
+        default=None,
+        description=f"Extra annotations on the worker pods, at most 64 ({_RESERVED_ANNOTATIONS_OR} are "
+        "reserved: the operator and kubectl write them).",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": f"!self.exists(k, {_RESERVED_ANNOTATION})",
+                    "message": f"spec.worker.podAnnotations must not set {_RESERVED_ANNOTATIONS_OR} "
+                    "annotations (the operator and kubectl write them)",
+                    "reason": "FieldValueForbidden",
+                }
+            ]
+        },
     )
     pod_labels: dict[str, str] | None = Field(
         default=None,
-        description=f"Extra labels on the worker pods ({_RESERVED_AND} keys are reserved).",
+        description=f"Extra labels on the worker pods, at most 64 ({_RESERVED_AND} keys are reserved).",
         json_schema_extra={
             "x-kubernetes-validations": [
                 {
@@ -418,6 +659,7 @@ class WorkerPod(SpecModel):
             ]
         },
     )
+    livekit_media: LiveKitMedia = Field(default_factory=LiveKitMedia, description=LiveKitMedia.DOC)
 
 
 class Tracing(SpecModel):
@@ -425,7 +667,13 @@ class Tracing(SpecModel):
 
     otlp_endpoint: HttpURL | None = Field(
         default=None,
-        description="OTLP endpoint (http:// or https://) traces are sent to; no tracing when absent.",
+        description="OTLP endpoint (http:// or https://, at most 2048 characters) traces are sent to; no "
+        "tracing when absent. No credentials in it (no user:password@, no key or token query parameter): "
+        "headers go in OTEL_EXPORTER_OTLP_HEADERS, from a Secret named in spec.providerSecrets.",
+        json_schema_extra=url_rules(
+            "spec.observability.tracing.otlpEndpoint",
+            f"{_PROVIDER_SECRET} (for example as OTEL_EXPORTER_OTLP_HEADERS)",
+        ),
     )
     sample_ratio: float = Field(default=1.0, ge=0, le=1, description="Fraction of sessions traced, 0 to 1.")
     capture_content: bool = Field(
@@ -453,8 +701,8 @@ class Observability(SpecModel):
         default=contract.DEFAULT_METRICS_PORT,
         ge=1024,
         le=65535,
-        description=f"Port of the workers' Prometheus /metrics endpoint (not {_RESERVED_PORTS_WORDS}, the "
-        "health and readiness ports).",
+        description=f"Port of the workers' Prometheus /metrics endpoint, 1024 to 65535 (not "
+        f"{_RESERVED_PORTS_WORDS}, the health and readiness ports).",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", max_length=16, description="Worker log level."
@@ -486,7 +734,7 @@ class AgentSpec(SpecModel):
     )
     intro: IntroPhase = Field(default_factory=IntroPhase, description=IntroPhase.__doc__)
     story: StoryPhase = Field(default_factory=StoryPhase, description=StoryPhase.__doc__)
-    pool: Pool = Field(default_factory=Pool, description=Pool.__doc__)
+    pool: WorkerPool = Field(default_factory=WorkerPool, description=WorkerPool.__doc__)
     observability: Observability = Field(default_factory=Observability, description=Observability.__doc__)
 
     def model_blocks(self) -> Iterator[tuple[str, ModelBlock]]:
@@ -509,7 +757,7 @@ class TenantSpec(AgentSpec):
         default_factory=list,
         max_length=16,
         description="Names of Secrets in this namespace whose keys become the workers' environment "
-        "(OPENAI_API_KEY, DEEPGRAM_API_KEY, ...). Values are never copied anywhere else.",
+        "(OPENAI_API_KEY, DEEPGRAM_API_KEY, ...), at most 16. Values are never copied anywhere else.",
         json_schema_extra={
             "default": [],
             "x-kubernetes-list-type": "set",
@@ -519,11 +767,14 @@ class TenantSpec(AgentSpec):
     replicas: int | None = Field(
         default=None,
         ge=0,
+        le=MAX_REPLICAS,
         description="Worker pods asked for by hand or by KEDA, through the scale subresource (kubectl scale "
-        "sd/NAME --replicas=N, or a KEDA ScaledObject). Used when pool.autoscaler is none or keda, held "
-        "within pool.minReplicas..maxReplicas, and pool.minReplicas when absent; the builtin autoscaler "
-        "ignores it.",
+        "sd/NAME --replicas=N, or a KEDA ScaledObject), 0 to 1000. Used when pool.autoscaler is none or "
+        "keda, held within pool.minReplicas..maxReplicas, and pool.minReplicas when absent; the builtin "
+        "autoscaler ignores it.",
     )
+    # The whole pool: the worker's part plus the sizing only the operator reads.
+    pool: Pool = Field(default_factory=Pool, description=Pool.__doc__)
     worker: WorkerPod = Field(default_factory=WorkerPod, description=WorkerPod.__doc__)
     suspend: bool = Field(
         default=False, description="Scale the pool to zero and keep it there; everything else stays in place."
@@ -539,6 +790,10 @@ class TenantSpec(AgentSpec):
 # too: a `kubectl scale` (or KEDA) must resize the pool, not roll every pod with a new config.
 POD_LEVEL_FIELDS: tuple[str, ...] = tuple(
     TenantSpec.model_fields[f].alias or f for f in TenantSpec.model_fields if f not in AgentSpec.model_fields
+)
+# Pool fields only the operator reads (sizing): kept out of the worker's config for the same reason.
+OPERATOR_POOL_FIELDS: tuple[str, ...] = tuple(
+    Pool.model_fields[f].alias or f for f in Pool.model_fields if f not in WorkerPool.model_fields
 )
 
 

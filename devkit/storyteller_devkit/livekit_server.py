@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from storyteller_devkit.cluster import find_tool
 from storyteller_devkit.process import free_port, http_ok, stop_process, wait_until
@@ -32,6 +33,17 @@ class LiveKitServer:
     api_key: str
     api_secret: str
     log_path: Path
+    rtc_tcp_port: int  # ICE over TCP
+    rtc_udp_port: int  # all UDP media, multiplexed on one port
+
+    def livekit_media(self) -> dict[str, Any]:
+        """A tenant's spec.worker.livekitMedia for this server: its media ports and nothing else."""
+        return {
+            "udpPortRangeStart": self.rtc_udp_port,
+            "udpPortRangeEnd": self.rtc_udp_port,
+            "udpPorts": [],
+            "tcpPorts": [self.rtc_tcp_port],
+        }
 
     def url_on(self, host: str) -> str:
         """The signalling URL on another address it binds (see ``also_bind``)."""
@@ -87,6 +99,8 @@ def running_livekit_server(also_bind: tuple[str, ...] = ()) -> Iterator[LiveKitS
             api_key="devkey",
             api_secret="secret",
             log_path=log_path,
+            rtc_tcp_port=tcp_port,
+            rtc_udp_port=udp_port,
         )
     finally:
         stop_process(proc, 15)

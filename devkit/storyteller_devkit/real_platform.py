@@ -55,7 +55,7 @@ def tenant_yaml(ns: str, name: str = "acme", **spec: Any) -> str:
     body: dict[str, Any] = {
         "livekit": {"url": "ws://livekit.example.test:7880", "credentialsSecret": "livekit-credentials"},
         "providerSecrets": ["acme-openai"],
-        "pool": {"minReplicas": 1, "drainTimeoutSeconds": 0},
+        "pool": {"minReplicas": 1, "drainTimeoutSeconds": 1},
     }
     body.update(spec)
     return yaml.safe_dump(
@@ -107,7 +107,7 @@ def install_chart(cluster: Cluster, node: RealNode, release: str, ns: str, **ope
     repository, tag = _image(node.operator_image)
     values = {
         "operator": {
-            "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
+            "image": {"registry": "", "repository": repository, "tag": tag, "pullPolicy": "Never"},
             **node.placement,
             **operator,
         }
@@ -173,6 +173,7 @@ def tenant_spec(
             "imagePullPolicy": "Never",
             **node.placement,
             "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "2Gi"}},
+            "livekitMedia": livekit.livekit_media(),  # its NetworkPolicy admits exactly this server's media
         },
     }
 

@@ -1,7 +1,8 @@
 """Apply: carry out a plan against the API server (writes only, in a safe order).
 
 Seed spec.replicas first (the size the plan used), price the pods, prune a ScaledObject the tenant no
-longer wants, then server-side apply the children in order, then (reconcile.py) the status. A child whose
+longer wants, then server-side apply the children in order, delete the config revisions no pod uses any
+more, then (reconcile.py) the status. A child whose
 rendered manifest is unchanged since this process last applied it is skipped unless the apply is forced;
 "changed" means the fields the operator owns changed, as read back from the API server.
 """
@@ -18,6 +19,7 @@ from kubernetes.client import ApiException
 from storyteller_api import contract
 from storyteller_operator import render
 from storyteller_operator.kube import KubeClient, error_text
+from storyteller_operator.observe import owned_by
 from storyteller_operator.plan import Applied, Plan
 from storyteller_operator.tenant import Tenant
 
@@ -35,6 +37,8 @@ class Applier:
         self.kube = kube
         # child → (hash of the manifest last applied, hash of the owned fields after it).
         self._applied: dict[ChildKey, tuple[str, str]] = {}
+        # tenant uid → the config revision at which no older revision was left: nothing to collect.
+        self._configs_collected: dict[str, str] = {}
         self._guard = threading.Lock()
 
     # ------------------------------------------------------------------------------------- the cache
@@ -52,6 +56,7 @@ class Applier:
         with self._guard:
             for key in [k for k in self._applied if k[0] == uid]:
                 del self._applied[key]
+            self._configs_collected.pop(uid, None)
 
     # ------------------------------------------------------------------------------------ the writes
 
@@ -76,6 +81,47 @@ class Applier:
 
     def prune_scaled_object(self, tenant: Tenant) -> None:
         self.kube.delete(*render.KEDA_API, tenant.namespace, render.worker_name(tenant.name))
+
+    def collect_config_revisions(self, tenant: Tenant, keep: str) -> list[str]:
+        """Delete the tenant's older config revisions that no pod mounts any more; return their names.
+
+        A pod of an older revision (draining its sessions, or a rollout's old ReplicaSet) keeps reading its
+        own config until it is gone, so its ConfigMap stays until then. Only ConfigMaps the tenant owns are
+        touched. Once nothing older is left for revision `keep`, later calls read nothing.
+        """
+        with self._guard:
+            if self._configs_collected.get(tenant.uid) == keep:
+                return []
+        ns, name = tenant.namespace, tenant.name
+        selector = f"{contract.TENANT_LABEL}={name},{contract.LABEL_MANAGED_BY}={contract.MANAGER}"
+        old = [
+            cm["metadata"]["name"]
+            for cm in self.kube.list("v1", "ConfigMap", ns, selector)
+            if render.is_config_map_of(name, cm["metadata"]["name"])
+            and cm["metadata"]["name"] != keep
+            and owned_by(cm, tenant.uid)
+        ]
+        in_use = set()
+        if old:
+            for pod in self.kube.list("v1", "Pod", ns, render.selector_string(name)):
+                for volume in (pod.get("spec") or {}).get("volumes") or []:
+                    if "configMap" in volume:
+                        in_use.add(volume["configMap"].get("name"))
+        deleted = []
+        for cm in old:
+            if cm in in_use:
+                continue
+            self.kube.delete("v1", "ConfigMap", ns, cm)
+            self.forget_child(tenant.uid, "ConfigMap", cm)
+            deleted.append(cm)
+        if deleted:
+            log.info(
+                "deleted unused config revisions", extra={"tenant": name, "namespace": ns, "deleted": deleted}
+            )
+        if len(deleted) == len(old):
+            with self._guard:
+                self._configs_collected[tenant.uid] = keep
+        return deleted
 
     def apply_children(
         self, plan: Plan, *, force: bool, current: Mapping[str, Any] | None, first: bool

@@ -20,8 +20,13 @@ class Event:
     message: str
 
 
-def transitions(old: Mapping[str, Any], new: Mapping[str, Any], changed: Sequence[str]) -> list[Event]:
-    """Events for what was applied and for the status's transitions (Degraded, Ready, keda, suspend)."""
+def transitions(
+    old: Mapping[str, Any], new: Mapping[str, Any], changed: Sequence[str], *, secrets_changed: bool = False
+) -> list[Event]:
+    """Events for what was applied and for the status's transitions (Degraded, Ready, keda, suspend).
+
+    `secrets_changed`: a referenced Secret changed (a rotated key) and the pool rolls for it.
+    """
     out: list[Event] = []
     if changed:
         message = "applied " + ", ".join(changed)
@@ -29,6 +34,8 @@ def transitions(old: Mapping[str, Any], new: Mapping[str, Any], changed: Sequenc
             message += (
                 f"; worker config changed ({old['configHash']} → {new['configHash']}), rolling the pool"
             )
+        elif secrets_changed:
+            message += "; a referenced Secret changed, rolling the pool"
         out.append(Event("Normal", "Applied", message))
     old_deg = status_mod.condition(old, status_mod.DEGRADED) or {}
     new_deg = status_mod.condition(new, status_mod.DEGRADED) or {}

@@ -76,7 +76,11 @@ def build_registry(reconciler: Reconciler, options: Options) -> kopf.OperatorReg
         event: kopf.RawEvent, body: kopf.Body, name: str, namespace: str | None, **_: Any
     ) -> None:
         assert namespace  # the CRD is namespaced
-        if event["type"] == "DELETED":
+        deleted = event["type"] == "DELETED"
+        # Tenants that start or stop sharing this one's agent name and LiveKit server say so in their status.
+        for other in reconciler.note_tenant(namespace, name, None if deleted else body):
+            reconciler.trigger(*other, force_apply=False)
+        if deleted:
             reconciler.forget(namespace, name, body.metadata.uid)
             return
         if body.metadata.get("deletionTimestamp"):

@@ -45,7 +45,7 @@ KINDS: dict[tuple[str, str], tuple[str, str]] = {
     KEDA_SCALED_OBJECT: (f"/apis/{KEDA_SCALED_OBJECT[0]}", "scaledobjects"),
     (API_VERSION, KIND): (f"/apis/{API_VERSION}", PLURAL),
 }
-# Secrets are only checked for existence: ask for metadata so key material never enters this process.
+# Secrets are only read as metadata (existence, resourceVersion): key material never enters this process.
 METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 REQUEST_TIMEOUT = 30.0
 
@@ -57,7 +57,7 @@ class KubeClient(Protocol):
 
     def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]: ...
 
-    def exists(self, api_version: str, kind: str, namespace: str, name: str) -> bool: ...
+    def metadata(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
 
     def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> dict[str, Any]: ...
 
@@ -144,14 +144,16 @@ class Kube:
                 return None
             raise
 
-    def exists(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+    def metadata(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """The object's metadata only (None when it is absent): for Secrets, no key material is sent."""
         try:
-            self._request("GET", object_path(api_version, kind, namespace, name), accept=METADATA_ONLY)
+            got = self._request("GET", object_path(api_version, kind, namespace, name), accept=METADATA_ONLY)
         except ApiException as err:
             if err.status == 404:
-                return False
+                return None
             raise
-        return True
+        meta: dict[str, Any] = got.get("metadata") or {}
+        return meta
 
     def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
         meta = manifest["metadata"]

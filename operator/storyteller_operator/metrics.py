@@ -29,6 +29,13 @@ POOL_ACTIVE_SESSIONS = Gauge(
     "Sessions running across a tenant's pool (set once the session-aware autoscaler observes them).",
     ["tenant", "namespace"],
 )
+# The pool's ceiling, for the "pool at max replicas" alert (the workers do not know it: sizing is the
+# operator's alone, so resizing never changes the workers' config).
+POOL_MAX_REPLICAS = Gauge(
+    metric_names.POOL_MAX_REPLICAS,
+    "The tenant's pool.maxReplicas.",
+    ["tenant", "namespace"],
+)
 
 for _result in ("changed", "unchanged", "error"):
     RECONCILE_TOTAL.labels(result=_result)  # export zeros so rate() works from the first scrape
@@ -36,7 +43,7 @@ for _result in ("changed", "unchanged", "error"):
 
 def forget_tenant(tenant: str, namespace: str) -> None:
     """Drop a deleted tenant's series so they do not linger at their last value."""
-    for gauge in (POOL_DESIRED_REPLICAS, POOL_ACTIVE_SESSIONS):
+    for gauge in (POOL_DESIRED_REPLICAS, POOL_ACTIVE_SESSIONS, POOL_MAX_REPLICAS):
         with contextlib.suppress(KeyError):
             gauge.remove(tenant, namespace)
 

@@ -1,19 +1,24 @@
 """Observe: everything one reconcile needs from the cluster, read into one snapshot (reads only).
 
-The tenant (fresh, never a cached copy), its worker Deployment, which referenced Secrets exist (metadata
-only: no key material enters the operator), its pods and the sessions their workers report, which optional
-APIs the cluster serves, and, when the tenant may have to give one up, its ScaledObject.
+The tenant (fresh, never a cached copy), its worker Deployment, which referenced Secrets exist and their
+versions (metadata only: no key material enters the operator), its pods and the sessions their workers
+report, which optional APIs the cluster serves, and, when the tenant may have to give one up, its
+ScaledObject.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+from kubernetes.client import ApiException
 
 from storyteller_api import contract
 from storyteller_operator import render
+from storyteller_operator.agent_names import AgentNames
 from storyteller_operator.discovery import ApiDiscovery
 from storyteller_operator.kube import KubeClient
 from storyteller_operator.sessions import SessionSource
@@ -37,6 +42,9 @@ class Snapshot:
     status: Mapping[str, Any]  # the stored status
     deployment: Obj | None  # the worker Deployment this tenant owns (None: absent or somebody else's)
     missing_secrets: list[tuple[str, str]]  # (Secret, spec field) for each referenced one that is absent
+    secret_versions: dict[str, str]  # referenced Secret → its resourceVersion, for those that exist
+    # Other tenants (namespace, name) registering the same agent name on the same LiveKit server.
+    agent_name_conflicts: list[tuple[str, str]]
     pod_monitor_served: bool  # the Prometheus Operator's PodMonitor is served (and detection is on)
     keda_served: bool | None  # KEDA's ScaledObject is served; None: not asked (not a keda tenant)
     # Whether the ScaledObject was looked up (a tenant that may have left keda), and what was found.
@@ -63,6 +71,20 @@ def sized_by(deployment: Mapping[str, Any] | None) -> str:
     return str(annotations.get(contract.AUTOSCALER_ANNOTATION, ""))
 
 
+_SECRET_NOT_FOUND = re.compile(r'secret "([^"]+)" not found')
+
+
+def secrets_pods_cannot_find(pods: Sequence[Mapping[str, Any]]) -> set[str]:
+    """Secrets the kubelet reports missing for these pods (CreateContainerConfigError)."""
+    found = set()
+    for pod in pods:
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") == "CreateContainerConfigError":
+                found.update(_SECRET_NOT_FOUND.findall(str(waiting.get("message", ""))))
+    return found
+
+
 def owned_by(obj: Mapping[str, Any] | None, uid: str) -> bool:
     """Whether `obj` exists and names the tenant with `uid` among its owners."""
     owners = ((obj or {}).get("metadata") or {}).get("ownerReferences") or []
@@ -78,9 +100,11 @@ class Observer:
         sessions: SessionSource | None,
         detect_pod_monitor: bool,
         keda_configured: bool,
+        agent_names: AgentNames | None = None,
         now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
     ) -> None:
         self.kube = kube
+        self.agent_names = agent_names or AgentNames()
         self.discovery = discovery
         self.sessions = sessions
         self.detect_pod_monitor = detect_pod_monitor
@@ -107,25 +131,47 @@ class Observer:
             and self.discovery.served(render.KEDA_API)
         )
         scaled_object = self.kube.get(*render.KEDA_API, ns, render.worker_name(name)) if checked else None
-        missing = [
-            (secret, field)
-            for secret, field in render.referenced_secrets(tenant.spec)
-            if not self.kube.exists("v1", "Secret", ns, secret)
-        ]
+        missing: list[tuple[str, str]] = []
+        versions: dict[str, str] = {}
+        unreadable: list[
+            tuple[str, str]
+        ] = []  # where the operator may not read Secrets (see the chart's RBAC)
+        for secret, field in render.referenced_secrets(tenant.spec):
+            if secret in versions:
+                continue
+            try:
+                meta = self.kube.metadata("v1", "Secret", ns, secret)
+            except ApiException as err:
+                if err.status != 403:
+                    raise
+                unreadable.append((secret, field))
+                continue
+            if meta is None:
+                missing.append((secret, field))
+            else:
+                versions[secret] = str(meta.get("resourceVersion", ""))
         pods: list[Obj] = []
         sessions: Sessions | None = None
-        if self.sessions is not None:
+        if self.sessions is not None or unreadable:
             pods = self.kube.list("v1", "Pod", ns, render.selector_string(name))
+        if self.sessions is not None:
             sessions = Sessions(
                 per_pod=self.sessions.active_sessions(pods),
                 where=self.sessions.where,
                 settle_seconds=self.sessions.settle_seconds,
             )
+        if unreadable:
+            # Without the right to read them, a missing Secret still shows where it hurts: the kubelet
+            # cannot start the worker container and says which Secret it did not find.
+            absent = secrets_pods_cannot_find(pods)
+            missing += [(secret, field) for secret, field in unreadable if secret in absent]
         return Snapshot(
             tenant=tenant,
             status=obj.get("status") or {},
             deployment=deployment,
             missing_secrets=missing,
+            secret_versions=versions,
+            agent_name_conflicts=self.agent_names.others((ns, name)),
             pod_monitor_served=self.detect_pod_monitor and self.discovery.served(render.PODMONITOR_API),
             keda_served=keda_served,
             scaled_object_checked=checked,

@@ -221,6 +221,8 @@ def plan(snap: Snapshot, memory: Memory, *, prometheus_url: str | None, now: flo
         pod_monitor_enabled=snap.pod_monitor_served,
         replicas=sizing.desired,
         keda_prometheus_url=None if keda else prometheus_url,
+        # While a Secret is missing the pods cannot start anyway; its arrival then rolls them once.
+        secret_versions=snap.secret_versions,
     )
     return Plan(
         tenant=tenant,
@@ -237,6 +239,19 @@ def plan(snap: Snapshot, memory: Memory, *, prometheus_url: str | None, now: flo
     )
 
 
+def agent_name_conflict(snap: Snapshot) -> str | None:
+    """The Degraded message of a tenant that shares its agent name and LiveKit server with others."""
+    if not snap.agent_name_conflicts:
+        return None
+    spec = snap.tenant.spec
+    others = ", ".join(f"{ns}/{name}" for ns, name in snap.agent_name_conflicts)
+    agent = spec.agent_name or snap.tenant.name
+    return (
+        f'agent name "{agent}" on {spec.livekit.url} is also registered by tenant {others}: LiveKit gives '
+        "each call to either tenant's workers; give one of them another spec.agentName"
+    )
+
+
 def report(p: Plan, snap: Snapshot, applied: Applied, now: str) -> tuple[dict[str, Any], list[events.Event]]:
     """The status to store and the Events to post, once the plan is applied. `now`: RFC 3339."""
     obs = status_mod.Observation(
@@ -247,6 +262,7 @@ def report(p: Plan, snap: Snapshot, applied: Applied, now: str) -> tuple[dict[st
         desired_replicas=p.sizing.desired,
         config_hash=p.config_hash,
         missing_secrets=snap.missing_secrets,
+        agent_name_conflict=agent_name_conflict(snap),
         apply_error=applied.error,
         deployment=applied.deployment,
         active_sessions=p.sizing.active,
@@ -262,4 +278,21 @@ def report(p: Plan, snap: Snapshot, applied: Applied, now: str) -> tuple[dict[st
         posted.append(
             events.Event("Normal", "Deleted", f"deleted ScaledObject/{name}: pool.autoscaler is not keda")
         )
-    return new_status, posted + events.transitions(snap.status, new_status, applied.changed)
+    rolled = events.transitions(
+        snap.status, new_status, applied.changed, secrets_changed=_secrets_changed(p, snap)
+    )
+    return new_status, posted + rolled
+
+
+def _secrets_changed(p: Plan, snap: Snapshot) -> bool:
+    """Whether the pool's pods are replaced because a referenced Secret changed (not on first sight)."""
+
+    def secrets_hash(deployment: Mapping[str, Any] | None) -> str | None:
+        template = ((deployment or {}).get("spec") or {}).get("template") or {}
+        return ((template.get("metadata") or {}).get("annotations") or {}).get(
+            contract.SECRETS_HASH_ANNOTATION
+        )
+
+    before = secrets_hash(snap.deployment)
+    after = secrets_hash(next((m for m in p.children if m["kind"] == "Deployment"), None))
+    return before is not None and before != after

@@ -22,6 +22,7 @@ from kubernetes.client import ApiException
 from storyteller_operator import metrics, render
 from storyteller_operator import plan as planner
 from storyteller_operator import status as status_mod
+from storyteller_operator.agent_names import AgentNames, identity_of
 from storyteller_operator.apply import Applier, NamespaceTerminating
 from storyteller_operator.discovery import ApiDiscovery
 from storyteller_operator.kube import KubeClient
@@ -75,12 +76,14 @@ class Reconciler:
         self.sessions = sessions
         self.prometheus_url = prometheus_url
         self.discovery = ApiDiscovery(kube.has_api)
+        self.agent_names = AgentNames()
         self.observer = Observer(
             kube,
             self.discovery,
             sessions=sessions,
             detect_pod_monitor=detect_pod_monitor,
             keda_configured=bool(prometheus_url),
+            agent_names=self.agent_names,
         )
         self.applier = Applier(kube)
         self.runner = Runner(self._reconcile_phase)
@@ -101,6 +104,12 @@ class Reconciler:
 
     def trigger(self, namespace: str, name: str, *, force_apply: bool) -> None:
         self.runner.trigger(namespace, name, force_apply=force_apply)
+
+    def note_tenant(self, namespace: str, name: str, obj: Mapping[str, Any] | None) -> list[Key]:
+        """Record the agent name and LiveKit server a tenant (None: deleted) registers under; return the
+        other tenants that now start or stop sharing them, to be reconciled so their status says so."""
+        affected = self.agent_names.update((namespace, name), identity_of(obj) if obj is not None else None)
+        return sorted(affected)
 
     def forget(self, namespace: str, name: str, uid: str | None) -> None:
         """A tenant is gone: drop its cache entries, state, memory and metric series."""
@@ -180,6 +189,8 @@ class Reconciler:
         except NamespaceTerminating:
             log.info("namespace terminating", extra={"tenant": name, "namespace": namespace})
             return None
+        if applied.error is None:
+            self.applier.collect_config_revisions(tenant, render.config_map_name(name, plan.config_hash))
         if plan.sizing.active is not None:
             metrics.POOL_ACTIVE_SESSIONS.labels(tenant=name, namespace=namespace).set(plan.sizing.active)
 
@@ -193,6 +204,7 @@ class Reconciler:
                 if err.status != 404:  # deleted meanwhile: nothing left to report on
                     raise
         metrics.POOL_DESIRED_REPLICAS.labels(tenant=name, namespace=namespace).set(plan.sizing.desired)
+        metrics.POOL_MAX_REPLICAS.labels(tenant=name, namespace=namespace).set(tenant.spec.pool.max_replicas)
         for event in events:
             self.events(tenant.obj, type=event.type, reason=event.reason, message=event.message)
         log.info(

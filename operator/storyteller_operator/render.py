@@ -17,8 +17,9 @@ from urllib.parse import urlsplit
 
 from storyteller_api import contract, metric_names
 from storyteller_api.contract import API_VERSION, KIND
-from storyteller_api.spec import POD_LEVEL_FIELDS, TenantSpec
+from storyteller_api.spec import OPERATOR_POOL_FIELDS, POD_LEVEL_FIELDS, TenantSpec
 from storyteller_operator import scaling
+from storyteller_operator.resources import container_resources, job_memory_limit_mb
 from storyteller_operator.tenant import Tenant, as_tenant
 
 # The worker drains for up to drainTimeoutSeconds after SIGTERM; the margin covers process shutdown so
@@ -38,8 +39,19 @@ PODMONITOR_API = contract.POD_MONITOR
 # ---------------------------------------------------------------------------------------------- names
 
 
-def config_map_name(tenant: str) -> str:
-    return f"{tenant}-config"
+def config_map_name(tenant: str, config_hash: str) -> str:
+    """One immutable ConfigMap per config revision: pods mount the one their revision was rendered with."""
+    return f"{config_map_prefix(tenant)}{config_hash}"
+
+
+def config_map_prefix(tenant: str) -> str:
+    return f"{tenant}-config-"
+
+
+def is_config_map_of(tenant: str, name: str) -> bool:
+    """Whether `name` is one of the tenant's config revisions (or the single ConfigMap of operators that
+    updated it in place, before revisions)."""
+    return name.startswith(config_map_prefix(tenant)) or name == f"{tenant}-config"
 
 
 def worker_name(tenant: str) -> str:
@@ -75,11 +87,14 @@ def selector_string(tenant: str) -> str:
 
 
 def worker_config(name: str, namespace: str, spec: Mapping[str, Any]) -> dict[str, Any]:
-    """The worker's tenant.json: the stored spec minus pod-level fields, plus tenant and namespace.
+    """The worker's tenant.json: the stored spec minus pod-level fields and the pool's sizing, plus
+    tenant and namespace.
 
     Keys stay camelCase as in the CRD; nothing else is added because the worker refuses unknown keys.
     """
     config = {k: copy.deepcopy(v) for k, v in spec.items() if k not in POD_LEVEL_FIELDS}
+    if isinstance(config.get("pool"), dict):
+        config["pool"] = {k: v for k, v in config["pool"].items() if k not in OPERATOR_POOL_FIELDS}
     config["agentName"] = spec.get("agentName") or name
     config["tenant"] = name
     config["namespace"] = namespace
@@ -172,13 +187,27 @@ def tenant_config(t: Tenant) -> dict[str, Any]:
 
 
 def config_map(tenant: TenantLike) -> Manifest:
+    """The config of the tenant's current revision. Immutable: a pod of an older revision keeps reading the
+    config it started with (its job processes re-read the file) until it is gone; see apply.py for when
+    old revisions are deleted."""
     t = as_tenant(tenant)
+    config = tenant_config(t)
+    metadata = _metadata(t, config_map_name(t.name, config_hash(config)))
+    metadata["labels"][contract.LABEL_COMPONENT] = "config"
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _metadata(t, config_map_name(t.name)),
-        "data": {contract.CONFIG_KEY: config_json(tenant_config(t))},
+        "metadata": metadata,
+        "immutable": True,
+        "data": {contract.CONFIG_KEY: config_json(config)},
     }
+
+
+def secrets_hash(secret_versions: Mapping[str, str]) -> str:
+    """The referenced Secrets' resourceVersions, hashed: a rotated key changes it, which rolls the pool
+    (env from a Secret is read only when a container starts)."""
+    pairs = sorted(secret_versions.items())
+    return hashlib.sha256(json.dumps(pairs).encode()).hexdigest()[:16]
 
 
 def service_account(tenant: TenantLike) -> Manifest:
@@ -225,18 +254,27 @@ def _env(t: Tenant) -> list[dict[str, Any]]:
     return env
 
 
-def deployment(tenant: TenantLike, replicas: int | None = None) -> Manifest:
+def deployment(
+    tenant: TenantLike, replicas: int | None = None, secret_versions: Mapping[str, str] | None = None
+) -> Manifest:
+    """The worker pool. Its pod template depends only on what the pods read (the worker's config, the pod
+    fields, the referenced Secrets' versions): resizing the pool never rolls it.
+
+    `secret_versions`: Secret name → resourceVersion of the referenced Secrets that exist.
+    """
     t = as_tenant(tenant)
     name, spec = t.name, t.spec
     worker = spec.worker
     metrics_port = spec.observability.metrics_port
     drain = spec.pool.drain_timeout_seconds
+    revision = config_hash(tenant_config(t))
 
     # User labels/annotations first so ours win: the selector and the hash must never be overridden.
     pod_labels = {**(worker.pod_labels or {}), **common_labels(name)}
     pod_annotations = {
         **(worker.pod_annotations or {}),
-        contract.CONFIG_HASH_ANNOTATION: config_hash(tenant_config(t)),
+        contract.CONFIG_HASH_ANNOTATION: revision,
+        contract.SECRETS_HASH_ANNOTATION: secrets_hash(secret_versions or {}),
         "kubectl.kubernetes.io/default-container": "worker",
     }
     probe_get = {"httpGet": {"path": "/", "port": "http"}}
@@ -274,9 +312,10 @@ def deployment(tenant: TenantLike, replicas: int | None = None) -> Manifest:
             "seccompProfile": {"type": "RuntimeDefault"},
         },
     }
-    resources = worker.resources.model_dump(exclude_none=True) if worker.resources else None
-    if resources:
-        container["resources"] = resources
+    container["resources"] = container_resources(spec)
+    memory_limit = job_memory_limit_mb(spec, container["resources"])
+    if memory_limit:
+        container["env"].append({"name": contract.JOB_MEMORY_LIMIT_ENV, "value": str(memory_limit)})
     if not container["envFrom"]:
         del container["envFrom"]
 
@@ -297,7 +336,7 @@ def deployment(tenant: TenantLike, replicas: int | None = None) -> Manifest:
             {
                 "name": "config",
                 "configMap": {
-                    "name": config_map_name(name),
+                    "name": config_map_name(name, revision),
                     "items": [{"key": contract.CONFIG_KEY, "path": contract.CONFIG_KEY}],
                     "defaultMode": 0o444,
                 },
@@ -382,11 +421,13 @@ def pod_disruption_budget(tenant: TenantLike) -> Manifest:
 
 
 def network_policy(tenant: TenantLike) -> Manifest:
-    """Egress only to DNS, the LiveKit port, the providers' ports and the OTLP port.
+    """Egress only to DNS, the LiveKit port, LiveKit's media ports, the providers' ports and the OTLP port.
 
     NetworkPolicy selects by address, not host name, and these endpoints are host names outside the
     cluster: the policy therefore restricts ports (any address), which still blocks the cluster's other
-    services and the cloud metadata endpoint on port 80 unless a URL names that port.
+    services and the cloud metadata endpoint on port 80 unless a URL names that port. The media (WebRTC:
+    ICE over UDP and TCP, TURN) goes to addresses the signalling hands out, so spec.worker.livekitMedia
+    names its ports, and may limit it to CIDRs.
     """
     t = as_tenant(tenant)
     name, spec = t.name, t.spec
@@ -395,9 +436,19 @@ def network_policy(tenant: TenantLike) -> Manifest:
     def tcp(ports: list[int]) -> list[dict[str, Any]]:
         return [{"protocol": "TCP", "port": p} for p in ports]
 
+    media = spec.worker.livekit_media
+    udp_range: dict[str, Any] = {"protocol": "UDP", "port": media.udp_port_range_start}
+    if media.udp_port_range_end != media.udp_port_range_start:
+        udp_range["endPort"] = media.udp_port_range_end
+    udp_ports = [{"protocol": "UDP", "port": p} for p in media.udp_ports]
+    media_rule: dict[str, Any] = {"ports": [udp_range, *udp_ports, *tcp(media.tcp_ports)]}
+    if media.cidrs:
+        media_rule["to"] = [{"ipBlock": {"cidr": cidr}} for cidr in media.cidrs]
     egress: list[dict[str, Any]] = [
         {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
         {"ports": tcp([url_port(spec.livekit.url)])},
+        # Without it a worker registers (signalling) but never hears the room.
+        media_rule,
         {"ports": tcp(provider_ports(spec))},
     ]
     otlp = spec.observability.tracing.otlp_endpoint
@@ -493,18 +544,20 @@ def children(
     pod_monitor_enabled: bool = False,
     replicas: int | None = None,
     keda_prometheus_url: str | None = None,
+    secret_versions: Mapping[str, str] | None = None,
 ) -> list[Manifest]:
     """Everything a tenant owns, in apply order (what the pods mount and use exists before the pods).
 
     `replicas`: the autoscaler's decision; None for the static size (see scaling.static_size).
     `keda_prometheus_url`: where a ScaledObject's trigger queries; a keda tenant gets none without it.
+    `secret_versions`: the referenced Secrets' resourceVersions (see `deployment`).
     """
     t = as_tenant(tenant)
     out = [
         service_account(t),
         config_map(t),
         metrics_service(t),
-        deployment(t, replicas),
+        deployment(t, replicas, secret_versions),
         pod_disruption_budget(t),
         network_policy(t),
     ]

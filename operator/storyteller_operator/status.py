@@ -30,6 +30,8 @@ class Observation:
     config_hash: str
     # (Secret name, spec field) for each referenced Secret that does not exist.
     missing_secrets: Sequence[tuple[str, str]] = ()
+    # Other tenants registering the same agent name on the same LiveKit server, as a sentence; None: none.
+    agent_name_conflict: str | None = None
     apply_error: str | None = None
     deployment: Mapping[str, Any] | None = None  # the worker Deployment as read or applied
     active_sessions: int | None = None  # summed over the pods that answered; None: not observed
@@ -108,6 +110,8 @@ def compute(obs: Observation, previous: Mapping[str, Any] | None, now: str) -> d
     if obs.missing_secrets:
         names = ", ".join(f'"{s}" ({field})' for s, field in obs.missing_secrets)
         degraded = ("SecretNotFound", f"Secret {names} not found in this namespace")
+    elif obs.agent_name_conflict:
+        degraded = ("AgentNameConflict", obs.agent_name_conflict)
     elif obs.apply_error:
         degraded = ("ApplyFailed", obs.apply_error)
     else:

@@ -5,7 +5,9 @@
 #     containerd, runc, CNI plugins, iptables and iproute2 (apt, only when missing).
 #   * Go-built binaries into a versioned cache outside the repo (see lib.sh), never into the repo:
 #     kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet, kube-proxy, kwok, helm 3,
-#     livekit-server, and CoreDNS (the real node's cluster DNS).
+#     livekit-server, CoreDNS (the real node's cluster DNS), and make lint's kubeconform, kube-linter and
+#     helm-docs (the chart README).
+#   * Inputs for make lint's schemas: the API server's OpenAPI document and the Prometheus Operator CRDs.
 #
 # Only the first run on a machine pays the Kubernetes build (about 10 minutes on 2 cores, ~3 GB Go cache).
 # Usage: tests/cluster/install.sh [--no-apt] [--no-k8s]
@@ -111,14 +113,15 @@ build_kubernetes() {
   done
 }
 
-# go_install DEST_BIN NAME PACKAGE@VERSION: modules without replace directives install directly.
+# go_install DEST_BIN NAME PACKAGE@VERSION [LDFLAGS]: modules without replace directives install directly.
+# LDFLAGS: the version stamp a release build sets, where the tool prints or writes its version.
 go_install() {
-  local dest="$1" name="$2" spec="$3" built
+  local dest="$1" name="$2" spec="$3" ldflags="-s -w ${4:-}" built
   [[ -x "$dest/$name" ]] && return 0
   local t0=$SECONDS gobin
   gobin="$(mktemp -d)"
   log "go install $spec"
-  GOBIN="$gobin" go install -trimpath -ldflags "-s -w" "$spec"
+  GOBIN="$gobin" go install -trimpath -ldflags "$ldflags" "$spec"
   built="$(find "$gobin" -maxdepth 1 -type f | head -n1)"
   mkdir -p "$dest"
   mv "$built" "$dest/$name"
@@ -151,6 +154,56 @@ install_keda_crds() {
   chmod 644 "$KEDA_CRDS"/*.yaml   # the module cache is read-only
 }
 
+# kube-linter's go.mod names it golang.stackrox.io/kube-linter, a path the module proxy does not serve here,
+# and `go install github.com/stackrox/kube-linter@...` refuses the mismatch. So build the downloaded source
+# as the main module itself (its dependencies still come from the proxy), from a writable copy.
+build_kube_linter() {
+  [[ -x "$KUBE_LINTER_BIN/kube-linter" ]] && return 0
+  local t0=$SECONDS dir src="$CACHE_ROOT/kube-linter-$KUBE_LINTER_VERSION/src"
+  dir="$(go mod download -json "github.com/stackrox/kube-linter@$KUBE_LINTER_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+  [[ -f "$dir/go.mod" ]] || die "could not download github.com/stackrox/kube-linter@$KUBE_LINTER_VERSION"
+  log "building kube-linter $KUBE_LINTER_VERSION from $dir"
+  rm -rf "$src"
+  mkdir -p "$src" "$KUBE_LINTER_BIN"
+  cp -R "$dir/." "$src/"
+  chmod -R u+w "$src"   # the module cache is read-only
+  # The version stamp its release build sets (kube-linter version prints "development" without it).
+  (cd "$src" && go build -trimpath -ldflags \
+    "-s -w -X golang.stackrox.io/kube-linter/internal/version.version=${KUBE_LINTER_VERSION#v}" \
+    -o "$KUBE_LINTER_BIN/kube-linter.tmp" ./cmd/kube-linter)
+  mv "$KUBE_LINTER_BIN/kube-linter.tmp" "$KUBE_LINTER_BIN/kube-linter"
+  rm -rf "$src"
+  log "built kube-linter in $((SECONDS - t0)) s"
+}
+
+# The API server's OpenAPI v2 document, from the same k8s.io/kubernetes module the control plane is built
+# from: storyteller_devkit.kube_schemas turns it into kubeconform's schemas (make lint, offline).
+install_openapi() {
+  [[ -f "$K8S_OPENAPI" ]] && return 0
+  local dir
+  dir="$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+  [[ -f "$dir/api/openapi-spec/swagger.json" ]] || die "k8s.io/kubernetes@$K8S_VERSION has no api/openapi-spec/swagger.json"
+  mkdir -p "$(dirname "$K8S_OPENAPI")"
+  cp "$dir/api/openapi-spec/swagger.json" "$K8S_OPENAPI.tmp"
+  chmod 644 "$K8S_OPENAPI.tmp"
+  mv "$K8S_OPENAPI.tmp" "$K8S_OPENAPI"
+}
+
+# The CRDs of the Prometheus Operator kinds the chart and the operator render, as its release ships them.
+install_prometheus_crds() {
+  local kinds=(servicemonitors podmonitors prometheusrules) dir k
+  [[ -f "$PROMETHEUS_CRDS/monitoring.coreos.com_prometheusrules.yaml" ]] && return 0
+  dir="$(go mod download -json "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" |
+    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+  mkdir -p "$PROMETHEUS_CRDS"
+  for k in "${kinds[@]}"; do
+    [[ -f "$dir/example/prometheus-operator-crd/monitoring.coreos.com_$k.yaml" ]] ||
+      die "prometheus-operator $PROMETHEUS_OPERATOR_VERSION has no $k CRD"
+    cp "$dir/example/prometheus-operator-crd/monitoring.coreos.com_$k.yaml" "$PROMETHEUS_CRDS/"
+  done
+  chmod 644 "$PROMETHEUS_CRDS"/*.yaml   # the module cache is read-only
+}
+
 ((want_k8s)) && APT_PACKAGES+=("${NODE_APT_PACKAGES[@]}")
 ((want_apt)) && install_apt
 # Go is preinstalled under /usr/local/go on many machines without being on a non-login PATH.
@@ -165,4 +218,13 @@ go_install "$HELM_BIN" helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 # The real node's cluster DNS (Service names, as on any cluster); its go.mod has no replace directives.
 ((want_k8s)) && go_install "$COREDNS_BIN" coredns "github.com/coredns/coredns@$COREDNS_VERSION"
 go_install "$LIVEKIT_BIN" livekit-server "github.com/livekit/livekit-server/cmd/server@$LIVEKIT_VERSION"
+# make lint (tests/cluster/lint-manifests.sh) and the chart README.
+go_install "$KUBECONFORM_BIN" kubeconform "github.com/yannh/kubeconform/cmd/kubeconform@$KUBECONFORM_VERSION" \
+  "-X main.version=$KUBECONFORM_VERSION"
+build_kube_linter
+# Stamped so the README footer names the version, as a released helm-docs writes it.
+go_install "$HELM_DOCS_BIN" helm-docs "github.com/norwoodj/helm-docs/cmd/helm-docs@$HELM_DOCS_VERSION" \
+  "-X main.version=${HELM_DOCS_VERSION#v}"
+install_openapi
+install_prometheus_crds
 log "tools ready in $CACHE_ROOT (PATH: eval \"\$(tests/cluster/env.sh)\")"

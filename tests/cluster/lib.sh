@@ -18,6 +18,13 @@ LIVEKIT_VERSION="${STORYTELLER_LIVEKIT_VERSION:-v1.9.12}"
 # Only KEDA's CRDs (no build): the cluster tests check the ScaledObjects the operator renders against them.
 KEDA_VERSION="${STORYTELLER_KEDA_VERSION:-v2.21.0}"
 COREDNS_VERSION="${STORYTELLER_COREDNS_VERSION:-v1.14.7}"
+# make lint: manifests against schemas generated from K8S_VERSION's OpenAPI document, and the chart's linter.
+KUBECONFORM_VERSION="${STORYTELLER_KUBECONFORM_VERSION:-v0.8.0}"
+# Built from github.com/stackrox/kube-linter: its golang.stackrox.io vanity path is not served here.
+KUBE_LINTER_VERSION="${STORYTELLER_KUBE_LINTER_VERSION:-v0.8.3}"
+HELM_DOCS_VERSION="${STORYTELLER_HELM_DOCS_VERSION:-v1.14.2}"
+# Only the ServiceMonitor, PodMonitor and PrometheusRule CRDs (no build): schemas for make lint.
+PROMETHEUS_OPERATOR_VERSION="${STORYTELLER_PROMETHEUS_OPERATOR_VERSION:-v0.85.0}"
 
 CACHE_ROOT="${STORYTELLER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/storyteller}"
 # One directory per tool and version: bumping a version builds next to the old one, never over it.
@@ -28,7 +35,14 @@ HELM_BIN="$CACHE_ROOT/helm-$HELM_VERSION/bin"
 LIVEKIT_BIN="$CACHE_ROOT/livekit-server-$LIVEKIT_VERSION/bin"
 KEDA_CRDS="$CACHE_ROOT/keda-$KEDA_VERSION/crds"
 COREDNS_BIN="$CACHE_ROOT/coredns-$COREDNS_VERSION/bin"
-TOOLS_PATH="$K8S_BIN:$KWOK_BIN:$HELM_BIN:$LIVEKIT_BIN:$COREDNS_BIN"
+KUBECONFORM_BIN="$CACHE_ROOT/kubeconform-$KUBECONFORM_VERSION/bin"
+KUBE_LINTER_BIN="$CACHE_ROOT/kube-linter-$KUBE_LINTER_VERSION/bin"
+HELM_DOCS_BIN="$CACHE_ROOT/helm-docs-$HELM_DOCS_VERSION/bin"
+K8S_OPENAPI="$CACHE_ROOT/k8s-$K8S_VERSION/openapi/swagger.json"   # the API server's OpenAPI v2 document
+PROMETHEUS_CRDS="$CACHE_ROOT/prometheus-operator-$PROMETHEUS_OPERATOR_VERSION/crds"
+# JSON schemas for kubeconform (storyteller_devkit.kube_schemas writes them when its inputs change).
+KUBE_SCHEMAS="$CACHE_ROOT/kube-schemas-$K8S_VERSION"
+TOOLS_PATH="$K8S_BIN:$KWOK_BIN:$HELM_BIN:$LIVEKIT_BIN:$COREDNS_BIN:$KUBECONFORM_BIN:$KUBE_LINTER_BIN:$HELM_DOCS_BIN"
 
 STATE_DIR="${STORYTELLER_STATE:-$REPO_ROOT/.state/cluster}"   # /.state/ is git-ignored
 ETCD_PORT="${STORYTELLER_ETCD_PORT:-23790}"

@@ -219,3 +219,27 @@ def test_up_and_down_leave_no_process_behind(tmp_path: Path) -> None:
     assert down.returncode == 0, down.stderr
     assert [name for name, pid in pids.items() if _alive(pid)] == []
     assert not state.exists()
+
+
+def test_a_tenant_naming_the_servers_media_ports_is_admitted_to_exactly_them(
+    livekit_server: LiveKitServer,
+) -> None:
+    """The ports come from the running server itself (its start-up log line), not from the devkit's config."""
+    from storyteller_operator import render
+    from tests.unit.test_operator_render import egress_admits, tenant
+
+    (line,) = [
+        ln for ln in livekit_server.log_path.read_text().splitlines() if "starting LiveKit server" in ln
+    ]
+    started = json.loads(line[line.index("{") :])
+    tcp, udp = started["rtc.portTCP"], started["rtc.portUDP"]["Start"]
+    assert (tcp, udp) == (livekit_server.rtc_tcp_port, livekit_server.rtc_udp_port)
+    spec = {
+        "livekit": {"url": livekit_server.url, "credentialsSecret": "lk"},
+        "worker": {"livekitMedia": livekit_server.livekit_media()},
+    }
+    policy = render.network_policy(tenant(spec))
+    for protocol, port in (("TCP", started["portHttp"]), ("TCP", tcp), ("UDP", udp)):
+        assert egress_admits(policy, protocol, port, "127.0.0.1"), (protocol, port)
+    other = next(p for p in range(20000, 65535) if p not in (started["portHttp"], tcp, udp))
+    assert not egress_admits(policy, "UDP", other) and not egress_admits(policy, "TCP", other)

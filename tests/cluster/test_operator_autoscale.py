@@ -32,7 +32,7 @@ POOL = {
     "sessionsPerWorker": 2,
     "spareSessions": 1,
     "scaleDownDelaySeconds": 6,
-    "drainTimeoutSeconds": 0,
+    "drainTimeoutSeconds": 1,
 }
 
 

@@ -38,7 +38,7 @@ POOL = {
     "sessionsPerWorker": 2,
     "spareSessions": 1,
     "scaleDownDelaySeconds": 60,
-    "drainTimeoutSeconds": 0,
+    "drainTimeoutSeconds": 1,
 }
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
+from storyteller_api import contract
 from storyteller_devkit.cluster import Cluster
 from storyteller_devkit.operator_process import OperatorProcess
 from storyteller_devkit.real_platform import condition, get_sd, is_ready, tenant_yaml, wait_for
@@ -55,9 +58,9 @@ def chart(cluster: Cluster) -> Iterator[None]:
     yield
 
 
-def _sa_kubeconfig(cluster: Cluster, path: Path) -> Path:
+def _sa_kubeconfig(cluster: Cluster, path: Path, namespace: str = RELEASE_NS, account: str = SA) -> Path:
     """A kubeconfig for the chart's ServiceAccount, so the local operator has exactly the chart's RBAC."""
-    token = cluster.kubectl("-n", RELEASE_NS, "create", "token", SA, "--duration", "2h").stdout.strip()
+    token = cluster.kubectl("-n", namespace, "create", "token", account, "--duration", "2h").stdout.strip()
     view = cluster.kubectl_json("config", "view", "--raw", "--minify")
     server = view["clusters"][0]["cluster"]
     config = {
@@ -190,6 +193,15 @@ def quiescent(cluster: Cluster, ns: str, name: str = "acme") -> bool:
     )
 
 
+def grant_secret_metadata(cluster: Cluster, ns: str) -> None:
+    """What the chart README tells a namespace's owner to run so the operator may read Secret metadata there
+    (the chart's default ClusterRole has no right on Secrets)."""
+    cluster.kubectl(
+        "-n", ns, "create", "rolebinding", "storyteller-secrets",
+        f"--clusterrole={RELEASE}-secrets", f"--serviceaccount={RELEASE_NS}:{SA}",
+    )  # fmt: skip
+
+
 def deploy_ready_tenant(cluster: Cluster, ns: str, name: str = "acme", **spec: Any) -> dict[str, Any]:
     cluster.apply(secrets_yaml(ns))
     cluster.apply(tenant_yaml(ns, name, **spec))
@@ -212,10 +224,55 @@ def test_chart_installs_crd_rbac_and_operator(cluster: Cluster, chart: None) -> 
     assert cluster.kubectl_json("-n", RELEASE_NS, "get", "serviceaccount", SA)
 
 
+def test_the_documented_crd_upgrade_updates_the_crd_helm_installed(
+    cluster: Cluster, chart: None, tmp_path: Path
+) -> None:
+    """`helm upgrade` never touches a CRD: the chart README's command must, over Helm's own fields."""
+    readme = (CHART / "README.md").read_text()
+    (command,) = [line for line in readme.splitlines() if line.startswith("helm show crds ")]
+    crd_name = "storytellerdeployments.storyteller.dev"
+    # A newer chart whose CRD differs (a changed description), run from a directory laid out like the repo.
+    newer = tmp_path / "helm" / "storyteller"
+    shutil.copytree(CHART, newer)
+    crd_file = next((newer / "crds").glob("*.yaml"))
+    marker = f"upgraded-{secrets.token_hex(4)}"
+    doc = yaml.safe_load(crd_file.read_text())
+    doc["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["description"] = marker
+    crd_file.write_text(yaml.safe_dump(doc))
+
+    def run_documented_command() -> None:
+        proc = subprocess.run(
+            ["bash", "-o", "pipefail", "-c", command], cwd=tmp_path, env=cluster.env,
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    def description() -> str:
+        got = cluster.kubectl_json("get", "crd", crd_name)
+        return str(got["spec"]["versions"][0]["schema"]["openAPIV3Schema"].get("description", ""))
+
+    try:
+        run_documented_command()
+        assert description() == marker
+        managers = {
+            f["manager"]
+            for f in cluster.kubectl_json("get", "crd", crd_name, "--show-managed-fields")["metadata"][
+                "managedFields"
+            ]
+        }
+        assert "kubectl" in managers, managers
+    finally:
+        shutil.rmtree(newer)
+        shutil.copytree(CHART, newer)  # the chart as committed, applied the same way
+        run_documented_command()
+    assert description() != marker
+    cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd_name}")
+
+
 def test_tenant_gets_owned_children_and_becomes_ready(
     cluster: Cluster, namespace: str, operator: OperatorProcess
 ) -> None:
-    sd = deploy_ready_tenant(cluster, namespace, pool={"minReplicas": 2, "drainTimeoutSeconds": 0})
+    sd = deploy_ready_tenant(cluster, namespace, pool={"minReplicas": 2, "drainTimeoutSeconds": 1})
     st = sd["status"]
     assert (
         st["replicas"] == 2
@@ -283,14 +340,23 @@ def test_instruction_change_rolls_the_pool_and_no_change_writes_nothing(
     )
     new_rs = {rs["metadata"]["name"] for rs in cluster.kubectl_json("-n", namespace, "get", "rs")["items"]}
     assert new_rs - old_rs, "a spec change must create a new ReplicaSet (the pool rolls)"
-    cm = cluster.kubectl_json("-n", namespace, "get", "configmap", "acme-config")
+    # Each config revision is its own immutable ConfigMap; the old one goes once no pod mounts it.
+    cm = cluster.kubectl_json(
+        "-n", namespace, "get", "configmap", render.config_map_name("acme", sd["status"]["configHash"])
+    )
+    assert cm["immutable"] is True
     assert (
         json.loads(cm["data"]["tenant.json"])["story"]["instructions"]
         == "Tell a short story about a lighthouse."
     )
+    wait_for("the rollout to settle", lambda: quiescent(cluster, namespace))
+    old_cm = render.config_map_name("acme", old_hash)
+    wait_for(
+        f"{old_cm} deleted once no pod mounts it",
+        lambda: old_cm not in {c["metadata"]["name"] for c in children(cluster, namespace)["configmap"]},
+    )
 
     # Unchanged: re-apply the same manifest and let the operator re-apply everything (resync every 3 s).
-    wait_for("the rollout to settle", lambda: quiescent(cluster, namespace))
     before = writes_fingerprint(cluster, namespace)
     cluster.kubectl(
         "-n",
@@ -377,6 +443,8 @@ def test_deleting_the_tenant_deletes_every_child(
 def test_missing_secret_degrades_and_recovers(
     cluster: Cluster, namespace: str, operator: OperatorProcess
 ) -> None:
+    # kwok runs no kubelet to say a Secret is missing: the operator is granted Secret metadata here.
+    grant_secret_metadata(cluster, namespace)
     cluster.apply(secrets_yaml(namespace, providers=()))  # only the LiveKit credentials
     cluster.apply(tenant_yaml(namespace, providerSecrets=["acme-openai"]))
 
@@ -406,7 +474,7 @@ def test_restricted_namespace_admits_worker_pods(
         "label", "namespace", namespace, "--overwrite",
         "pod-security.kubernetes.io/enforce=restricted", "pod-security.kubernetes.io/enforce-version=latest",
     )  # fmt: skip
-    deploy_ready_tenant(cluster, namespace, pool={"minReplicas": 2, "drainTimeoutSeconds": 0})
+    deploy_ready_tenant(cluster, namespace, pool={"minReplicas": 2, "drainTimeoutSeconds": 1})
     assert wait_for("2 ready pods admitted under restricted", lambda: ready_pods(cluster, namespace) == 2)
     rs = cluster.kubectl_json("-n", namespace, "get", "rs")["items"]
     failures = [
@@ -583,6 +651,160 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
         {"worker": {"resources": {"requests": {"cpu": "lots"}}}},
         "spec.worker.resources.requests",
     ),
+    (
+        "quantity-too-long",
+        {"worker": {"resources": {"limits": {"memory": "1" * 65}}}},
+        "spec.worker.resources.limits",
+    ),
+    # Bounds: every integer has a ceiling as well as a floor.
+    ("drain-zero", {"pool": {"drainTimeoutSeconds": 0}}, "spec.pool.drainTimeoutSeconds"),
+    ("drain-30-years", {"pool": {"drainTimeoutSeconds": 946080000}}, "spec.pool.drainTimeoutSeconds"),
+    ("sessions-per-worker-huge", {"pool": {"sessionsPerWorker": 101}}, "spec.pool.sessionsPerWorker"),
+    ("idle-processes-huge", {"pool": {"idleProcesses": 17}}, "spec.pool.idleProcesses"),
+    ("min-replicas-huge", {"pool": {"minReplicas": 1001, "maxReplicas": 1000}}, "spec.pool.minReplicas"),
+    ("max-replicas-huge", {"pool": {"maxReplicas": 1001}}, "spec.pool.maxReplicas"),
+    ("spare-sessions-huge", {"pool": {"spareSessions": 1001}}, "spec.pool.spareSessions"),
+    ("scale-down-delay-years", {"pool": {"scaleDownDelaySeconds": 86401}}, "spec.pool.scaleDownDelaySeconds"),
+    ("replicas-huge", {"replicas": 1001}, "spec.replicas"),
+    ("metrics-port-huge", {"observability": {"metricsPort": 65536}}, "spec.observability.metricsPort"),
+    # Shapes.
+    (
+        "model-with-space",
+        {"intro": {"stt": {"provider": "deepgram", "model": "nova 3"}}},
+        "spec.intro.stt.model",
+    ),
+    (
+        "language-not-a-tag",
+        {"intro": {"stt": {"provider": "deepgram", "model": "nova-3", "language": "english (us)"}}},
+        "spec.intro.stt.language",
+    ),
+    ("image-with-space", {"worker": {"image": "reg.example/w:1 --privileged"}}, "spec.worker.image"),
+    ("url-without-host", {"livekit": {**VALID_LIVEKIT, "url": "wss://"}}, "spec.livekit.url"),
+    # Reserved pod annotations: the operator's, pod-deletion-cost (the operator prices pods), kubectl's.
+    (
+        "annotation-deletion-cost",
+        {"worker": {"podAnnotations": {"controller.kubernetes.io/pod-deletion-cost": "1000"}}},
+        "spec.worker.podAnnotations",
+    ),
+    (
+        "annotation-config-hash",
+        {"worker": {"podAnnotations": {"storyteller.dev/config-hash": "x"}}},
+        "spec.worker.podAnnotations",
+    ),
+    (
+        "annotation-kubectl",
+        {"worker": {"podAnnotations": {"kubectl.kubernetes.io/restartedAt": "2025-01-01T00:00:00Z"}}},
+        "spec.worker.podAnnotations",
+    ),
+    # Credentials in URLs (the test checks the error never repeats hunter2).
+    (
+        "livekit-url-userinfo",
+        {"livekit": {**VALID_LIVEKIT, "url": "wss://key:hunter2@lk.example.com"}},
+        "spec.livekit.url",
+    ),
+    (
+        "livekit-url-token-userinfo",
+        {"livekit": {**VALID_LIVEKIT, "url": "wss://hunter2@lk"}},
+        "spec.livekit.url",
+    ),
+    (
+        "livekit-url-access-token",
+        {"livekit": {**VALID_LIVEKIT, "url": "wss://lk.example.com/rtc?access_token=hunter2"}},
+        "spec.livekit.url",
+    ),
+    (
+        "base-url-api-key",
+        {
+            "intro": {
+                "llm": {"provider": "openai", "model": "m", "baseURL": "https://m.example/v1?api-key=hunter2"}
+            }
+        },
+        "spec.intro.llm.baseURL",
+    ),
+    (
+        "base-url-userinfo",
+        {
+            "intro": {
+                "llm": {"provider": "openai", "model": "m", "baseURL": "http://u:hunter2@models:8000/v1"}
+            }
+        },
+        "spec.intro.llm.baseURL",
+    ),
+    (
+        "fallback-base-url-key",
+        {
+            "intro": {
+                "llm": {
+                    "provider": "openai",
+                    "model": "m",
+                    "fallbacks": [
+                        {"provider": "openai", "model": "m2", "baseURL": "https://m/v1?x=1&Key=hunter2"}
+                    ],
+                }
+            }
+        },
+        "spec.intro.llm.fallbacks[0].baseURL",
+    ),
+    (
+        "stt-base-url-x-api-key",
+        {
+            "story": {
+                "stt": {"provider": "deepgram", "model": "nova-3", "baseURL": "https://d?X-API-KEY=hunter2"}
+            }
+        },
+        "spec.story.stt.baseURL",
+    ),
+    (
+        "otlp-userinfo",
+        {"observability": {"tracing": {"otlpEndpoint": "https://tenant:hunter2@otel.example.com"}}},
+        "spec.observability.tracing.otlpEndpoint",
+    ),
+    (
+        "otlp-signature",
+        {"observability": {"tracing": {"otlpEndpoint": "https://otel/v1/traces?sig=hunter2"}}},
+        "spec.observability.tracing.otlpEndpoint",
+    ),
+    # LiveKit media egress.
+    (
+        "media-range-reversed",
+        {"worker": {"livekitMedia": {"udpPortRangeStart": 60000, "udpPortRangeEnd": 50000}}},
+        "spec.worker.livekitMedia.udpPortRangeStart",
+    ),
+    (
+        "media-range-start-zero",
+        {"worker": {"livekitMedia": {"udpPortRangeStart": 0}}},
+        "spec.worker.livekitMedia.udpPortRangeStart",
+    ),
+    (
+        "media-range-end-huge",
+        {"worker": {"livekitMedia": {"udpPortRangeEnd": 65536}}},
+        "spec.worker.livekitMedia.udpPortRangeEnd",
+    ),
+    (
+        "media-udp-port-zero",
+        {"worker": {"livekitMedia": {"udpPorts": [0]}}},
+        "spec.worker.livekitMedia.udpPorts[0]",
+    ),
+    (
+        "media-tcp-port-huge",
+        {"worker": {"livekitMedia": {"tcpPorts": [443, 70000]}}},
+        "spec.worker.livekitMedia.tcpPorts[1]",
+    ),
+    (
+        "media-too-many-ports",
+        {"worker": {"livekitMedia": {"tcpPorts": list(range(1000, 1009))}}},
+        "spec.worker.livekitMedia.tcpPorts",
+    ),
+    (
+        "media-cidr-prefix",
+        {"worker": {"livekitMedia": {"cidrs": ["10.0.0.0/33"]}}},
+        "spec.worker.livekitMedia.cidrs[0]",
+    ),
+    (
+        "media-cidr-host",
+        {"worker": {"livekitMedia": {"cidrs": ["10.0.0.0/8", "livekit.example.com"]}}},
+        "spec.worker.livekitMedia.cidrs[1]",
+    ),
 ]
 
 
@@ -612,6 +834,8 @@ def test_invalid_tenant_is_rejected_naming_the_field(
     proc = cluster.kubectl("create", "-f", "-", input=manifest, check=False)
     assert proc.returncode != 0, f"{case} was accepted"
     assert field in proc.stderr, f"{case}: the error does not name {field}:\n{proc.stderr}"
+    # A CEL refusal shows the value's type, never the value (the credential of the URL cases).
+    assert "hunter2" not in proc.stderr, f"{case}: the error repeats the credential"
     # Nothing half-created.
     assert cluster.kubectl_json("-n", validation_ns, "get", "sd")["items"] == []
 
@@ -677,3 +901,151 @@ def test_pod_monitor_when_the_prometheus_operator_crds_exist(
     assert pm["metadata"]["name"] == "acme-worker"
     assert pm["metadata"]["ownerReferences"][0]["uid"] == sd["metadata"]["uid"]
     assert pm["spec"]["podMetricsEndpoints"] == [{"port": "metrics", "path": "/metrics", "honorLabels": True}]
+
+
+# ------------------------------------------------------------------- what rolls the pool, and what must not
+
+
+def replica_sets(cluster: Cluster, ns: str) -> set[str]:
+    return {rs["metadata"]["name"] for rs in cluster.kubectl_json("-n", ns, "get", "rs")["items"]}
+
+
+def test_resizing_the_pool_does_not_roll_it_and_a_rotated_key_does(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    grant_secret_metadata(cluster, namespace)  # a key's rotation is seen in the Secret's resourceVersion
+    sd = deploy_ready_tenant(cluster, namespace)
+    config_hash, before = sd["status"]["configHash"], replica_sets(cluster, namespace)
+    pool = {"minReplicas": 2, "maxReplicas": 7, "spareSessions": 5, "scaleDownDelaySeconds": 60}
+    cluster.kubectl(
+        "-n", namespace, "patch", "sd", "acme", "--type=merge", "-p", json.dumps({"spec": {"pool": pool}})
+    )
+    sd = wait_for(
+        "two ready workers",
+        lambda: (s := is_ready(cluster, namespace)) and s["status"]["readyReplicas"] == 2 and s,
+    )
+    assert sd["status"]["configHash"] == config_hash
+    assert replica_sets(cluster, namespace) == before, "resizing the pool must not roll it"
+
+    # A rotated key: the pods read it only when they start, so the pool rolls (with the usual drain).
+    dep = cluster.kubectl_json("-n", namespace, "get", "deployment", "acme-worker")
+    old_secrets_hash = dep["spec"]["template"]["metadata"]["annotations"][contract.SECRETS_HASH_ANNOTATION]
+    cluster.kubectl(
+        "-n", namespace, "patch", "secret", "acme-openai", "--type=merge",
+        "-p", json.dumps({"stringData": {"OPENAI_API_KEY": "sk-rotated-" + secrets.token_hex(8)}}),
+    )  # fmt: skip
+    wait_for(
+        "the pool to roll for the rotated key",
+        lambda: (replica_sets(cluster, namespace) - before) and is_ready(cluster, namespace),
+        deadline=POD_DEADLINE,
+    )
+    dep = cluster.kubectl_json("-n", namespace, "get", "deployment", "acme-worker")
+    assert (
+        dep["spec"]["template"]["metadata"]["annotations"][contract.SECRETS_HASH_ANNOTATION]
+        != old_secrets_hash
+    )
+    assert get_sd(cluster, namespace)["status"]["configHash"] == config_hash  # the config did not change
+    events = cluster.kubectl_json(
+        "-n", namespace, "get", "events", "--field-selector", "involvedObject.name=acme"
+    )
+    assert any("a referenced Secret changed, rolling the pool" in e["message"] for e in events["items"])
+
+
+def test_two_tenants_with_one_agent_name_on_one_server_both_say_so(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    other_ns = f"{namespace[:50]}-b"
+    labels = {"storyteller.dev/test": "true"}
+    cluster.apply(
+        yaml.safe_dump(
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": other_ns, "labels": labels}}
+        )
+    )
+    try:
+        for ns in (namespace, other_ns):
+            cluster.apply(secrets_yaml(ns))
+            cluster.apply(tenant_yaml(ns, agentName="storyteller"))
+
+        def degraded_naming(ns: str, other: str) -> dict[str, Any] | None:
+            cond = condition(get_sd(cluster, ns), "Degraded")
+            ok = cond.get("reason") == "AgentNameConflict" and f"tenant {other}/acme" in cond.get(
+                "message", ""
+            )
+            return cond if ok else None
+
+        wait_for("both tenants to report the conflict", lambda: degraded_naming(namespace, other_ns))
+        wait_for("both tenants to report the conflict", lambda: degraded_naming(other_ns, namespace))
+        for ns, other in ((namespace, other_ns), (other_ns, namespace)):
+            events = cluster.kubectl_json(
+                "-n", ns, "get", "events", "--field-selector", "reason=AgentNameConflict"
+            )
+            assert any(e["type"] == "Warning" and f"{other}/acme" in e["message"] for e in events["items"])
+
+        # One of them takes another name: both are clear again.
+        cluster.kubectl(
+            "-n",
+            other_ns,
+            "patch",
+            "sd",
+            "acme",
+            "--type=merge",
+            "-p",
+            '{"spec": {"agentName": "storyteller-b"}}',
+        )
+        for ns in (namespace, other_ns):
+            wait_for(
+                f"{ns} clear",
+                lambda ns=ns: condition(get_sd(cluster, ns), "Degraded").get("status") == "False",
+            )
+    finally:
+        cluster.kubectl("delete", "namespace", other_ns, "--wait=false", "--ignore-not-found", check=False)
+
+
+def test_an_operator_for_given_namespaces_needs_nothing_cluster_wide(
+    cluster: Cluster, chart: None, namespace: str, tmp_path: Path
+) -> None:
+    """A second release that watches one namespace: Roles only, and its operator still sees Secrets there."""
+    release, release_ns = "storyteller-scoped", f"{namespace[:48]}-op"  # its objects: "storyteller-scoped"
+    cluster.helm(
+        "install", release, str(CHART), "--namespace", release_ns, "--create-namespace", "--wait",
+        "--set", "operator.enabled=false", "--set", "dashboards.enabled=false",
+        "--set-json", f'operator.watchNamespaces=["{namespace}"]',
+    )  # fmt: skip
+    op = None
+    try:
+        manifest = [
+            d
+            for d in yaml.safe_load_all(cluster.helm("get", "manifest", release, "-n", release_ns).stdout)
+            if d
+        ]
+        kinds = {d["kind"] for d in manifest}
+        assert "ClusterRole" not in kinds and "ClusterRoleBinding" not in kinds
+        scoped = {(d["kind"], d["metadata"]["namespace"]) for d in manifest if d["kind"].startswith("Role")}
+        assert scoped == {("Role", namespace), ("RoleBinding", namespace)}
+        env = {
+            **cluster.env,
+            "KUBECONFIG": str(_sa_kubeconfig(cluster, tmp_path / "scoped.kubeconfig", release_ns, release)),
+            "STORYTELLER_OPERATOR_NAMESPACES": namespace,
+        }
+        args = ["--recheck-seconds", "1", "--resync-seconds", "3", "--log-format", "json"]
+        op = OperatorProcess(env, tmp_path / "scoped-operator.log", args).start()
+        cluster.apply(secrets_yaml(namespace, providers=()))
+        cluster.apply(tenant_yaml(namespace, providerSecrets=["acme-openai"]))
+        sd = wait_for(
+            "SecretNotFound, read with the namespace's Role",
+            lambda: (
+                (s := get_sd(cluster, namespace))
+                and condition(s, "Degraded").get("reason") == "SecretNotFound"
+                and s
+            ),
+        )
+        assert '"acme-openai"' in condition(sd, "Degraded")["message"]
+        cluster.apply(secrets_yaml(namespace, providers=("acme-openai",)))
+        wait_for("Ready once the Secret exists", lambda: is_ready(cluster, namespace), deadline=POD_DEADLINE)
+        assert "forbidden" not in op.log_path.read_text().lower()  # the Roles grant all it does
+    finally:
+        if op is not None:
+            op.stop()
+            print(f"operator log: {op.log_path}\n" + op.log_path.read_text()[-4000:])
+        cluster.helm("uninstall", release, "-n", release_ns, check=False)
+        cluster.kubectl("delete", "namespace", release_ns, "--wait=false", "--ignore-not-found", check=False)

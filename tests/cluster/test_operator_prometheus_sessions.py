@@ -37,7 +37,7 @@ POOL = {
     "sessionsPerWorker": 2,
     "spareSessions": 1,
     "scaleDownDelaySeconds": 600,
-    "drainTimeoutSeconds": 0,
+    "drainTimeoutSeconds": 1,
 }
 
 

@@ -6,6 +6,7 @@ import importlib.util
 import json
 import re
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -131,22 +132,53 @@ def test_preserve_unknown_fields_only_for_kubernetes_shapes() -> None:
 # -------------------------------------------------------------------------------------------------- chart
 
 
+def chart_docs() -> Any:
+    """helm/generate.py: the values comments, the schema descriptions and the README made from them."""
+    spec = importlib.util.spec_from_file_location("chart_docs", REPO / "helm" / "generate.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_every_values_key_has_a_comment() -> None:
-    lines = (CHART / "values.yaml").read_text().splitlines()
-    uncommented = []
-    free_form_indent: int | None = None  # inside a Kubernetes-shaped value (resources: ...)
-    for i, line in enumerate(lines):
-        m = re.match(r"^(\s*)([A-Za-z][\w.-]*):", line)
-        if not m:
-            continue
-        indent = len(m.group(1))
-        if free_form_indent is not None and indent > free_form_indent:
-            continue
-        free_form_indent = indent if m.group(2) == "resources" else None
-        prev = next((p for p in reversed(lines[:i]) if p.strip()), "")
-        if not prev.strip().startswith("#"):
-            uncommented.append(line.strip())
-    assert uncommented == []
+    keys = dict(chart_docs().commented_keys((CHART / "values.yaml").read_text()))
+    assert "operator.image.registry" in keys and "operator.resources.requests" not in keys  # free form
+    assert [k for k, text in keys.items() if not text] == []
+
+
+def test_schema_descriptions_and_readme_are_generated_from_the_values_comments() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "helm" / "generate.py"), "--check"], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    readme = (CHART / "README.md").read_text()
+    # helm-docs' values table: every value (a leaf, or a Kubernetes shape documented whole) has its row.
+    docs = chart_docs()
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    for key, _text in docs.commented_keys((CHART / "values.yaml").read_text()):
+        value = values
+        for part in key.split("."):
+            value = value[part]
+        if not isinstance(value, dict) or not value or key.rsplit(".", 1)[-1] in docs.FREE_FORM:
+            assert f"| {key} |" in readme, key
+    assert "helm upgrade` never updates a CRD" in readme
+    assert "kubectl apply --server-side --force-conflicts" in readme
+    assert "--kube-version" in readme
+
+
+def test_every_schema_property_is_described_and_typed() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+
+    def check(node: dict[str, Any], path: str) -> Iterator[str]:
+        for key, sub in (node.get("properties") or {}).items():
+            if "description" not in sub:
+                yield f"{path}{key}: no description"
+            if "type" not in sub and "$ref" not in sub:
+                yield f"{path}{key}: no type"
+            yield from check(sub, f"{path}{key}.")
+
+    assert list(check(schema, "")) == []
 
 
 def test_values_schema_is_valid_json_and_covers_values() -> None:
@@ -220,33 +252,73 @@ def test_default_render() -> None:
     assert len(dashboards) == len(list((CHART / "dashboards").glob("*.json")))
 
 
-def test_cluster_role_is_least_privilege() -> None:
-    (role,) = [d for d in helm_template() if d["kind"] == "ClusterRole"]
+def _granted(rules: list[dict[str, Any]]) -> dict[tuple[str, str], set[str]]:
     granted: dict[tuple[str, str], set[str]] = {}
-    for rule in role["rules"]:
+    for rule in rules:
         for field in ("apiGroups", "resources", "verbs"):
             assert "*" not in rule[field], rule
         for group in rule["apiGroups"]:
             for res in rule["resources"]:
                 granted.setdefault((group, res), set()).update(rule["verbs"])
-    assert granted[("", "secrets")] == {"get"}
+    return granted
+
+
+def _assert_least_privilege(granted: dict[tuple[str, str], set[str]]) -> None:
     assert granted[("storyteller.dev", "storytellerdeployments")] == {"get", "list", "watch"}
     assert granted[("storyteller.dev", "storytellerdeployments/status")] == {"get", "patch"}
-    # Nothing is deleted by the operator (owner references let the garbage collector do it), except the
-    # ScaledObject of a tenant that left keda: its HPA would keep writing spec.replicas.
+    assert granted[("", "pods")] == {"list", "patch"}  # never create or delete a pod
+    # Nothing is deleted by the operator (owner references let the garbage collector do it), except old
+    # config revisions and the ScaledObject of a tenant that left keda (its HPA would keep writing).
     assert all(
         ("delete" not in verbs and "update" not in verbs)
         or res.endswith("/finalizers")
-        or (group, res) == ("keda.sh", "scaledobjects")
+        or (group, res) in {("keda.sh", "scaledobjects"), ("", "configmaps")}
         for (group, res), verbs in granted.items()
     )
     assert granted[("keda.sh", "scaledobjects")] == {"get", "create", "patch", "delete"}
     # Every kind the operator writes is granted.
     from storyteller_operator.kube import KINDS
 
-    for (api_version, _kind), (_prefix, plural) in KINDS.items():
+    for (api_version, kind), (_prefix, plural) in KINDS.items():
         group = api_version.rsplit("/", 1)[0] if "/" in api_version else ""
-        assert (group, plural) in granted, (group, plural)
+        if kind != "Secret":
+            assert (group, plural) in granted, (group, plural)
+
+
+def test_cluster_role_is_least_privilege_and_reads_no_secret_cluster_wide() -> None:
+    docs = helm_template()
+    roles = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ClusterRole"}
+    (binding,) = [d for d in docs if d["kind"] == "ClusterRoleBinding"]
+    main = roles[binding["roleRef"]["name"]]
+    granted = _granted(main["rules"])
+    _assert_least_privilege(granted)
+    assert ("", "secrets") not in granted
+    # Secret metadata is a separate ClusterRole, bound only by namespace (none by default).
+    assert _granted(roles["st-storyteller-secrets"]["rules"]) == {("", "secrets"): {"get"}}
+    assert not [d for d in docs if d["kind"] in ("RoleBinding", "Role")]
+    docs = helm_template("--set-json", 'rbac.secretNamespaces=["tenant-a"]')
+    (grant,) = [d for d in docs if d["kind"] == "RoleBinding"]
+    assert grant["metadata"]["namespace"] == "tenant-a"
+    assert grant["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "st-storyteller-secrets"
+    }  # fmt: skip
+
+
+def test_given_namespaces_get_roles_and_nothing_cluster_wide() -> None:
+    docs = helm_template("--set-json", 'operator.watchNamespaces=["tenant-a", "tenant-b"]')
+    assert not [d for d in docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    roles = [d for d in docs if d["kind"] == "Role"]
+    bindings = [d for d in docs if d["kind"] == "RoleBinding"]
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["tenant-a", "tenant-b"]
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["tenant-a", "tenant-b"]
+    for role in roles:
+        granted = _granted(role["rules"])
+        _assert_least_privilege(granted)
+        assert granted[("", "secrets")] == {"get"}  # in the watched namespaces only
+    for binding in bindings:
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "st-storyteller", "namespace": "storyteller-system"}
+        ]
 
 
 def test_operator_pod_passes_restricted() -> None:
@@ -359,3 +431,185 @@ def test_prices_from_values_replace_or_add_and_pass_promtool(tmp_path: Path) -> 
 def test_a_price_without_a_unit_is_refused_by_name() -> None:
     bad = json.dumps([{"provider": "openai", "model": "gpt-4o-mini", "usd": 1}])
     assert "unit" in helm_template_error("--set-json", f"prometheusRule.prices={bad}")
+
+
+# ------------------------------------------------------------------------------- chart standard (issue 18)
+
+
+def _pods(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The operator's pod spec and the `helm test` pod's, by name."""
+    pods = {"test": next(d for d in docs if d["kind"] == "Pod")["spec"]}
+    deployments = [d for d in docs if d["kind"] == "Deployment"]
+    if deployments:
+        pods["operator"] = deployments[0]["spec"]["template"]["spec"]
+    return pods
+
+
+def test_resources_children_are_typed() -> None:
+    assert "cpux" in helm_template_error("--set", "operator.resources.requests.cpux=1")
+    assert "memory" in helm_template_error("--set", "operator.resources.limits.memory=lots")
+    assert "reqests" in helm_template_error("--set", "tests.resources.reqests.cpu=1")
+
+
+def test_helm_test_pod_has_requests_and_limits() -> None:
+    (c,) = _pods(helm_template())["test"]["containers"]
+    for kind in ("requests", "limits"):
+        assert set(c["resources"][kind]) == {"cpu", "memory"}, c["resources"]
+
+
+def test_security_contexts_default_to_restricted_and_are_configurable() -> None:
+    for name, pod in _pods(helm_template()).items():
+        assert pod["securityContext"] == {
+            "runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        }, name  # fmt: skip
+        (c,) = pod["containers"]
+        assert c["securityContext"]["allowPrivilegeEscalation"] is False
+        assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    # OpenShift: the SCC assigns the UID; the pods must not fix one, and stay non-root.
+    for name, pod in _pods(helm_template("-f", str(CHART / "ci" / "openshift-values.yaml"))).items():
+        assert "runAsUser" not in pod["securityContext"] and "runAsGroup" not in pod["securityContext"], name
+        assert pod["securityContext"]["runAsNonRoot"] is True
+    pod = _pods(helm_template("--set", "operator.podSecurityContext.fsGroup=2000"))["operator"]
+    assert pod["securityContext"]["fsGroup"] == 2000
+
+
+def test_global_registry_and_pull_secrets_reach_every_pod() -> None:
+    default = _pods(helm_template())
+    assert (
+        default["operator"]["containers"][0]["image"] == "ghcr.io/storyteller-dev/storyteller-operator:0.1.0"
+    )
+    assert "imagePullSecrets" not in default["operator"]
+    docs = helm_template(
+        "--set", "global.imageRegistry=mirror.example:5000",
+        "--set-json", 'global.imagePullSecrets=[{"name": "mirror"}]',
+        "--set-json", 'operator.imagePullSecrets=[{"name": "own"}]',
+    )  # fmt: skip
+    for name, pod in _pods(docs).items():
+        assert (
+            pod["containers"][0]["image"] == "mirror.example:5000/storyteller-dev/storyteller-operator:0.1.0"
+        )
+        assert pod["imagePullSecrets"] == [{"name": "mirror"}, {"name": "own"}], name
+    # No registry: the repository is the whole name (a local image, as the real-node tests use).
+    local = helm_template(
+        "--set", "operator.image.registry=", "--set", "operator.image.repository=localhost/op"
+    )
+    assert _pods(local)["operator"]["containers"][0]["image"] == "localhost/op:0.1.0"
+    assert "imageRegistry" in helm_template_error("--set", "global.imageRegistry=Not A Registry")
+
+
+def _network_policy(*args: str) -> dict[str, Any]:
+    (policy,) = [
+        d for d in helm_template("--set", "networkPolicy.enabled=true", *args) if d["kind"] == "NetworkPolicy"
+    ]
+    return policy
+
+
+def test_operator_network_policy() -> None:
+    from storyteller_api import contract
+
+    assert not [d for d in helm_template() if d["kind"] == "NetworkPolicy"]  # off by default
+    (dep,) = [d for d in helm_template() if d["kind"] == "Deployment"]
+    policy = _network_policy(
+        "--set", "prometheus.url=https://prometheus.monitoring.svc", "--set", "operator.watchNamespaces={a,b}"
+    )["spec"]
+    assert policy["podSelector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    (ingress,) = policy["ingress"]
+    assert [p["port"] for p in ingress["ports"]] == ["metrics", "health"] and "from" not in ingress
+    ports = {(p["port"], p.get("protocol")) for rule in policy["egress"] for p in rule["ports"]}
+    assert ports == {(53, "UDP"), (53, "TCP"), (443, "TCP"), (6443, "TCP"), (contract.HEALTH_PORT, "TCP")}
+    (to_workers,) = [r for r in policy["egress"] if r["ports"][0]["port"] == contract.HEALTH_PORT]
+    (peer,) = to_workers["to"]
+    assert peer["podSelector"]["matchLabels"] == {contract.LABEL_MANAGED_BY: contract.MANAGER}
+    assert peer["namespaceSelector"]["matchExpressions"][0]["values"] == ["a", "b"]
+    # Prometheus as the sessions source: no traffic to the pods, only to Prometheus's port.
+    policy = _network_policy(
+        "--set", "prometheus.url=http://prom.monitoring:9090", "--set", "operator.sessionsSource=prometheus",
+        "--set-json", 'networkPolicy.metricsFrom=[{"namespaceSelector": {}}]',
+    )["spec"]  # fmt: skip
+    ports = {p["port"] for rule in policy["egress"] for p in rule["ports"]}
+    assert ports == {53, 443, 6443, 9090}
+    test_pod = _pods(helm_template())["test"]
+    assert policy["ingress"][0]["from"] == [
+        {"namespaceSelector": {}},
+        {
+            "podSelector": {
+                "matchLabels": {"app.kubernetes.io/instance": "st", "app.kubernetes.io/component": "test"}
+            }
+        },
+    ]
+    assert test_pod  # the `helm test` pod carries those labels:
+    (pod_doc,) = [d for d in helm_template() if d["kind"] == "Pod"]
+    assert {"app.kubernetes.io/instance": "st", "app.kubernetes.io/component": "test"}.items() <= pod_doc[
+        "metadata"
+    ]["labels"].items()
+    assert "bogus" in helm_template_error(
+        "--set", "networkPolicy.enabled=true", "--set-json", 'networkPolicy.metricsFrom=[{"bogus": {}}]'
+    )
+
+
+def test_every_alert_links_its_runbook_under_the_base_url() -> None:
+    source = yaml.safe_load((REPO / "dashboards" / "rules.yaml").read_text())
+    alerts = [r for g in source["groups"] for r in g["rules"] if "alert" in r]
+    pages = {r["alert"]: r["annotations"]["runbook_url"].rsplit("/", 1)[1] for r in alerts}
+    base = "https://wiki.example.internal/runbooks/"
+    rendered = prometheus_rule("--set", f"prometheusRule.runbookBaseUrl={base}")["spec"]["groups"]
+    urls = {r["alert"]: r["annotations"]["runbook_url"] for g in rendered for r in g["rules"] if "alert" in r}
+    assert urls == {alert: base + page for alert, page in pages.items()}
+    assert "runbookBaseUrl" in helm_template_error("--set", "prometheusRule.runbookBaseUrl=no-slash")
+
+
+def test_chart_metadata_for_artifact_hub() -> None:
+    from storyteller_api.spec import DEFAULT_WORKER_IMAGE, TenantSpec
+
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["sources"] and chart["maintainers"] and chart["icon"].startswith("https://")
+    assert (REPO / chart["icon"].rsplit("/main/", 1)[1]).is_file()
+    notes = chart["annotations"]
+    images = {i["name"]: i["image"] for i in yaml.safe_load(notes["artifacthub.io/images"])}
+    operator_image = _pods(helm_template())["operator"]["containers"][0]["image"]
+    assert images == {"storyteller-operator": operator_image, "storyteller-worker": DEFAULT_WORKER_IMAGE}
+    (crd_note,) = yaml.safe_load(notes["artifacthub.io/crds"])
+    assert crd_note["name"] == crd()["metadata"]["name"]
+    (example,) = yaml.safe_load(notes["artifacthub.io/crdsExamples"])
+    TenantSpec.model_validate(example["spec"])  # the example is a valid tenant
+    assert {link["name"] for link in yaml.safe_load(notes["artifacthub.io/links"])} >= {
+        "Documentation",
+        "Runbooks",
+    }
+
+
+def test_worker_facts_in_the_helpers_match_the_contract() -> None:
+    from storyteller_api import contract
+
+    helpers = (CHART / "templates" / "_helpers.tpl").read_text()
+    assert re.search(
+        r'define "storyteller.workerStatusPort" -}}\n' + str(contract.HEALTH_PORT) + "\n", helpers
+    )
+    assert re.search(r'define "storyteller.workerManagedBy" -}}\n' + contract.MANAGER + "\n", helpers)
+
+
+@pytest.mark.parametrize("values", sorted(p.name for p in (CHART / "ci").glob("*-values.yaml")))
+def test_ci_scenario_renders_and_lints(values: str) -> None:
+    assert helm_template("-f", str(CHART / "ci" / values))
+    proc = subprocess.run(
+        [str(helm_bin()), "lint", "--strict", str(CHART), "-f", str(CHART / "ci" / values)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_alerts_can_be_left_out_by_name_and_a_typo_is_refused() -> None:
+    groups = prometheus_rule("--set", "prometheusRule.disabledAlerts={StorytellerOperatorDown}")["spec"][
+        "groups"
+    ]
+    alerts = {r["alert"] for g in groups for r in g["rules"] if "alert" in r}
+    assert "StorytellerOperatorDown" not in alerts and "StorytellerOperatorNotReconciling" in alerts
+    error = helm_template_error(
+        "--set",
+        "prometheusRule.enabled=true",
+        "--set",
+        "prometheusRule.disabledAlerts={StorytellerOperatorDwn}",
+    )
+    assert "prometheusRule.disabledAlerts: StorytellerOperatorDwn is not one of the chart's alerts" in error

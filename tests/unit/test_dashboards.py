@@ -8,12 +8,17 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARDS = REPO / "dashboards"
 CHART_COPY = REPO / "helm" / "storyteller" / "dashboards"
+RUNBOOKS = REPO / "docs" / "runbooks"
+# The chart's prometheusRule.runbookBaseUrl replaces exactly this prefix, keeping each page's name.
+RUNBOOK_BASE = "https://github.com/storyteller-dev/storyteller/blob/main/docs/runbooks/"
 EXPECTED_UIDS = {
     "storyteller-tenant-usage",
     "storyteller-conversation-latency",
@@ -24,6 +29,21 @@ EXPECTED_UIDS = {
 
 def _dashboards() -> dict[str, dict]:  # type: ignore[type-arg]
     return {p.name: json.loads(p.read_text()) for p in sorted(DASHBOARDS.glob("*.json"))}
+
+
+def _alerts() -> list[dict[str, Any]]:
+    rules = yaml.safe_load((DASHBOARDS / "rules.yaml").read_text())
+    return [r for g in rules["groups"] for r in g["rules"] if "alert" in r]
+
+
+def _targets() -> list[tuple[str, str, dict[str, Any]]]:
+    """(dashboard uid, panel type, target) of every panel query."""
+    return [
+        (d["uid"], panel["type"], target)
+        for d in _dashboards().values()
+        for panel in d["panels"]
+        for target in panel["targets"]
+    ]
 
 
 def test_committed_json_is_what_the_generator_writes() -> None:
@@ -70,3 +90,46 @@ def test_promtool_checks_and_unit_tests_the_rules() -> None:
         ["promtool", "test", "rules", "rules_test.yaml"], cwd=DASHBOARDS, capture_output=True, text=True
     )
     assert test.returncode == 0, test.stdout + test.stderr
+
+
+def test_every_alert_has_severity_summary_description_and_a_runbook_that_exists() -> None:
+    alerts = _alerts()
+    names = {a["alert"] for a in alerts}
+    assert {"StorytellerOperatorDown", "StorytellerOperatorNotReconciling"} <= names
+    for alert in alerts:
+        name = alert["alert"]
+        assert alert.get("labels", {}).get("severity") in {"warning", "critical"}, name
+        annotations = alert.get("annotations", {})
+        assert annotations.get("summary") and annotations.get("description"), name
+        url = annotations.get("runbook_url", "")
+        assert url == f"{RUNBOOK_BASE}{name}.md", (name, url)
+        page = RUNBOOKS / url.removeprefix(RUNBOOK_BASE)
+        assert page.is_file(), f"{name}: {page} is missing"
+        assert page.read_text().startswith(f"# {name}\n"), page
+    index = (RUNBOOKS / "README.md").read_text()
+    for name in names:
+        assert f"]({name}.md)" in index, f"docs/runbooks/README.md does not list {name}"
+
+
+def test_every_panel_has_a_description_and_dashboards_are_read_only() -> None:
+    for name, d in _dashboards().items():
+        # Provisioned by the chart: edits in Grafana would be lost, so it offers none.
+        assert d["editable"] is False, name
+        assert d["graphTooltip"] == 1, name
+        for panel in d["panels"]:
+            assert len(panel.get("description", "").strip()) >= 40, (name, panel["title"])
+
+
+def test_panel_queries_use_grafana_windows_not_fixed_ones() -> None:
+    # A fixed [5m] is wrong at both ends of the zoom: too coarse for 15 minutes, too few points for 30
+    # days, and empty under a scrape interval longer than a quarter of it. Panels plotting over time
+    # use $__rate_interval; instant panels about the whole time range use $__range, with increase().
+    windows = re.compile(r"\[([^\]]*)\]")
+    for uid, kind, target in _targets():
+        expr = target["expr"]
+        for window in windows.findall(expr):
+            assert window in {"$__rate_interval", "$__range"}, (uid, expr)
+        if kind == "timeseries":
+            assert "$__range" not in expr, (uid, expr)
+        for fn in re.findall(r"\b(i?rate)\([^\[]*\[([^\]]*)\]", expr):
+            assert fn[1] == "$__rate_interval", (uid, expr)

@@ -59,6 +59,8 @@ def snapshot(
         "status": {},
         "deployment": dep,
         "missing_secrets": [],
+        "secret_versions": {},
+        "agent_name_conflicts": [],
         "pod_monitor_served": False,
         "keda_served": None,
         "scaled_object_checked": False,

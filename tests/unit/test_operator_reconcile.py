@@ -26,6 +26,7 @@ class FakeKube:
         self.writes: list[str] = []
         self.fail_kind: str | None = None
         self.apis: set[tuple[str, str]] = set()  # optional APIs served (KEDA's, the Prometheus Operator's)
+        self.forbidden: set[str] = set()  # kinds the operator may not read (RBAC)
 
     def _key(self, kind: str, namespace: str, name: str) -> tuple[str, str, str]:
         return (kind, namespace, name)
@@ -40,8 +41,11 @@ class FakeKube:
         obj = self.objects.get(self._key(kind, namespace, name))
         return copy.deepcopy(obj) if obj else None
 
-    def exists(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
-        return self._key(kind, namespace, name) in self.objects
+    def metadata(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        if kind in self.forbidden:
+            raise ApiException(status=403, reason="Forbidden")
+        obj = self.objects.get(self._key(kind, namespace, name))
+        return copy.deepcopy(obj["metadata"]) if obj else None
 
     def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
         if manifest["kind"] == self.fail_kind:
@@ -208,8 +212,9 @@ def test_spec_change_rolls_and_says_so(rec: Reconciler, kube: FakeKube, events: 
     t["metadata"]["generation"] = 2
     out = rec.reconcile("team-a", "acme", force_apply=False)
     assert out is not None
-    assert sorted(out.changed) == ["ConfigMap/acme-config", "Deployment/acme-worker"]
     s = stored_status(kube)
+    new_config = f"ConfigMap/{render.config_map_name('acme', s['configHash'])}"
+    assert sorted(out.changed) == [new_config, "Deployment/acme-worker"]
     assert s["configHash"] != old_hash and s["observedGeneration"] == 2 and s["phase"] == "Progressing"
     dep = kube.objects[("Deployment", "team-a", "acme-worker")]
     assert (
@@ -232,6 +237,10 @@ def test_missing_secret_degrades_then_recovers(rec: Reconciler, kube: FakeKube, 
     assert ("Warning", "SecretNotFound") in [(t, r) for t, r, _ in events.posted]
 
     kube.add(secret("acme-openai"))
+    rec.reconcile("team-a", "acme", force_apply=False)
+    # Its arrival rolls the pods (they could not start without it), then the pool is Ready.
+    assert stored_status(kube)["phase"] == "Progressing"
+    kube.roll_out("team-a", "acme")
     rec.reconcile("team-a", "acme", force_apply=False)
     s = stored_status(kube)
     assert s["phase"] == "Ready"
@@ -353,3 +362,129 @@ def test_a_tenant_being_deleted_is_forgotten_with_its_apply_cache(rec: Reconcile
     kube.objects[(contract.KIND, "team-a", "acme")]["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
     assert rec.reconcile("team-a", "acme") is None
     assert not rec.applier.remembers(uid, "Deployment", "acme-worker")
+
+
+# ------------------------------------------------------------------ what rolls the pool, config revisions
+
+
+def template(kube: FakeKube) -> dict[str, Any]:
+    tpl: dict[str, Any] = kube.objects[("Deployment", "team-a", "acme-worker")]["spec"]["template"]
+    return copy.deepcopy(tpl)
+
+
+def config_maps(kube: FakeKube) -> set[str]:
+    return {name for (kind, _, name) in kube.objects if kind == "ConfigMap"}
+
+
+def pod_of(config_map: str, name: str) -> dict[str, Any]:
+    """A worker pod of the revision that mounts `config_map`."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "team-a", "labels": render.selector_labels("acme")},
+        "spec": {"volumes": [{"name": "config", "configMap": {"name": config_map}}]},
+    }
+
+
+@pytest.mark.parametrize(
+    "pool",
+    [{"minReplicas": 3}, {"maxReplicas": 40}, {"spareSessions": 6}, {"scaleDownDelaySeconds": 60},
+     {"autoscaler": "none"}],
+    ids=lambda p: next(iter(p)),
+)  # fmt: skip
+def test_resizing_the_pool_never_rolls_it(rec: Reconciler, kube: FakeKube, pool: dict[str, Any]) -> None:
+    rec.reconcile("team-a", "acme")
+    kube.roll_out("team-a", "acme")
+    rec.reconcile("team-a", "acme")
+    before, configs = template(kube), config_maps(kube)
+    t = kube.objects[(contract.KIND, "team-a", "acme")]
+    t["spec"]["pool"].update(pool)
+    t["metadata"]["generation"] = 2
+    rec.reconcile("team-a", "acme", force_apply=False)
+    assert template(kube) == before
+    assert config_maps(kube) == configs
+
+
+def test_config_revisions_are_immutable_and_collected_once_no_pod_mounts_them(
+    rec: Reconciler, kube: FakeKube
+) -> None:
+    rec.reconcile("team-a", "acme")
+    kube.roll_out("team-a", "acme")
+    (first,) = config_maps(kube)
+    assert kube.objects[("ConfigMap", "team-a", first)]["immutable"] is True
+    kube.add(pod_of(first, "old-pod"))  # still serving a session on the first revision
+    # A ConfigMap that looks like a revision but that the tenant does not own is never touched.
+    foreign = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": "acme-config-foreign",
+            "namespace": "team-a",
+            "labels": render.common_labels("acme"),
+        },
+    }
+    kube.add(foreign)
+
+    t = kube.objects[(contract.KIND, "team-a", "acme")]
+    t["spec"]["intro"]["instructions"] = "Be brief."
+    t["metadata"]["generation"] = 2
+    rec.reconcile("team-a", "acme", force_apply=False)
+    second = render.config_map_name("acme", stored_status(kube)["configHash"])
+    assert config_maps(kube) == {first, second, "acme-config-foreign"}  # the old pod still reads the first
+    volumes = template(kube)["spec"]["volumes"]
+    assert volumes[0]["configMap"]["name"] == second
+
+    del kube.objects[("Pod", "team-a", "old-pod")]  # drained
+    kube.add(pod_of(second, "new-pod"))
+    rec.reconcile("team-a", "acme", force_apply=False)
+    assert config_maps(kube) == {second, "acme-config-foreign"}
+    assert f"delete ConfigMap/{first}" in kube.writes
+
+    kube.writes.clear()
+    rec.reconcile("team-a", "acme", force_apply=False)
+    assert kube.writes == []
+
+
+def test_a_rotated_secret_rolls_the_pool(rec: Reconciler, kube: FakeKube, events: Events) -> None:
+    rec.reconcile("team-a", "acme")
+    kube.roll_out("team-a", "acme")
+    rec.reconcile("team-a", "acme")
+    assert stored_status(kube)["phase"] == "Ready"
+    before = template(kube)["metadata"]["annotations"][contract.SECRETS_HASH_ANNOTATION]
+    configs = config_maps(kube)
+    kube.add(secret("acme-openai"))  # a new key: the API server gives the Secret a new resourceVersion
+    rec.reconcile("team-a", "acme", force_apply=False)
+    after = template(kube)["metadata"]["annotations"][contract.SECRETS_HASH_ANNOTATION]
+    assert after != before
+    assert config_maps(kube) == configs  # the config did not change, only the key
+    assert stored_status(kube)["phase"] == "Progressing"
+    assert any("rolling the pool" in m for _, _, m in events.posted)
+
+
+def test_a_missing_secret_is_reported_from_the_pods_where_secrets_may_not_be_read(
+    rec: Reconciler, kube: FakeKube
+) -> None:
+    """Without the right to read Secrets in a namespace, the kubelet's refusal to start a worker names it."""
+    kube.forbidden.add("Secret")
+    del kube.objects[("Secret", "team-a", "acme-openai")]
+    rec.reconcile("team-a", "acme")
+    assert st.condition(stored_status(kube), "Degraded")["status"] == "False"  # type: ignore[index]
+    pod = pod_of("unused", "acme-worker-1")
+    pod["status"] = {
+        "containerStatuses": [
+            {
+                "name": "worker",
+                "state": {
+                    "waiting": {
+                        "reason": "CreateContainerConfigError",
+                        "message": 'secret "acme-openai" not found',
+                    }
+                },
+            }
+        ]
+    }
+    kube.add(pod)
+    rec.reconcile("team-a", "acme")
+    deg = st.condition(stored_status(kube), "Degraded")
+    assert deg is not None and deg["status"] == "True" and deg["reason"] == "SecretNotFound"
+    assert '"acme-openai" (spec.providerSecrets[0])' in deg["message"]

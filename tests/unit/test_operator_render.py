@@ -14,6 +14,7 @@ import yaml
 from storyteller_api import contract
 from storyteller_api.spec import TenantSpec
 from storyteller_operator import render, scaling
+from storyteller_operator.tenant import Tenant
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_PATH = REPO / "crds" / "storyteller.dev_storytellerdeployments.yaml"
@@ -141,9 +142,10 @@ def test_config_json_is_canonical() -> None:
 
 def test_children_names_and_owner_references() -> None:
     kids = render.children(tenant(), pod_monitor_enabled=False)
+    revision = render.config_hash(render.tenant_config(Tenant.from_object(tenant())))
     assert [(k["kind"], k["metadata"]["name"]) for k in kids] == [
         ("ServiceAccount", "acme-worker"),
-        ("ConfigMap", "acme-config"),
+        ("ConfigMap", f"acme-config-{revision}"),
         ("Service", "acme-metrics"),
         ("Deployment", "acme-worker"),
         ("PodDisruptionBudget", "acme-worker"),
@@ -229,7 +231,7 @@ def test_secrets_by_reference_only() -> None:
     assert env["LIVEKIT_API_SECRET"]["valueFrom"]["secretKeyRef"]["name"] == "lk-creds"
     assert c["envFrom"] == [{"secretRef": {"name": "acme-openai"}}, {"secretRef": {"name": "acme-deepgram"}}]
     literal = {e["name"] for e in c["env"] if "value" in e}
-    assert literal == {"STORYTELLER_CONFIG", "PROMETHEUS_MULTIPROC_DIR"}
+    assert literal == {"STORYTELLER_CONFIG", "PROMETHEUS_MULTIPROC_DIR", contract.JOB_MEMORY_LIMIT_ENV}
     assert env["STORYTELLER_CONFIG"]["value"] == "/etc/storyteller/tenant.json"
     assert env["PROMETHEUS_MULTIPROC_DIR"]["value"] == "/tmp/prometheus-multiproc"
     assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}}
@@ -280,7 +282,8 @@ def test_scheduling_fields_pass_through() -> None:
     assert pod["tolerations"] == worker["tolerations"]
     assert pod["affinity"] == worker["affinity"]
     (c,) = pod["containers"]
-    assert c["resources"] == worker["resources"]
+    # The tenant's requests as given; a memory limit half again its request (see resources.py).
+    assert c["resources"] == {**worker["resources"], "limits": {"memory": "1536Mi"}}
     assert c["image"] == "reg.example/w:2" and c["imagePullPolicy"] == "Always"
 
 
@@ -332,6 +335,7 @@ def test_network_policy_allows_only_dns_livekit_providers_otlp() -> None:
     assert ports == [
         [("TCP", 53), ("UDP", 53)],
         [("TCP", 7880)],
+        [("TCP", 443), ("TCP", 5349), ("TCP", 7881), ("UDP", 3478), ("UDP", 7882), ("UDP", 50000)],  # media
         [("TCP", 443), ("TCP", 8000)],
         [("TCP", 4317)],
     ]
@@ -341,7 +345,7 @@ def test_network_policy_allows_only_dns_livekit_providers_otlp() -> None:
 
 
 def test_network_policy_without_tracing_has_no_otlp_rule() -> None:
-    assert len(render.network_policy(tenant())["spec"]["egress"]) == 3
+    assert len(render.network_policy(tenant())["spec"]["egress"]) == 4
 
 
 def test_referenced_secrets_name_their_fields() -> None:
@@ -367,3 +371,110 @@ def test_rendered_config_loads_in_the_worker() -> None:
     t = tenant({"intro": {"llm": {"provider": "openai-realtime", "model": "gpt-realtime", "voice": "echo"}}})
     cfg = parse_tenant_config(render.worker_config("acme", "team-a", t["spec"]))
     assert cfg.agent_name == "acme" and cfg.intro.llm.realtime and cfg.intro.tts is None
+
+
+# ------------------------------------------------------------------------------ LiveKit media egress
+
+
+def egress_admits(policy: dict[str, Any], protocol: str, port: int, address: str | None = None) -> bool:
+    """Whether a NetworkPolicy's egress lets the pod send `protocol`/`port` to `address`.
+
+    As a CNI reads it: the rules are alternatives; a rule without `to` admits any address, one with `to`
+    only the addresses of its ipBlocks (an unknown address, None, matches none of them); a rule without
+    `ports` admits every port; a port entry without protocol is TCP, and with `endPort` is a range.
+    """
+    for rule in policy["spec"]["egress"]:
+        peers = rule.get("to")
+        if peers and (address is None or not any(_in_block(address, p.get("ipBlock")) for p in peers)):
+            continue
+        entries = rule.get("ports")
+        if not entries:
+            return True
+        for entry in entries:
+            assert isinstance(entry.get("port", 0), int), "named ports are not rendered"
+            if entry.get("protocol", "TCP") != protocol:
+                continue
+            if "port" not in entry or entry["port"] <= port <= entry.get("endPort", entry["port"]):
+                return True
+    return False
+
+
+def _in_block(address: str, block: dict[str, Any] | None) -> bool:
+    import ipaddress
+
+    if block is None:
+        return False
+    ip = ipaddress.ip_address(address)
+    nets = [ipaddress.ip_network(c, strict=False) for c in block.get("except", [])]
+    return ip in ipaddress.ip_network(block["cidr"], strict=False) and not any(ip in n for n in nets)
+
+
+def test_the_default_policy_admits_livekits_own_media_ports() -> None:
+    """LiveKit's defaults (livekit-server and LiveKit Cloud): ICE over UDP 50000-60000 and TCP 7881, TURN
+    over UDP 3478 and over TLS on 443 and 5349; to any address."""
+    np = render.network_policy(tenant())
+    for protocol, port in [
+        ("UDP", 50000),
+        ("UDP", 55555),
+        ("UDP", 60000),
+        ("UDP", 3478),
+        ("TCP", 7881),
+        ("TCP", 443),
+        ("TCP", 5349),
+    ]:
+        assert egress_admits(np, protocol, port), (protocol, port)
+        assert egress_admits(np, protocol, port, "198.51.100.7"), (protocol, port)
+    for protocol, port in [("UDP", 49999), ("UDP", 60001), ("TCP", 50000), ("UDP", 7881), ("TCP", 80)]:
+        assert not egress_admits(np, protocol, port), (protocol, port)
+
+
+def test_media_egress_is_limited_to_the_cidrs_when_set() -> None:
+    media = {"cidrs": ["203.0.113.0/24", "2001:db8::/32"]}
+    np = render.network_policy(tenant({"worker": {"livekitMedia": media}}))
+    for protocol, port in [("UDP", 50000), ("UDP", 3478), ("TCP", 7881), ("TCP", 5349)]:
+        assert egress_admits(np, protocol, port, "203.0.113.9"), (protocol, port)
+        assert egress_admits(np, protocol, port, "2001:db8::1"), (protocol, port)
+        assert not egress_admits(np, protocol, port, "198.51.100.7"), (protocol, port)
+        assert not egress_admits(np, protocol, port), (protocol, port)
+    # Signalling (wss, 443) is its own rule: still any address.
+    assert egress_admits(np, "TCP", 443, "198.51.100.7")
+    media_rules = [r for r in np["spec"]["egress"] if "to" in r]
+    assert [r["to"] for r in media_rules] == [
+        [{"ipBlock": {"cidr": "203.0.113.0/24"}}, {"ipBlock": {"cidr": "2001:db8::/32"}}]
+    ]
+
+
+def test_the_policy_admits_the_local_livekit_servers_ports() -> None:
+    """storyteller_devkit.livekit_server runs `livekit-server --dev` on free ports: signalling on `port`,
+    ICE over TCP on rtc.tcp_port and all UDP media on one port, rtc.udp_port. A tenant naming them (the
+    range narrowed to that one port) is admitted exactly there."""
+    from storyteller_devkit.process import free_port
+
+    port, tcp_port, udp_port = free_port(), free_port(), free_port()  # as running_livekit_server picks
+    media = {
+        "udpPortRangeStart": udp_port,
+        "udpPortRangeEnd": udp_port,
+        "udpPorts": [],
+        "tcpPorts": [tcp_port],
+    }
+    t = tenant(
+        {
+            "livekit": {"url": f"ws://127.0.0.1:{port}", "credentialsSecret": "lk"},
+            "worker": {"livekitMedia": media},
+        }
+    )
+    np = render.network_policy(t)
+    for protocol, p in [("TCP", port), ("TCP", tcp_port), ("UDP", udp_port)]:
+        assert egress_admits(np, protocol, p, "127.0.0.1"), (protocol, p)
+    assert not egress_admits(np, "UDP", udp_port + 1)
+    # One port: a plain port, no endPort (which some CNIs ignore).
+    assert all("endPort" not in e for rule in np["spec"]["egress"] for e in rule["ports"])
+
+
+def test_a_narrowed_udp_range_is_one_port_range() -> None:
+    media = {"udpPortRangeStart": 40000, "udpPortRangeEnd": 40100}
+    np = render.network_policy(tenant({"worker": {"livekitMedia": media}}))
+    assert egress_admits(np, "UDP", 40000) and egress_admits(np, "UDP", 40100)
+    assert not egress_admits(np, "UDP", 50000) and not egress_admits(np, "UDP", 40101)
+    ranges = [e for rule in np["spec"]["egress"] for e in rule["ports"] if "endPort" in e]
+    assert ranges == [{"protocol": "UDP", "port": 40000, "endPort": 40100}]

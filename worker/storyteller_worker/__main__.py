@@ -11,7 +11,7 @@ import sys
 
 from storyteller_api.contract import CONFIG_PATH_ENV, DEFAULT_CONFIG_PATH, READY_PORT_ENV
 
-from .config import ConfigError, check_env, load_tenant_config
+from .config import ConfigError, check_env, job_memory_limit_mb, load_tenant_config
 from .telemetry.metrics_dir import prepare_multiprocess_dir, start_reaper
 
 EXIT_CONFIG_ERROR = 2
@@ -22,6 +22,7 @@ def main() -> int:
     try:
         tenant = load_tenant_config(config_path)
         check_env(tenant)
+        memory_limit_mb = job_memory_limit_mb()
     except ConfigError as err:
         print(f"storyteller-worker: config error: {err}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
@@ -40,7 +41,10 @@ def main() -> int:
     http_port = int(os.environ.get("STORYTELLER_HTTP_PORT", HTTP_PORT))
     ready_env = os.environ.get(READY_PORT_ENV)
     ready_port = int(ready_env) if ready_env else (READY_PORT if http_port == HTTP_PORT else None)
-    cli.run_app(build_server(tenant, http_port=http_port, ready_port=ready_port))
+    server = build_server(
+        tenant, http_port=http_port, ready_port=ready_port, job_memory_limit_mb=memory_limit_mb
+    )
+    cli.run_app(server)
     return 0
 
 

@@ -67,3 +67,21 @@ def check_env(config: WorkerConfig, environ: Mapping[str, str] = os.environ) -> 
                 f"{field}: environment variable {name} is not set "
                 "(put it in a Secret listed in spec.providerSecrets or spec.livekit.credentialsSecret)"
             )
+
+
+def job_memory_limit_mb(environ: Mapping[str, str] = os.environ) -> int:
+    """The memory (MiB) one job process may use before the worker kills it; 0: no limit.
+
+    The operator sets it from the pod's memory limit (one session's share), so a runaway session ends
+    alone instead of the kernel killing the whole pod and every call on it.
+    """
+    raw = environ.get(contract.JOB_MEMORY_LIMIT_ENV, "").strip()
+    if not raw:
+        return 0
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{contract.JOB_MEMORY_LIMIT_ENV} must be a whole number of MiB") from None
+    if value < 0:
+        raise ConfigError(f"{contract.JOB_MEMORY_LIMIT_ENV} must not be negative")
+    return value

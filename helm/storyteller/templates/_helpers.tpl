@@ -54,12 +54,107 @@ app.kubernetes.io/component: operator
 {{- end }}
 {{- end }}
 
-{{/* The operator image: a digest wins over a tag; the tag defaults to the chart's appVersion. */}}
+{{/*
+The operator image: global.imageRegistry replaces the image's registry; a digest wins over a tag; the tag
+defaults to the chart's appVersion.
+*/}}
 {{- define "storyteller.image" -}}
 {{- $img := .Values.operator.image -}}
+{{- $registry := default $img.registry (.Values.global).imageRegistry -}}
+{{- $name := ternary (printf "%s/%s" $registry $img.repository) $img.repository (ne $registry "") -}}
 {{- if $img.digest }}
-{{- printf "%s@%s" $img.repository $img.digest }}
+{{- printf "%s@%s" $name $img.digest }}
 {{- else }}
-{{- printf "%s:%s" $img.repository (default .Chart.AppVersion $img.tag) }}
+{{- printf "%s:%s" $name (default .Chart.AppVersion $img.tag) }}
 {{- end }}
+{{- end }}
+
+{{/* Pull secrets of every pod of the chart: global.imagePullSecrets, then operator.imagePullSecrets. */}}
+{{- define "storyteller.imagePullSecrets" -}}
+{{- $secrets := concat ((.Values.global).imagePullSecrets | default list) .Values.operator.imagePullSecrets -}}
+{{- with $secrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/*
+What the operator renders for every tenant's worker pods (storyteller_api.contract, checked equal by
+tests/unit/test_chart.py): their status port and their managed-by label.
+*/}}
+{{- define "storyteller.workerStatusPort" -}}
+8081
+{{- end }}
+
+{{- define "storyteller.workerManagedBy" -}}
+storyteller-operator
+{{- end }}
+
+{{/*
+The operator's rights on tenants and what they own: exactly the resources and verbs storyteller_operator
+uses (operator/storyteller_operator/kube.py), in a ClusterRole (all namespaces) or a Role per watched
+namespace. Children are written with server-side apply (PATCH; creating through apply also needs create)
+and read back once per process start (get); owner references delete them, so the operator deletes only
+what it must: old config revisions and the ScaledObject of a tenant that leaves pool.autoscaler keda.
+*/}}
+{{- define "storyteller.tenantRules" -}}
+# Tenants: watched, read fresh on every reconcile; the operator writes only their status.
+- apiGroups: ["storyteller.dev"]
+  resources: ["storytellerdeployments"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["storyteller.dev"]
+  resources: ["storytellerdeployments/status"]
+  verbs: ["get", "patch"]
+# Once per none/keda tenant without spec.replicas: its running size is written there (see plan.py).
+- apiGroups: ["storyteller.dev"]
+  resources: ["storytellerdeployments/scale"]
+  verbs: ["patch"]
+# Owner references with blockOwnerDeletion need this where OwnerReferencesPermissionEnforcement is on.
+- apiGroups: ["storyteller.dev"]
+  resources: ["storytellerdeployments/finalizers"]
+  verbs: ["update"]
+# ConfigMaps: one immutable revision per worker config; list + delete remove the revisions no pod mounts.
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "list", "create", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["serviceaccounts", "services"]
+  verbs: ["get", "create", "patch"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+# The worker pods are listed to ask each one (its :8081/worker status) how many sessions it runs and which
+# config revision it mounts. patch: before the pool shrinks, each pod's controller.kubernetes.io/
+# pod-deletion-cost is set to its sessions, so the ReplicaSet removes idle pods first and no call is cut
+# (the only pod field the operator writes; it never creates or deletes pods).
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list", "patch"]
+# Deployments are watched too: their status becomes the tenant's readiness.
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
+  verbs: ["get", "create", "patch"]
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["get", "create", "patch"]
+# Only used when the Prometheus Operator's CRDs are installed.
+- apiGroups: ["monitoring.coreos.com"]
+  resources: ["podmonitors"]
+  verbs: ["get", "create", "patch"]
+# Only used for tenants with pool.autoscaler keda, on clusters that run KEDA. delete: a tenant that
+# leaves keda must not keep an HPA writing its spec.replicas.
+- apiGroups: ["keda.sh"]
+  resources: ["scaledobjects"]
+  verbs: ["get", "create", "patch", "delete"]
+{{- end }}
+
+{{/* Secret metadata: whether the referenced Secrets exist, and their resourceVersion (a rotated key rolls
+     the pool). The operator asks for PartialObjectMetadata: key material never reaches it. */}}
+{{- define "storyteller.secretRules" -}}
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
 {{- end }}

@@ -26,13 +26,22 @@ HTTP_PORT = contract.HEALTH_PORT  # health (`GET /`) and status (`GET /worker`),
 
 
 def build_server(
-    tenant: WorkerConfig, *, http_port: int = HTTP_PORT, ready_port: int | None = None
+    tenant: WorkerConfig,
+    *,
+    http_port: int = HTTP_PORT,
+    ready_port: int | None = None,
+    job_memory_limit_mb: int = 0,
 ) -> SessionCountingServer:
     """The tenant's worker: registered under its agent name, at most `sessionsPerWorker` sessions.
 
     `ready_port`: where `GET /ready` answers (the pod's readiness probe); None serves none.
+    `job_memory_limit_mb`: a job process above it is killed (its session ends, the pod's others go on);
+    0: no limit. The framework warns at 80% of it.
     """
     sessions_per_worker = tenant.pool.sessions_per_worker
+    memory: dict[str, float] = {}
+    if job_memory_limit_mb:
+        memory = {"job_memory_limit_mb": job_memory_limit_mb, "job_memory_warn_mb": job_memory_limit_mb * 0.8}
     server = SessionCountingServer(
         sessions_per_worker=sessions_per_worker,
         ws_url=tenant.livekit.url,  # key and secret come from LIVEKIT_API_KEY / LIVEKIT_API_SECRET
@@ -42,6 +51,7 @@ def build_server(
         prometheus_port=tenant.observability.metrics_port,
         setup_fnc=prewarm,
         log_level=tenant.observability.log_level.upper(),
+        **memory,
     )
 
     async def on_request(request: JobRequest) -> None:

@@ -95,14 +95,6 @@ SESSION_CAPACITY = Gauge(
     multiprocess_mode="max",
 )
 
-# The pool's ceiling, for the "pool at max replicas" alert (the operator exports the desired count).
-POOL_MAX_REPLICAS = Gauge(
-    metric_names.POOL_MAX_REPLICAS,
-    "The tenant's pool.maxReplicas, as the worker's config says.",
-    ["tenant"],
-    multiprocess_mode="max",
-)
-
 ModelKind = Literal["llm", "stt", "tts"]
 
 
@@ -119,7 +111,6 @@ def record_capacity(tenant: WorkerConfig) -> None:
     """Per process (the worker's main process, and each job process's prewarm): every process of a pod
     reports the same values, merged by max."""
     SESSION_CAPACITY.labels(tenant=tenant.tenant).set(tenant.pool.sessions_per_worker)
-    POOL_MAX_REPLICAS.labels(tenant=tenant.tenant).set(tenant.pool.max_replicas)
     initialize_series(tenant)
 
 

@@ -1,0 +1,73 @@
+"""Pure: the worker container's default resources, and the memory each job process may use.
+
+The sizing rule (README, "Sizing a worker pod"): LiveKit's guidance for voice agents is about 4 cores and
+8 GB per 25 concurrent sessions, so 160m CPU and 320Mi per session slot; on top of that each pod runs the
+worker's main process and its forkserver (about 320Mi together) and `idleProcesses` prewarmed job
+processes (about 160Mi each, measured with smaps_rollup PSS). Requests cover that plan, so a pod is never
+BestEffort (first to be evicted, with no grace period); the memory limit leaves half again as much
+headroom; there is no CPU limit (throttling a speech pipeline is heard as stutter). Anything the tenant
+sets in spec.worker.resources wins, key by key.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from kubernetes.utils.quantity import parse_quantity
+
+from storyteller_api.spec import TenantSpec
+
+MI = 1024 * 1024
+CPU_BASE_MILLI = 100
+CPU_PER_SESSION_MILLI = 160
+MEMORY_BASE_MI = 320
+MEMORY_PER_IDLE_PROCESS_MI = 160
+MEMORY_PER_SESSION_MI = 320
+MEMORY_LIMIT_HEADROOM = Decimal("1.5")
+
+
+def _bytes(quantity: str) -> Decimal:
+    parsed: Decimal = parse_quantity(quantity)  # type: ignore[no-untyped-call]
+    return parsed
+
+
+def _mi(n: int | Decimal) -> str:
+    return f"{int(n)}Mi"
+
+
+def default_requests(spec: TenantSpec) -> dict[str, str]:
+    pool = spec.pool
+    cpu = CPU_BASE_MILLI + CPU_PER_SESSION_MILLI * pool.sessions_per_worker
+    memory = (
+        MEMORY_BASE_MI + MEMORY_PER_IDLE_PROCESS_MI * pool.idle_processes
+        + MEMORY_PER_SESSION_MI * pool.sessions_per_worker
+    )  # fmt: skip
+    return {"cpu": f"{cpu}m", "memory": _mi(memory)}
+
+
+def container_resources(spec: TenantSpec) -> dict[str, Any]:
+    """requests and limits of the worker container: the defaults, overridden key by key by the spec's."""
+    given = spec.worker.resources
+    requests: dict[str, int | str] = {**default_requests(spec), **((given and given.requests) or {})}
+    limits: dict[str, int | str]
+    if given is not None and given.limits is not None:
+        limits = dict(given.limits)
+    else:
+        # Half again the memory request (the tenant's own request when it set one), never below it.
+        memory = _bytes(str(requests["memory"])) * MEMORY_LIMIT_HEADROOM / MI
+        limits = {"memory": _mi(memory.to_integral_value())}
+    return {"requests": requests, "limits": limits}
+
+
+def job_memory_limit_mb(spec: TenantSpec, resources: dict[str, Any]) -> int:
+    """What one job process may use (MiB) before the worker kills it: its share of the pod's memory limit
+    once the main process, the forkserver and the idle processes are counted, and never less than one
+    session's plan. 0 (no limit) without a memory limit."""
+    limit = resources.get("limits", {}).get("memory")
+    if limit is None:
+        return 0
+    pool = spec.pool
+    base = (MEMORY_BASE_MI + MEMORY_PER_IDLE_PROCESS_MI * pool.idle_processes) * MI
+    share = (_bytes(str(limit)) - base) / pool.sessions_per_worker / MI
+    return max(int(share), MEMORY_PER_SESSION_MI)
