@@ -9,10 +9,12 @@ on the host. Waits poll observable state with deadlines.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from typing import Any
 
+from storyteller_api import contract
 from storyteller_devkit.cluster import Cluster
 from storyteller_devkit.livekit_server import LiveKitServer
 from storyteller_devkit.model_server import ThreadedServer
@@ -171,7 +173,13 @@ async def test_rollout_during_a_call_finishes_it_on_the_old_pod_and_takes_the_ne
 ) -> None:
     spec = tenant_spec(platform, node_livekit_server, node_model_server)
     deploy_tenant(cluster, tenant_ns, spec)
-    old = the_one([p["metadata"]["name"] for p in worker_pods(cluster, tenant_ns)], "worker pod")
+    old_pod = the_one(worker_pods(cluster, tenant_ns), "worker pod")
+    old = old_pod["metadata"]["name"]
+    # Requests set, never BestEffort (the first evicted, with no grace period); a job memory limit passed.
+    assert old_pod["status"]["qosClass"] == "Burstable"
+    env = {e["name"]: e.get("value") for e in old_pod["spec"]["containers"][0]["env"]}
+    assert int(env[contract.JOB_MEMORY_LIMIT_ENV]) > 0
+    old_config = mounted_config(old_pod)
     call = Call(node_livekit_server, node_model_server, spec["agentName"])
     try:
         await call.start()
@@ -187,11 +195,19 @@ async def test_rollout_during_a_call_finishes_it_on_the_old_pod_and_takes_the_ne
 
         new = await poll("the new revision's pod to be Ready", new_pod_ready)
         await poll(f"the old pod {old} to be told to stop", old_pod_stopping)
+        # Each revision reads its own immutable config: the draining pod's is still there, unchanged.
+        new_pod = next(p for p in worker_pods(cluster, tenant_ns) if p["metadata"]["name"] == new)
+        assert mounted_config(new_pod) != old_config
+        assert "short stories" not in config_of(cluster, tenant_ns, old_config)["persona"]
         await call.tell_name()
         await call.finish()
     finally:
         await call.leave()
     await poll(f"the old pod {old} to exit after its call", lambda: not pod_phase(cluster, tenant_ns, old))
+    await poll(
+        f"{old_config} deleted once no pod mounts it",
+        lambda: cluster.kubectl("-n", tenant_ns, "get", "configmap", old_config, check=False).returncode != 0,
+    )
 
     second = Call(node_livekit_server, node_model_server, spec["agentName"])
     try:
@@ -199,3 +215,16 @@ async def test_rollout_during_a_call_finishes_it_on_the_old_pod_and_takes_the_ne
         assert busy_pods(cluster, tenant_ns) == [new]
     finally:
         await second.leave()
+
+
+def mounted_config(pod: dict[str, Any]) -> str:
+    """The ConfigMap (config revision) a worker pod mounts."""
+    (volume,) = [v for v in pod["spec"]["volumes"] if "configMap" in v]
+    return str(volume["configMap"]["name"])
+
+
+def config_of(cluster: Cluster, ns: str, config_map: str) -> dict[str, Any]:
+    config: dict[str, Any] = json.loads(
+        cluster.kubectl_json("-n", ns, "get", "configmap", config_map)["data"]["tenant.json"]
+    )
+    return config

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import threading
 from collections.abc import MutableMapping
 from pathlib import Path
@@ -27,60 +26,54 @@ def prepare_multiprocess_dir(environ: MutableMapping[str, str] = os.environ) -> 
     """Set $PROMETHEUS_MULTIPROC_DIR (default when unset), create it and remove stale value files.
 
     Files left by a previous run of the worker (a restarted container keeps its emptyDir) would be
-    merged into this run's counters, so the directory is emptied at start.
+    merged into this run's counters, so the directory is emptied at start (archives and a reaper's
+    half-written `.tmp` archive included).
     """
     path = Path(environ.setdefault(MULTIPROC_ENV, DEFAULT_MULTIPROC_DIR))
     path.mkdir(parents=True, exist_ok=True)
     removed = 0
     for entry in path.iterdir():
-        if entry.is_file() and entry.suffix == ".db":
+        if entry.is_file() and entry.suffix in (".db", ".tmp"):
             entry.unlink(missing_ok=True)
             removed += 1
     logger.debug("metrics directory ready", extra={"path": str(path), "removed_files": removed})
     return path
 
 
-# Files of gauges whose merge mode drops dead processes (livesum, liveall, livemax, ...), one per process.
-LIVE_GAUGE_FILE = re.compile(r"^gauge_live[a-z]+_(\d+)\.db$")
 REAP_INTERVAL_S = 5.0
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
 def reap_dead_processes(path: Path) -> list[int]:
-    """Drop the live gauges of job processes that are gone, and return their pids.
+    """Fold the metrics files of exited job processes into the archives, and return their pids.
 
+    A job process serves one session and exits: without this the directory would gain a few files per
+    session and every scrape would read them all (`metrics_archive` says what happens to each kind).
     A job process that crashes or is killed mid-session never decrements `storyteller_sessions_active`;
-    its file would keep the session counted forever, and the autoscaler (KEDA, or the Prometheus
-    session source) would keep a pod for it. prometheus_client's mark_process_dead removes the file.
+    dropping its live gauges stops counting the session, so the autoscaler (KEDA, or the Prometheus
+    session source) does not keep a pod for it.
     """
-    from prometheus_client import multiprocess  # only here: this module is imported before the env is set
+    from . import metrics_archive  # only here: it imports prometheus_client, which needs the env set
 
-    dead = sorted(
-        {
-            int(m.group(1))
-            for entry in path.iterdir()
-            if (m := LIVE_GAUGE_FILE.match(entry.name)) and int(m.group(1)) != os.getpid()
-        }
-    )
-    dead = [pid for pid in dead if not _alive(pid)]
-    for pid in dead:
-        multiprocess.mark_process_dead(pid, str(path))  # type: ignore[no-untyped-call]
-    if dead:
-        logger.info("dropped the live gauges of exited job processes", extra={"pids": dead})
-    return dead
+    reaped = metrics_archive.reap(path)
+    if reaped.live_gauge_pids:
+        logger.info("dropped the live gauges of exited job processes", extra={"pids": reaped.live_gauge_pids})
+    if reaped.pids:
+        logger.debug(
+            "merged the metrics files of exited job processes",
+            extra={"pids": reaped.pids, "merged_files": reaped.merged, "dropped_files": reaped.dropped},
+        )
+    return reaped.pids
 
 
 def start_reaper(path: Path, interval_s: float = REAP_INTERVAL_S) -> threading.Event:
-    """Reap every `interval_s` in a daemon thread of the worker's main process; set the event to stop."""
+    """Reap every `interval_s` in a daemon thread of the worker's main process; set the event to stop.
+
+    Also makes this process's `/metrics` scrapes take the reaper's lock
+    (`metrics_archive.install_locked_collector`), so that no scrape sees a reap half done.
+    """
+    from . import metrics_archive  # after prepare_multiprocess_dir has set the env
+
+    metrics_archive.install_locked_collector()
     stop = threading.Event()
 
     def loop() -> None:
@@ -89,6 +82,8 @@ def start_reaper(path: Path, interval_s: float = REAP_INTERVAL_S) -> threading.E
                 reap_dead_processes(path)
             except OSError as err:  # the directory vanished (shutdown): nothing left to reap
                 logger.warning("metrics reaper", extra={"error": str(err)})
+            except Exception:  # keep reaping: a dead reaper lets the directory grow again
+                logger.exception("metrics reaper failed")
 
     threading.Thread(target=loop, name="metrics-reaper", daemon=True).start()
     return stop
