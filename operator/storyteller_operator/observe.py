@@ -115,10 +115,9 @@ class Observer:
         """The tenant as stored now (None when it is gone); read fresh, never a cached copy."""
         return self.kube.get(contract.API_VERSION, contract.KIND, namespace, name)
 
-    def observe(self, obj: Obj, *, check_scaled_object: Callable[[Tenant, str], bool]) -> Snapshot:
+    def observe(self, tenant: Tenant, *, check_scaled_object: Callable[[Tenant, str], bool]) -> Snapshot:
         """Read the rest of the tenant's world. `check_scaled_object(tenant, sized_by)`: whether the
         tenant's ScaledObject must be looked up (it may own one it no longer wants)."""
-        tenant = Tenant.from_object(obj)
         ns, name = tenant.namespace, tenant.name
         deployment = self.kube.get("apps/v1", "Deployment", ns, render.worker_name(name))
         if not owned_by(deployment, tenant.uid):
@@ -167,7 +166,7 @@ class Observer:
             missing += [(secret, field) for secret, field in unreadable if secret in absent]
         return Snapshot(
             tenant=tenant,
-            status=obj.get("status") or {},
+            status=tenant.obj.get("status") or {},
             deployment=deployment,
             missing_secrets=missing,
             secret_versions=versions,

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from kubernetes.client import ApiException
 
+from storyteller_operator import events as events_mod
 from storyteller_operator import metrics, render
 from storyteller_operator import plan as planner
 from storyteller_operator import status as status_mod
@@ -29,7 +30,7 @@ from storyteller_operator.kube import KubeClient
 from storyteller_operator.observe import Observer
 from storyteller_operator.runner import Key, Runner
 from storyteller_operator.sessions import SessionSource
-from storyteller_operator.tenant import Tenant
+from storyteller_operator.tenant import InvalidSpec, Tenant
 
 log = logging.getLogger("storyteller.operator.reconcile")
 
@@ -149,12 +150,34 @@ class Reconciler:
             metrics.RECONCILE_TOTAL.labels(result="changed" if outcome.wrote else "unchanged").inc()
         return outcome
 
+    def _report_invalid(self, obj: Mapping[str, Any], error: str) -> Outcome:
+        """A stored spec the models refuse (one the CRD of an older release let through): say so and leave
+        the children as they are, so the pool goes on serving with its last good config."""
+        meta = obj["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        stored = obj.get("status") or {}
+        new_status = status_mod.invalid(
+            int(meta.get("generation") or 0), f"spec.{error}", stored, self.clock()
+        )
+        written = status_mod.differs(new_status, stored)
+        if written:
+            self.kube.patch_status(namespace, name, new_status)
+            for event in events_mod.transitions(stored, new_status, []):
+                self.events(obj, type=event.type, reason=event.reason, message=event.message)
+        log.warning("invalid spec", extra={"tenant": name, "namespace": namespace, "error": error})
+        return Outcome(changed=[], status_written=written, phase=new_status["phase"])
+
     def _reconcile(self, namespace: str, name: str, force_apply: bool) -> Outcome | None:
         obj = self.observer.tenant_object(namespace, name)
         if obj is None or obj["metadata"].get("deletionTimestamp"):
             # Owner references make the garbage collector delete the children; nothing to do here.
             self.forget(namespace, name, (obj or {}).get("metadata", {}).get("uid"))
             return None
+
+        try:
+            parsed = Tenant.from_object(obj)
+        except InvalidSpec as err:
+            return self._report_invalid(obj, str(err))
 
         def may_own_scaled_object(tenant: Tenant, sized_by: str) -> bool:
             # A tenant that left keda: KEDA would keep an HPA writing spec.replicas.
@@ -163,7 +186,7 @@ class Reconciler:
                 force_apply or sized_by == "keda" or self.applier.remembers(tenant.uid, "ScaledObject", child)
             )
 
-        snap = self.observer.observe(obj, check_scaled_object=may_own_scaled_object)
+        snap = self.observer.observe(parsed, check_scaled_object=may_own_scaled_object)
         key = (namespace, name)
         with self._guard:
             memory = self._memory.get(key, planner.Memory())

@@ -213,6 +213,25 @@ def compute(obs: Observation, previous: Mapping[str, Any] | None, now: str) -> d
     return out
 
 
+def invalid(generation: int, error: str, previous: Mapping[str, Any] | None, now: str) -> dict[str, Any]:
+    """The status of a tenant whose stored spec cannot be read: Degraded, naming the field; the pool's own
+    figures are left as they were (its children are not touched)."""
+    previous = previous or {}
+    prev_conditions = previous.get("conditions") or []
+    message = f"{error}; the pool keeps running with its last applied config until the spec is fixed"
+    conditions = [
+        _condition(READY, False, "InvalidSpec", message, generation, prev_conditions, now),
+        _condition(DEGRADED, True, "InvalidSpec", message, generation, prev_conditions, now),
+    ]
+    kept = [c for c in prev_conditions if c.get("type") not in (READY, DEGRADED)]
+    return {
+        **previous,
+        "observedGeneration": generation,
+        "phase": "Degraded",
+        "conditions": conditions + kept,
+    }
+
+
 def differs(new: Mapping[str, Any], old: Mapping[str, Any] | None) -> bool:
     """Whether writing `new` would change anything in the stored status."""
     old = old or {}

@@ -488,3 +488,29 @@ def test_a_missing_secret_is_reported_from_the_pods_where_secrets_may_not_be_rea
     deg = st.condition(stored_status(kube), "Degraded")
     assert deg is not None and deg["status"] == "True" and deg["reason"] == "SecretNotFound"
     assert '"acme-openai" (spec.providerSecrets[0])' in deg["message"]
+
+
+def test_a_stored_spec_the_models_refuse_is_reported_and_the_pool_left_alone(
+    rec: Reconciler, kube: FakeKube, events: Events
+) -> None:
+    """An older CRD let drainTimeoutSeconds: 0 through; after the upgrade the tenant says what to fix."""
+    rec.reconcile("team-a", "acme")
+    kube.roll_out("team-a", "acme")
+    rec.reconcile("team-a", "acme")
+    before = template(kube)
+    t = kube.objects[(contract.KIND, "team-a", "acme")]
+    t["spec"]["pool"]["drainTimeoutSeconds"] = 0
+    t["metadata"]["generation"] = 2
+    kube.writes.clear()
+    out = rec.reconcile("team-a", "acme")
+    assert out is not None and out.phase == "Degraded"
+    s = stored_status(kube)
+    deg = st.condition(s, "Degraded")
+    assert deg is not None and deg["status"] == "True" and deg["reason"] == "InvalidSpec"
+    assert deg["message"].startswith("spec.pool.drainTimeoutSeconds: ")
+    assert s["observedGeneration"] == 2 and s["readyReplicas"] == 1  # the pool's figures stay
+    assert kube.writes == ["status/acme"] and template(kube) == before  # nothing but the status written
+    assert ("Warning", "InvalidSpec") in [(t, r) for t, r, _ in events.posted]
+    kube.writes.clear()
+    rec.reconcile("team-a", "acme")
+    assert kube.writes == []  # reported once
