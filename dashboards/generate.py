@@ -19,6 +19,8 @@ sys.path.insert(0, str(HERE))
 
 from queries import DASHBOARDS, Dashboard, Panel  # noqa: E402
 
+from storyteller_devkit.generated import sync  # noqa: E402
+
 CHART_COPY = HERE.parent / "helm" / "storyteller" / "dashboards"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 WIDTH, HEIGHT, COLUMNS = 12, 8, 2
@@ -124,20 +126,9 @@ def main() -> int:
     )
     parser.add_argument("--check", action="store_true", help="compare instead of writing")
     args = parser.parse_args()
-    stale = []
-    for directory, files in ((HERE, outputs()), (CHART_COPY, chart_outputs())):
-        for name, text in files.items():
-            path = directory / name
-            if args.check:
-                if not path.exists() or path.read_text() != text:
-                    stale.append(str(path))
-            else:
-                directory.mkdir(parents=True, exist_ok=True)
-                path.write_text(text)
-    if stale:
-        print("out of date (run python dashboards/generate.py):", *stale, sep="\n  ", file=sys.stderr)
-        return 1
-    return 0
+    files = {HERE / name: text for name, text in outputs().items()}
+    files.update({CHART_COPY / name: text for name, text in chart_outputs().items()})
+    return sync(files, check=args.check, command="python dashboards/generate.py")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from storyteller_devkit.generated import sync
+
 CHART = Path(__file__).resolve().parent / "storyteller"
 VALUES = CHART / "values.yaml"
 SCHEMA = CHART / "values.schema.json"
@@ -114,17 +116,8 @@ def main() -> int:
     )
     parser.add_argument("--check", action="store_true", help="compare instead of writing")
     args = parser.parse_args()
-    stale = []
-    for path, text in ((SCHEMA, schema_text()), (README, readme_text())):
-        if args.check:
-            if not path.exists() or path.read_text() != text:
-                stale.append(str(path))
-        else:
-            path.write_text(text)
-    if stale:
-        print("out of date (run python helm/generate.py):", *stale, sep="\n  ", file=sys.stderr)
-        return 1
-    return 0
+    files = {SCHEMA: schema_text(), README: readme_text()}
+    return sync(files, check=args.check, command="python helm/generate.py")
 
 
 if __name__ == "__main__":
