@@ -8,15 +8,17 @@ so a spec change is noticed from the object itself and an unchanged tenant costs
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Protocol
 
 import kopf
 
 from storyteller_api import contract
 from storyteller_operator.reconcile import Reconciler
+from storyteller_operator.runner import Key
 
 log = logging.getLogger("storyteller.operator.handlers")
 
@@ -33,6 +35,50 @@ def _owner(body: Any) -> str | None:
         if ref.get("kind") == contract.KIND and ref.get("apiVersion", "").startswith(contract.GROUP + "/"):
             return str(ref["name"])
     return None
+
+
+class Rechecked(Protocol):
+    """What the recheck loop needs of the reconciler."""
+
+    def due(self, resync_seconds: float) -> list[tuple[Key, bool]]: ...
+
+    def trigger(self, namespace: str, name: str, *, force_apply: bool) -> None: ...
+
+
+def recheck_loop(reconciler: Rechecked, options: Options, stop: threading.Event) -> None:
+    """Every `recheck_seconds` until `stop`, trigger the tenants that are due, on a small thread pool.
+
+    A pass never waits for its triggers: one slow tenant (pods answering late, a hesitant API server)
+    would hold back the next pass and with it every tenant's session counts and builtin autoscaling. A
+    tenant whose last trigger from here is still queued or running sits the pass out instead: submitting
+    it again would queue a second job behind the others, and `Runner.trigger` would then run the slow
+    tenant back to back. Its turn comes at the first pass after it finishes.
+    """
+    pool = ThreadPoolExecutor(max_workers=max(1, options.workers // 2), thread_name_prefix="recheck")
+    unfinished: dict[Key, Future[None]] = {}
+
+    def report(key: Key, future: Future[None]) -> None:
+        # Runner.trigger logs a failed reconcile itself; this catches anything that escapes it.
+        if not future.cancelled() and (err := future.exception()) is not None:
+            log.error("recheck failed", extra={"namespace": key[0], "tenant": key[1]}, exc_info=err)
+
+    try:
+        while not stop.wait(options.recheck_seconds):
+            try:
+                due = reconciler.due(options.resync_seconds)
+            except Exception:  # the loop must outlive one bad pass, or autoscaling stops for everyone
+                log.exception("recheck pass failed")
+                continue
+            unfinished = {key: f for key, f in unfinished.items() if not f.done()}
+            for key, force in due:
+                if key in unfinished:
+                    log.debug("recheck: still busy", extra={"namespace": key[0], "tenant": key[1]})
+                    continue
+                future = pool.submit(reconciler.trigger, *key, force_apply=force)
+                future.add_done_callback(functools.partial(report, key))
+                unfinished[key] = future
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def build_registry(reconciler: Reconciler, options: Options) -> kopf.OperatorRegistry:
@@ -60,16 +106,7 @@ def build_registry(reconciler: Reconciler, options: Options) -> kopf.OperatorReg
         stop.set()
 
     def _recheck_loop() -> None:
-        with ThreadPoolExecutor(
-            max_workers=max(1, options.workers // 2), thread_name_prefix="recheck"
-        ) as pool:
-            while not stop.wait(options.recheck_seconds):
-                due = reconciler.due(options.resync_seconds)
-                futures = [
-                    pool.submit(reconciler.trigger, ns, name, force_apply=force) for (ns, name), force in due
-                ]
-                for future in futures:
-                    future.result()
+        recheck_loop(reconciler, options, stop)
 
     @kopf.on.event(contract.GROUP, contract.VERSION, contract.PLURAL, registry=registry)
     def tenant_event(

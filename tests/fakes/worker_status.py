@@ -15,6 +15,16 @@ from typing import Any
 WORKER_STATUS_PORT = 8081
 
 
+def worker_info(active_jobs: int, agent_name: str = "acme") -> dict[str, Any]:
+    """What livekit-agents 1.8 answers on `GET /worker`: its WorkerInfo as proto3 JSON, where
+    `active_jobs` is a float and a zero is left out (tests/unit/test_operator_sessions_polling.py checks
+    this against the framework's own serialisation)."""
+    info: dict[str, Any] = {"worker_type": "JT_ROOM", "agent_name": agent_name}
+    if active_jobs:
+        info["active_jobs"] = float(active_jobs)
+    return {**info, "sdk_version": "1.8.9", "protocol_version": 1}
+
+
 class FakeWorkerStatus:
     """`GET /worker` on one pod's address with a settable `active_jobs`, and `GET /metrics` on
     `metrics_port` when given (what the worker's Prometheus endpoint says of the same sessions)."""
@@ -34,7 +44,7 @@ class FakeWorkerStatus:
                     ).encode()
                     content_type = "text/plain; version=0.0.4"
                 else:
-                    body = json.dumps({"agent_name": "acme", "active_jobs": status.active_jobs}).encode()
+                    body = json.dumps(worker_info(status.active_jobs)).encode()
                     content_type = "application/json"
                 self.send_response(200 if self.path in ("/worker", "/metrics") else 404)
                 self.send_header("Content-Type", content_type)

@@ -283,7 +283,7 @@ def test_scheduling_fields_pass_through() -> None:
     assert pod["affinity"] == worker["affinity"]
     (c,) = pod["containers"]
     # The tenant's requests as given; a memory limit half again its request (see resources.py).
-    assert c["resources"] == {**worker["resources"], "limits": {"memory": "1536Mi"}}
+    assert c["resources"] == {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "1536Mi"}}
     assert c["image"] == "reg.example/w:2" and c["imagePullPolicy"] == "Always"
 
 
