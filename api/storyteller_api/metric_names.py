@@ -30,6 +30,8 @@ RECONCILE_SECONDS: Final = "storyteller_operator_reconcile_seconds"
 POOL_DESIRED_REPLICAS: Final = "storyteller_pool_desired_replicas"
 POOL_ACTIVE_SESSIONS: Final = "storyteller_pool_active_sessions"
 POOL_MAX_REPLICAS: Final = "storyteller_pool_max_replicas"
+# 1 on the replica that holds the leader Lease (the one that reconciles), 0 on the others.
+OPERATOR_LEADER: Final = "storyteller_operator_leader"
 
 # The recording rule of the cost panels' price table (dashboards/rules.yaml).
 PRICE_PER_UNIT: Final = "storyteller:price_usd_per_unit"

@@ -3,11 +3,15 @@
 For clusters whose nodes run no containers (kwok) and for the demo's fallback: :class:`OperatorProcess`
 starts it with its liveness and metrics endpoints on free loopback ports, waits until it is live, reads
 its metrics and JSON log records, and stops (or kills) it.
+
+Each one has its own leader-election identity, kept across `start()` after `kill()` like a pod's name
+across a container restart (it takes its Lease back at once); two of them on one Lease elect a leader.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 import signal
 import subprocess
 import sys
@@ -24,10 +28,13 @@ START_DEADLINE_S = 60
 class OperatorProcess:
     """`python -m storyteller_operator [args]`, its output appended to `log_path`."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, args: Sequence[str] = ()) -> None:
+    def __init__(
+        self, env: dict[str, str], log_path: Path, args: Sequence[str] = (), *, identity: str | None = None
+    ) -> None:
         self.env = env
         self.log_path = log_path
         self.args = list(args)
+        self.identity = identity or f"local-{secrets.token_hex(4)}"
         self.health_port = free_port()
         self.metrics_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -43,6 +50,7 @@ class OperatorProcess:
             sys.executable, "-m", "storyteller_operator",
             "--liveness", f"http://127.0.0.1:{self.health_port}/healthz",
             "--metrics-port", str(self.metrics_port), "--metrics-address", "127.0.0.1",
+            "--identity", self.identity,
             *self.args,
         ]  # fmt: skip
         with self.log_path.open("ab") as log:
@@ -61,12 +69,20 @@ class OperatorProcess:
         return http_ok(f"http://127.0.0.1:{self.health_port}/healthz")
 
     def kill(self) -> None:
-        """SIGKILL: no cleanup at all, like an OOM kill or a node loss."""
+        """SIGKILL: no cleanup at all, like an OOM kill or a node loss (the Lease is not released)."""
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=30)
 
+    def leading(self) -> bool:
+        """Whether it holds the leader Lease now (its storyteller_operator_leader gauge; False if down)."""
+        try:
+            return self.metric("storyteller_operator_leader") == 1
+        except OSError:
+            return False
+
     def stop(self) -> None:
+        """SIGTERM (a pod's graceful stop: a leader releases its Lease), SIGKILL if it does not exit."""
         if self.proc is not None:
             stop_process(self.proc, 20, kill_timeout=10)
 

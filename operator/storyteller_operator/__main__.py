@@ -3,6 +3,10 @@
 Watches all namespaces unless --namespace is given. Exposes kopf's liveness endpoint (--liveness) and the
 operator's Prometheus metrics (--metrics-port). Every flag has an environment variable so the chart can
 set it without a command line.
+
+Replicas elect a leader on a Lease (leadership.py): all of them watch, only the holder reconciles. A
+leader that loses the Lease exits with status 3 and comes back as a follower; a stopped one (SIGTERM)
+lets its running reconciles finish and releases the Lease, so another takes over within a second or two.
 """
 
 from __future__ import annotations
@@ -13,16 +17,22 @@ import os
 import socket
 import sys
 import urllib.parse
+from collections.abc import Callable
+from typing import Any
 
 import kopf
 
 from storyteller_api.contract import HEALTH_PORT
-from storyteller_operator import __version__, kube, logs, metrics
+from storyteller_operator import __version__, kube, leadership, logs, metrics
+from storyteller_operator.backoff import Backoff
 from storyteller_operator.handlers import Options, build_registry
+from storyteller_operator.leadership import LeaderElection, LeaderGate, LeaseLock
 from storyteller_operator.reconcile import Reconciler
 from storyteller_operator.sessions import PrometheusSessionSource, SessionSource, WorkerStatusSource
 
 log = logging.getLogger("storyteller.operator")
+
+EXIT_LEADERSHIP_LOST = 3
 
 
 def _env(name: str, default: str) -> str:
@@ -87,6 +97,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         f":{HEALTH_PORT}/worker, or Prometheus (--prometheus-url) [STORYTELLER_OPERATOR_SESSIONS_SOURCE]",
     )
     p.add_argument(
+        "--leader-election",
+        action=argparse.BooleanOptionalAction,
+        default=_env("LEADER_ELECTION", "true").lower() in ("1", "true", "yes"),
+        help="only the replica holding the Lease reconciles; --no-leader-election for a single process "
+        "whose account may not use Leases [STORYTELLER_OPERATOR_LEADER_ELECTION]",
+    )
+    p.add_argument(
+        "--lease-name",
+        default=_env("LEASE_NAME", "storyteller-leader"),
+        help="the coordination.k8s.io Lease the replicas elect their leader on "
+        "[STORYTELLER_OPERATOR_LEASE_NAME]",
+    )
+    p.add_argument(
+        "--lease-namespace",
+        default=_env("LEASE_NAMESPACE", ""),
+        help="its namespace (default: the pod's own, else the kubeconfig context's, else default) "
+        "[STORYTELLER_OPERATOR_LEASE_NAMESPACE]",
+    )
+    p.add_argument(
+        "--identity",
+        default=_env("IDENTITY", f"{socket.gethostname()}-{os.getpid()}"),
+        help="this replica's name in the Lease, unique among the replicas (the chart: the pod's name) "
+        "[STORYTELLER_OPERATOR_IDENTITY]",
+    )
+    p.add_argument(
         "--log-level",
         default=_env("LOG_LEVEL", "info"),
         choices=["debug", "info", "warning", "error"],
@@ -122,12 +157,33 @@ def main(argv: list[str] | None = None) -> int:
     reconciler = Reconciler(
         client, client.post_event, sessions=sessions, prometheus_url=args.prometheus_url or None
     )
+    # A failing tenant's first retry comes one recheck later, then the backoff doubles.
+    reconciler.runner.backoff = Backoff(base=args.recheck_seconds)
+    election: LeaderElection | None = None
+    leading: Callable[[], bool] = _always  # no election: this process leads
+    lease = None
+    if args.leader_election:
+        lease_namespace = args.lease_namespace or leadership.operator_namespace()
+        lease = f"{lease_namespace}/{args.lease_name}"
+        lock = LeaseLock(leadership.lease_api_client(), lease_namespace, args.lease_name)
+        election = LeaderElection(
+            lock, args.identity, on_started=lambda _how: gate.take_over(), on_lost=_exit_leadership_lost
+        )
+        leading = election.leading
+    gate = LeaderGate(reconciler, leading, workers=args.workers)
     registry = build_registry(
-        reconciler,
+        gate,
         Options(
             recheck_seconds=args.recheck_seconds, resync_seconds=args.resync_seconds, workers=args.workers
         ),
     )
+
+    @kopf.on.probe(id="leader", registry=registry)
+    def leader_probe(**_: Any) -> bool:
+        # In /healthz next to the tenant count: which replica reconciles. Followers are live and ready too
+        # (the PodDisruptionBudget and rollouts count them); they just wait.
+        return gate.leading()
+
     if args.metrics_port:
         metrics.serve(args.metrics_port, args.metrics_address)
     log.info(
@@ -137,20 +193,41 @@ def main(argv: list[str] | None = None) -> int:
             "namespaces": args.namespace or "all",
             "metrics_port": args.metrics_port,
             "liveness": args.liveness,
+            "identity": args.identity,
+            "lease": lease,
         },
     )
+    if election is None:
+        metrics.OPERATOR_LEADER.set(1)
+    else:
+        election.start()
     kopf.run(
         registry=registry,
         # kopf's default identity asks the password database for the user's name, and a container's
-        # uid need not have an entry there (OpenShift's arbitrary uids, distroless bases): the pod's
-        # host name identifies this operator as well.
-        identity=f"storyteller-operator@{socket.gethostname()}",  # type: ignore[arg-type]  # a NewType of str kopf does not export
+        # uid need not have an entry there (OpenShift's arbitrary uids, distroless bases).
+        identity=f"storyteller-operator@{args.identity}",  # type: ignore[arg-type]  # a NewType of str kopf does not export
         standalone=True,
         clusterwide=not args.namespace,
         namespaces=args.namespace,
         liveness_endpoint=args.liveness or None,
     )
+    # kopf has stopped (SIGTERM): let the reconciles it left running finish, then hand the Lease over.
+    if election is not None:
+        election.resign(gate.drain)
     return 0
+
+
+def _always() -> bool:
+    return True
+
+
+def _exit_leadership_lost() -> None:
+    """The Lease is lost (another replica took it, or it could not be renewed in time): end the process at
+    once. Reconciles may be mid-way on other threads, and only the process ending stops them all before the
+    next leader starts; the Deployment restarts it as a follower."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os._exit(EXIT_LEADERSHIP_LOST)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import kopf
 
 from storyteller_api import contract
-from storyteller_operator.reconcile import Reconciler
+from storyteller_operator.leadership import Reconciles
 from storyteller_operator.runner import Key
 
 log = logging.getLogger("storyteller.operator.handlers")
@@ -81,7 +81,8 @@ def recheck_loop(reconciler: Rechecked, options: Options, stop: threading.Event)
         pool.shutdown(wait=False, cancel_futures=True)
 
 
-def build_registry(reconciler: Reconciler, options: Options) -> kopf.OperatorRegistry:
+def build_registry(reconciler: Reconciles, options: Options) -> kopf.OperatorRegistry:
+    """The handlers, on `reconciler`: the operator passes a LeaderGate, so only the leader reconciles."""
     registry = kopf.OperatorRegistry()
     stop = threading.Event()
 
@@ -95,7 +96,9 @@ def build_registry(reconciler: Reconciler, options: Options) -> kopf.OperatorReg
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.posting.enabled = False  # Events are posted by the reconciler itself
         settings.scanning.disabled = True  # no CRD/namespace watching: less RBAC, the CRD is installed first
-        settings.peering.standalone = True  # one replica (Recreate strategy), no peering CRDs needed
+        # No kopf peering: it freezes replicas of equal priority. One leader is chosen by a Lease
+        # (leadership.py) instead, and every replica watches, so a new leader knows every tenant.
+        settings.peering.standalone = True
         settings.execution.max_workers = options.workers
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330

@@ -12,7 +12,7 @@ import datetime
 import json
 import logging
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import kubernetes
@@ -27,6 +27,7 @@ from storyteller_api.contract import (
     PLURAL,
     POD_MONITOR,
 )
+from storyteller_operator.recent_events import RecentEvents, event_key
 
 log = logging.getLogger("storyteller.operator.kube")
 
@@ -103,10 +104,23 @@ def load_api_client(pool_size: int = 32) -> ApiClient:
     return ApiClient(config)
 
 
+def utc_now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 class Kube:
-    def __init__(self, api: ApiClient, field_manager: str = MANAGER) -> None:
+    def __init__(
+        self,
+        api: ApiClient,
+        field_manager: str = MANAGER,
+        *,
+        recent_events: RecentEvents | None = None,
+        now: Callable[[], str] = utc_now,
+    ) -> None:
         self.api = api
         self.field_manager = field_manager
+        self.recent_events = RecentEvents() if recent_events is None else recent_events  # has a len()
+        self._now = now  # an Event's timestamps (RFC 3339, seconds)
 
     def _request(
         self,
@@ -231,10 +245,62 @@ class Kube:
         return any(r.get("kind") == kind for r in resources)
 
     def post_event(self, obj: Mapping[str, Any], *, type: str, reason: str, message: str) -> None:
-        """A core/v1 Event about `obj` (kubectl describe shows it). Best effort: never fails a reconcile."""
+        """A core/v1 Event about `obj` (kubectl describe shows it). Best effort: never fails a reconcile.
+
+        A repeat of an Event posted within `recent_events.window` (same object, type, reason, message)
+        raises that Event's count and lastTimestamp instead of creating another (see recent_events.py).
+        """
         meta = obj["metadata"]
-        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        event = {
+        namespace, message = meta["namespace"], message[:1024]
+        key = event_key(meta.get("uid") or f"{namespace}/{meta['name']}", type, reason, message)
+        now = self._now()
+        previous = self.recent_events.previous(key)
+        try:
+            if previous is not None and self._count_event(namespace, previous.name, previous.count + 1, now):
+                self.recent_events.remember(key, previous.name, previous.count + 1)
+                return
+            created = self._request(
+                "POST",
+                f"/api/v1/namespaces/{namespace}/events",
+                body=self._event(obj, type, reason, message, now),
+            )
+        except ApiException as err:
+            log.warning(
+                "cannot post event",
+                extra={"reason": reason, "tenant": meta["name"], "error": f"{err.status} {err.reason}"},
+            )
+            return
+        except OSError as err:
+            log.warning(
+                "cannot post event", extra={"reason": reason, "tenant": meta["name"], "error": str(err)}
+            )
+            return
+        self.recent_events.remember(key, str(created["metadata"]["name"]), 1)
+
+    def _count_event(self, namespace: str, name: str, count: int, now: str) -> bool:
+        """Set an existing Event's count and lastTimestamp; False when it is gone or may not be patched
+        (the caller then creates a new one, so no occurrence is lost)."""
+        try:
+            self._request(
+                "PATCH",
+                f"/api/v1/namespaces/{namespace}/events/{name}",
+                body={"count": count, "lastTimestamp": now},
+                content_type="application/merge-patch+json",
+            )
+        except ApiException as err:
+            if err.status != 404:  # 404: expired (--event-ttl) or deleted, the expected case
+                # 403: a ClusterRole without `patch` on events (older than this operator).
+                log.warning(
+                    "cannot update event",
+                    extra={"event": name, "namespace": namespace, "error": f"{err.status} {err.reason}"},
+                )
+            return False
+        return True
+
+    @staticmethod
+    def _event(obj: Mapping[str, Any], type: str, reason: str, message: str, now: str) -> dict[str, Any]:
+        meta = obj["metadata"]
+        return {
             "apiVersion": "v1",
             "kind": "Event",
             "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
@@ -247,7 +313,7 @@ class Kube:
             },
             "type": type,
             "reason": reason,
-            "message": message[:1024],
+            "message": message,
             "source": {"component": MANAGER},
             "reportingComponent": f"{GROUP}/operator",
             "reportingInstance": socket.gethostname()[:128],
@@ -255,14 +321,3 @@ class Kube:
             "lastTimestamp": now,
             "count": 1,
         }
-        try:
-            self._request("POST", f"/api/v1/namespaces/{meta['namespace']}/events", body=event)
-        except ApiException as err:
-            log.warning(
-                "cannot post event",
-                extra={"reason": reason, "tenant": meta["name"], "error": f"{err.status} {err.reason}"},
-            )
-        except OSError as err:
-            log.warning(
-                "cannot post event", extra={"reason": reason, "tenant": meta["name"], "error": str(err)}
-            )

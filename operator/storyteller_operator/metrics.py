@@ -37,6 +37,12 @@ POOL_MAX_REPLICAS = Gauge(
     ["tenant", "namespace"],
 )
 
+# Per replica (no label: each pod is its own scrape target). Exactly one replica should say 1.
+OPERATOR_LEADER = Gauge(
+    metric_names.OPERATOR_LEADER,
+    "1 while this operator replica holds the leader Lease and reconciles; 0 while it waits as a follower.",
+)
+
 for _result in ("changed", "unchanged", "error"):
     RECONCILE_TOTAL.labels(result=_result)  # export zeros so rate() works from the first scrape
 

@@ -164,7 +164,12 @@ class Reconciler:
             self.kube.patch_status(namespace, name, new_status)
             for event in events_mod.transitions(stored, new_status, []):
                 self.events(obj, type=event.type, reason=event.reason, message=event.message)
-        log.warning("invalid spec", extra={"tenant": name, "namespace": namespace, "error": error})
+        # Once when it is found (the status changes), not on every recheck of a tenant that stays invalid.
+        log.log(
+            logging.WARNING if written else logging.DEBUG,
+            "invalid spec",
+            extra={"tenant": name, "namespace": namespace, "error": error},
+        )
         return Outcome(changed=[], status_written=written, phase=new_status["phase"])
 
     def _reconcile(self, namespace: str, name: str, force_apply: bool) -> Outcome | None:
@@ -230,7 +235,10 @@ class Reconciler:
         metrics.POOL_MAX_REPLICAS.labels(tenant=name, namespace=namespace).set(tenant.spec.pool.max_replicas)
         for event in events:
             self.events(tenant.obj, type=event.type, reason=event.reason, message=event.message)
-        log.info(
+        # Most reconciles (every recheck of every tenant) change nothing: info only for news.
+        news = bool(applied.changed) or status_written or new_status["phase"] != snap.status.get("phase")
+        log.log(
+            logging.INFO if news else logging.DEBUG,
             "reconciled",
             extra={
                 "tenant": name,

@@ -4,15 +4,22 @@ Every trigger (a tenant's spec change or first sight, a child Deployment's event
 calls `Runner.trigger(namespace, name)`, which runs at most one reconcile per tenant at a time and
 coalesces triggers arriving meanwhile into a single follow-up, so a burst of Deployment events costs one
 extra reconcile and no thread ever waits on another's lock.
+
+A tenant whose reconcile raised is retried by the periodic recheck after an exponentially growing,
+jittered delay (`backoff.py`), reset by a success. Watch events still reconcile it at once: a user fixing
+the spec must not wait out the backoff.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable
+
+from storyteller_operator.backoff import Backoff
 
 log = logging.getLogger("storyteller.operator.runner")
 
@@ -28,15 +35,26 @@ class TenantState:
     running: bool = False
     pending: bool = False
     force: bool = False
-    failed: bool = False
+    failures: int = 0  # consecutive failed reconciles; 0 once one passes
+    retry_at: float = 0.0  # the clock time before which the recheck leaves a failing tenant alone
     phase: str = ""
     last_forced: float = -1e12
 
 
 class Runner:
-    def __init__(self, reconcile: ReconcileFn, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        reconcile: ReconcileFn,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        rand: Callable[[], float] = random.random,
+        backoff: Backoff | None = None,
+    ) -> None:
         self._reconcile = reconcile
         self._clock = clock
+        self._rand = rand
+        # Public: the operator may base it on its recheck interval.
+        self.backoff = Backoff() if backoff is None else backoff
         self._states: dict[Key, TenantState] = {}
         self._guard = threading.Lock()
 
@@ -63,20 +81,29 @@ class Runner:
         """Tenants the periodic recheck should visit, each with whether to force a full apply.
 
         Ready tenants hear about their pods through Deployment events, so between full resyncs only the
-        ones that are not Ready (a missing Secret, a rollout, a failed apply) are polled; `poll_all` (a
-        session source is configured) visits every tenant, cheaply, to read its sessions.
+        ones that are not Ready (a missing Secret, a rollout) are polled; `poll_all` (a session source is
+        configured) visits every tenant, cheaply, to read its sessions. A tenant whose last reconcile failed
+        is left alone until its backoff has passed, then re-applied in full.
         """
         now = self._clock()
         out = []
         with self._guard:
             for key, st in self._states.items():
-                force = st.failed or now - st.last_forced >= resync_seconds
+                if st.failures:
+                    if now >= st.retry_at:
+                        out.append((key, True))
+                    continue
+                force = now - st.last_forced >= resync_seconds
                 if force or st.phase != "Ready" or poll_all:
                     out.append((key, force))
         return out
 
     def trigger(self, namespace: str, name: str, *, force_apply: bool) -> None:
-        """Reconcile now, or, if a reconcile of this tenant is running, once more right after it."""
+        """Reconcile now, or, if a reconcile of this tenant is running, once more right after it.
+
+        Also a tenant backing off: the callers are watch events (a spec change, a child's event), and the
+        recheck, which only asks for the tenants `due` returns.
+        """
         key = (namespace, name)
         st = self._state(key)
         with self._guard:
@@ -93,14 +120,25 @@ class Runner:
                     force, st.pending, st.force = st.force, False, False
                 try:
                     phase = self._reconcile(namespace, name, force)
-                except Exception as err:  # retried by the periodic recheck; logged with the tenant
-                    st.failed = True
+                except Exception as err:  # retried by the periodic recheck after the backoff
+                    with self._guard:
+                        st.failures += 1
+                        failures = st.failures
+                        delay = self.backoff.delay(failures, self._rand)
+                        st.retry_at = self._clock() + delay
                     log.warning(
                         "reconcile failed",
-                        extra={"tenant": name, "namespace": namespace, "error": str(err)[:500]},
+                        extra={
+                            "tenant": name,
+                            "namespace": namespace,
+                            "error": str(err)[:500],
+                            "failures": failures,
+                            "retry_in_s": round(delay, 1),
+                        },
                     )
                     continue
-                st.failed = False
+                with self._guard:
+                    st.failures, st.retry_at = 0, 0.0
                 if force:
                     st.last_forced = self._clock()
                 if phase is None:

@@ -59,7 +59,8 @@ def chart(cluster: Cluster) -> Iterator[None]:
 
 
 def _sa_kubeconfig(cluster: Cluster, path: Path, namespace: str = RELEASE_NS, account: str = SA) -> Path:
-    """A kubeconfig for the chart's ServiceAccount, so the local operator has exactly the chart's RBAC."""
+    """A kubeconfig for the chart's ServiceAccount, so the local operator has exactly the chart's RBAC. Its
+    context's namespace is the account's, as in a pod: the operator's leader-election Lease goes there."""
     token = cluster.kubectl("-n", namespace, "create", "token", account, "--duration", "2h").stdout.strip()
     view = cluster.kubectl_json("config", "view", "--raw", "--minify")
     server = view["clusters"][0]["cluster"]
@@ -68,7 +69,9 @@ def _sa_kubeconfig(cluster: Cluster, path: Path, namespace: str = RELEASE_NS, ac
         "kind": "Config",
         "clusters": [{"name": "c", "cluster": server}],
         "users": [{"name": "operator", "user": {"token": token}}],
-        "contexts": [{"name": "operator", "context": {"cluster": "c", "user": "operator"}}],
+        "contexts": [
+            {"name": "operator", "context": {"cluster": "c", "user": "operator", "namespace": namespace}}
+        ],
         "current-context": "operator",
     }
     path.write_text(yaml.safe_dump(config))
@@ -220,7 +223,9 @@ def test_chart_installs_crd_rbac_and_operator(cluster: Cluster, chart: None) -> 
         assert (
             "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule.get("apiGroups", [])
         )
-    assert cluster.kubectl_json("-n", RELEASE_NS, "get", "deployment", RELEASE)["spec"]["replicas"] == 1
+    # Two replicas electing a leader on a Lease, one of them kept through drains.
+    assert cluster.kubectl_json("-n", RELEASE_NS, "get", "deployment", RELEASE)["spec"]["replicas"] == 2
+    assert cluster.kubectl_json("-n", RELEASE_NS, "get", "pdb", RELEASE)["spec"]["minAvailable"] == 1
     assert cluster.kubectl_json("-n", RELEASE_NS, "get", "serviceaccount", SA)
 
 
@@ -314,6 +319,8 @@ def op_log(operator: OperatorProcess) -> str:
     return operator.log_path.read_text()
 
 
+# At debug: the no-op reconciles counted below log at debug only (at info they are silent).
+@pytest.mark.parametrize("operator_env", [{"STORYTELLER_OPERATOR_LOG_LEVEL": "debug"}], ids=["debug"])
 def test_instruction_change_rolls_the_pool_and_no_change_writes_nothing(
     cluster: Cluster, namespace: str, operator: OperatorProcess
 ) -> None:
@@ -370,13 +377,17 @@ def test_instruction_change_rolls_the_pool_and_no_change_writes_nothing(
     )
     mark = len(operator.records("acme"))
 
-    def full_reconciles_since_mark() -> bool:
-        recs = [r for r in operator.records("acme")[mark:] if r.get("namespace") == namespace]
-        return len(recs) >= 3
+    def reconciled_since_mark() -> list[dict[str, Any]]:
+        return [
+            r
+            for r in operator.records("acme")[mark:]
+            if r.get("namespace") == namespace and r.get("message") == "reconciled"
+        ]
 
-    wait_for("three more reconciles of the tenant", full_reconciles_since_mark, deadline=60)
-    recs = [r for r in operator.records("acme")[mark:] if r.get("namespace") == namespace]
+    wait_for("three more reconciles of the tenant", lambda: len(reconciled_since_mark()) >= 3, deadline=60)
+    recs = reconciled_since_mark()
     assert all(r["changed"] == [] and r["status_written"] is False for r in recs), recs
+    assert all(r["level"] == "debug" for r in recs), recs  # a reconcile that wrote nothing is no news
     assert writes_fingerprint(cluster, namespace) == before
 
 
@@ -1021,11 +1032,16 @@ def test_an_operator_for_given_namespaces_needs_nothing_cluster_wide(
         kinds = {d["kind"] for d in manifest}
         assert "ClusterRole" not in kinds and "ClusterRoleBinding" not in kinds
         scoped = {(d["kind"], d["metadata"]["namespace"]) for d in manifest if d["kind"].startswith("Role")}
-        assert scoped == {("Role", namespace), ("RoleBinding", namespace)}
+        # The watched namespace's rights, and the leader-election Lease's in the release namespace.
+        assert scoped == {
+            ("Role", namespace), ("RoleBinding", namespace), ("Role", release_ns), ("RoleBinding", release_ns)
+        }  # fmt: skip
         env = {
             **cluster.env,
             "KUBECONFIG": str(_sa_kubeconfig(cluster, tmp_path / "scoped.kubeconfig", release_ns, release)),
             "STORYTELLER_OPERATOR_NAMESPACES": namespace,
+            # This release's Lease (the default is the release storyteller's).
+            "STORYTELLER_OPERATOR_LEASE_NAME": f"{release}-leader",
         }
         args = ["--recheck-seconds", "1", "--resync-seconds", "3", "--log-format", "json"]
         op = OperatorProcess(env, tmp_path / "scoped-operator.log", args).start()

@@ -25,7 +25,8 @@ def operator_pod(cluster: Cluster) -> dict[str, Any] | None:
         for p in items
         if any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
     ]
-    return ready[0] if len(ready) == 1 else None
+    # The chart runs two replicas (one leads, the other waits on the Lease): once all are Ready, any of them.
+    return ready[0] if ready and len(ready) == len(items) else None
 
 
 def exec_in(cluster: Cluster, pod: str, *argv: str) -> tuple[int, str]:

@@ -263,6 +263,11 @@ def _granted(rules: list[dict[str, Any]]) -> dict[tuple[str, str], set[str]]:
     return granted
 
 
+def _leader_election(doc: dict[str, Any]) -> bool:
+    """The Role (or its binding) for the operator's leader-election Lease, in the release namespace."""
+    return str(doc["metadata"]["name"]).endswith("-leader-election")
+
+
 def _assert_least_privilege(granted: dict[tuple[str, str], set[str]]) -> None:
     assert granted[("storyteller.dev", "storytellerdeployments")] == {"get", "list", "watch"}
     assert granted[("storyteller.dev", "storytellerdeployments/status")] == {"get", "patch"}
@@ -295,9 +300,9 @@ def test_cluster_role_is_least_privilege_and_reads_no_secret_cluster_wide() -> N
     assert ("", "secrets") not in granted
     # Secret metadata is a separate ClusterRole, bound only by namespace (none by default).
     assert _granted(roles["st-storyteller-secrets"]["rules"]) == {("", "secrets"): {"get"}}
-    assert not [d for d in docs if d["kind"] in ("RoleBinding", "Role")]
+    assert not [d for d in docs if d["kind"] in ("RoleBinding", "Role") and not _leader_election(d)]
     docs = helm_template("--set-json", 'rbac.secretNamespaces=["tenant-a"]')
-    (grant,) = [d for d in docs if d["kind"] == "RoleBinding"]
+    (grant,) = [d for d in docs if d["kind"] == "RoleBinding" and not _leader_election(d)]
     assert grant["metadata"]["namespace"] == "tenant-a"
     assert grant["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "st-storyteller-secrets"
@@ -307,8 +312,8 @@ def test_cluster_role_is_least_privilege_and_reads_no_secret_cluster_wide() -> N
 def test_given_namespaces_get_roles_and_nothing_cluster_wide() -> None:
     docs = helm_template("--set-json", 'operator.watchNamespaces=["tenant-a", "tenant-b"]')
     assert not [d for d in docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
-    roles = [d for d in docs if d["kind"] == "Role"]
-    bindings = [d for d in docs if d["kind"] == "RoleBinding"]
+    roles = [d for d in docs if d["kind"] == "Role" and not _leader_election(d)]
+    bindings = [d for d in docs if d["kind"] == "RoleBinding" and not _leader_election(d)]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["tenant-a", "tenant-b"]
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["tenant-a", "tenant-b"]
     for role in roles:
@@ -331,7 +336,10 @@ def test_operator_pod_passes_restricted() -> None:
     assert c["securityContext"]["capabilities"]["drop"] == ["ALL"]
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"]["type"] == "Recreate"
+    # Two replicas electing a leader: a rollout starts the new pod before it stops an old one.
+    assert dep["spec"]["replicas"] == 2 and dep["spec"]["strategy"] == {
+        "type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}
+    }  # fmt: skip
 
 
 def test_helm_test_pod_runs_where_the_operator_may_and_has_one_component_label() -> None:
@@ -358,7 +366,15 @@ def test_helm_test_pod_runs_where_the_operator_may_and_has_one_component_label()
 
 def test_operator_disabled_keeps_crd_rbac() -> None:
     kinds = {d["kind"] for d in helm_template("--set", "operator.enabled=false")}
-    assert kinds == {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap"}
+    # The leader-election Role too: a local operator runs under the chart's ServiceAccount.
+    assert kinds == {
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "ConfigMap",
+        "Role",
+        "RoleBinding",
+    }
 
 
 def test_optional_monitors() -> None:
@@ -366,7 +382,7 @@ def test_optional_monitors() -> None:
     sm = next(d for d in docs if d["kind"] == "ServiceMonitor")
     assert sm["spec"]["endpoints"][0]["port"] == "metrics"
     (dep,) = [d for d in docs if d["kind"] == "Deployment"]
-    env = {e["name"]: e["value"] for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    env = _env(dep["spec"]["template"]["spec"]["containers"][0])
     assert env["STORYTELLER_OPERATOR_NAMESPACES"] == "a,b"
 
 
@@ -376,7 +392,7 @@ def test_prometheus_url_and_sessions_source_reach_the_operator() -> None:
         "--set", "operator.sessionsSource=prometheus",
     )  # fmt: skip
     (dep,) = [d for d in docs if d["kind"] == "Deployment"]
-    env = {e["name"]: e["value"] for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    env = _env(dep["spec"]["template"]["spec"]["containers"][0])
     assert env["STORYTELLER_OPERATOR_PROMETHEUS_URL"] == "http://prometheus-operated.monitoring:9090"
     assert env["STORYTELLER_OPERATOR_SESSIONS_SOURCE"] == "prometheus"
 
@@ -613,3 +629,84 @@ def test_alerts_can_be_left_out_by_name_and_a_typo_is_refused() -> None:
         "prometheusRule.disabledAlerts={StorytellerOperatorDwn}",
     )
     assert "prometheusRule.disabledAlerts: StorytellerOperatorDwn is not one of the chart's alerts" in error
+
+
+# ------------------------------------------------------------------------ replicas and leader election
+
+
+def _env(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+@pytest.mark.parametrize("args", [(), ("--set", "operator.enabled=false"),
+                                  ("--set-json", 'operator.watchNamespaces=["tenant-a"]')])  # fmt: skip
+def test_leader_election_rbac_is_one_lease_in_the_release_namespace(args: tuple[str, ...]) -> None:
+    docs = helm_template(*args)
+    (role,) = [d for d in docs if d["kind"] == "Role" and _leader_election(d)]
+    (binding,) = [d for d in docs if d["kind"] == "RoleBinding" and _leader_election(d)]
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == "storyteller-system"
+    # get/update of the one Lease by name; create cannot be narrowed to a name (RBAC never matches it).
+    assert role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+         "resourceNames": ["st-storyteller-leader"], "verbs": ["get", "update"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+    ]  # fmt: skip
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                  "name": role["metadata"]["name"]}  # fmt: skip
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "st-storyteller", "namespace": "storyteller-system"}
+    ]
+    assert not [d for d in helm_template(*args, "--set", "rbac.create=false") if _leader_election(d)]
+
+
+def test_the_operator_is_told_its_lease_and_identity() -> None:
+    (dep,) = [d for d in helm_template() if d["kind"] == "Deployment"]
+    env = _env(dep["spec"]["template"]["spec"]["containers"][0])
+    assert env["STORYTELLER_OPERATOR_LEASE_NAME"] == "st-storyteller-leader"  # the Role's resourceName
+    assert env["STORYTELLER_OPERATOR_LEASE_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    # The pod's name: unique per replica, kept by a restarted container (which reclaims its Lease at once).
+    assert env["STORYTELLER_OPERATOR_IDENTITY"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+
+
+def test_the_operators_default_lease_is_the_charts_for_the_usual_release_name() -> None:
+    """A local operator (`python -m storyteller_operator`, the cluster tests) uses the Lease a release named
+    storyteller grants without being told; another release name needs --lease-name."""
+    from storyteller_operator.__main__ import parse_args
+
+    out = subprocess.run(
+        [str(helm_bin()), "template", "storyteller", str(CHART), "--kube-version", "1.35.0",
+         "--show-only", "templates/leader-election-rbac.yaml"],
+        check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    role = next(d for d in yaml.safe_load_all(out) if d and d["kind"] == "Role")
+    assert parse_args([]).lease_name in role["rules"][0]["resourceNames"]
+
+
+def test_more_than_one_replica_gets_a_disruption_budget_and_spreads_over_nodes() -> None:
+    docs = helm_template()
+    (dep,) = [d for d in docs if d["kind"] == "Deployment"]
+    (pdb,) = [d for d in docs if d["kind"] == "PodDisruptionBudget"]
+    assert pdb["metadata"]["namespace"] == "storyteller-system"
+    assert pdb["spec"]["minAvailable"] == 1 and pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+    assert pdb["spec"]["selector"] == dep["spec"]["selector"]
+    (term,) = dep["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"][
+        "preferredDuringSchedulingIgnoredDuringExecution"
+    ]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert term["podAffinityTerm"]["labelSelector"] == dep["spec"]["selector"]
+
+    single = helm_template("--set", "operator.replicas=1")
+    assert not [d for d in single if d["kind"] == "PodDisruptionBudget"]  # it would block every drain
+    (dep,) = [d for d in single if d["kind"] == "Deployment"]
+    assert dep["spec"]["replicas"] == 1 and "affinity" not in dep["spec"]["template"]["spec"]
+    assert not [
+        d for d in helm_template("--set", "operator.enabled=false") if d["kind"] == "PodDisruptionBudget"
+    ]
+
+    # The installer's own affinity replaces the default spread.
+    own = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["system"]}]}]}}}  # fmt: skip
+    (dep,) = [d for d in helm_template("--set-json", f"operator.affinity={json.dumps(own)}")
+              if d["kind"] == "Deployment"]  # fmt: skip
+    assert dep["spec"]["template"]["spec"]["affinity"] == own
+    assert "replicas" in helm_template_error("--set", "operator.replicas=0")

@@ -120,9 +120,10 @@ what it must: old config revisions and the ScaledObject of a tenant that leaves 
 - apiGroups: [""]
   resources: ["serviceaccounts", "services"]
   verbs: ["get", "create", "patch"]
+# patch: a repeated Event (same object, reason and message) raises the count of the one posted before.
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create"]
+  verbs: ["create", "patch"]
 # The worker pods are listed to ask each one (its :8081/worker status) how many sessions it runs and which
 # config revision it mounts. patch: before the pool shrinks, each pod's controller.kubernetes.io/
 # pod-deletion-cost is set to its sessions, so the ReplicaSet removes idle pods first and no call is cut
@@ -149,6 +150,27 @@ what it must: old config revisions and the ScaledObject of a tenant that leaves 
 - apiGroups: ["keda.sh"]
   resources: ["scaledobjects"]
   verbs: ["get", "create", "patch", "delete"]
+{{- end }}
+
+{{/* The Lease the operator replicas elect their leader on, in the release namespace. */}}
+{{- define "storyteller.leaseName" -}}
+{{- printf "%s-leader" (include "storyteller.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The operator's rights on its leader-election Lease (operator/storyteller_operator/leadership.py): read and
+renew that one Lease by name. create cannot be limited to a name (RBAC's resourceNames never match a create:
+its URL names no object, and the new object's name is not known when the request is authorized), so it is
+granted on all leases of the release namespace; the operator creates only its own, once.
+*/}}
+{{- define "storyteller.leaseRules" -}}
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  resourceNames: [{{ include "storyteller.leaseName" . | quote }}]
+  verbs: ["get", "update"]
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["create"]
 {{- end }}
 
 {{/* Secret metadata: whether the referenced Secrets exist, and their resourceVersion (a rotated key rolls
