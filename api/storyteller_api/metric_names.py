@@ -30,6 +30,9 @@ RECONCILE_SECONDS: Final = "storyteller_operator_reconcile_seconds"
 POOL_DESIRED_REPLICAS: Final = "storyteller_pool_desired_replicas"
 POOL_ACTIVE_SESSIONS: Final = "storyteller_pool_active_sessions"
 POOL_MAX_REPLICAS: Final = "storyteller_pool_max_replicas"
+# Requests the operator sent the API server, by verb (GET, LIST, WATCH, PATCH...) and resource: in a steady
+# state only the watches' renewals and real changes.
+OPERATOR_API_REQUESTS: Final = "storyteller_operator_api_requests_total"
 # 1 on the replica that holds the leader Lease (the one that reconciles), 0 on the others.
 OPERATOR_LEADER: Final = "storyteller_operator_leader"
 

@@ -51,9 +51,16 @@ def wait_for(
 
 
 def tenant_yaml(ns: str, name: str = "acme", **spec: Any) -> str:
-    """A StorytellerDeployment manifest; every top-level field of `spec` replaces its default."""
+    """A StorytellerDeployment manifest; every top-level field of `spec` replaces its default.
+
+    Each namespace's tenants name their own LiveKit server: a tenant of an earlier test lingers while its
+    namespace is deleted (its pods go first, and take their grace period), and one of the same name on the
+    same server would share its agent name (AgentNameConflict) meanwhile."""
     body: dict[str, Any] = {
-        "livekit": {"url": "ws://livekit.example.test:7880", "credentialsSecret": "livekit-credentials"},
+        "livekit": {
+            "url": f"ws://livekit.{ns}.example.test:7880",
+            "credentialsSecret": "livekit-credentials",
+        },
         "providerSecrets": ["acme-openai"],
         "pool": {"minReplicas": 1, "drainTimeoutSeconds": 1},
     }

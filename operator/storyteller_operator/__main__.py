@@ -25,6 +25,7 @@ import kopf
 from storyteller_api.contract import HEALTH_PORT
 from storyteller_operator import __version__, kube, leadership, logs, metrics
 from storyteller_operator.backoff import Backoff
+from storyteller_operator.cached import Caches
 from storyteller_operator.handlers import Options, build_registry
 from storyteller_operator.leadership import LeaderElection, LeaderGate, LeaseLock
 from storyteller_operator.reconcile import Reconciler
@@ -154,8 +155,14 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 2
         sessions = PrometheusSessionSource(args.prometheus_url)
+    # Every replica keeps the caches warm, followers too: a new leader reconciles from memory at once.
+    caches = Caches(api, args.namespace).start()
     reconciler = Reconciler(
-        client, client.post_event, sessions=sessions, prometheus_url=args.prometheus_url or None
+        client,
+        client.post_event,
+        sessions=sessions,
+        prometheus_url=args.prometheus_url or None,
+        caches=caches,
     )
     # A failing tenant's first retry comes one recheck later, then the backoff doubles.
     reconciler.runner.backoff = Backoff(base=args.recheck_seconds)
@@ -214,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     # kopf has stopped (SIGTERM): let the reconciles it left running finish, then hand the Lease over.
     if election is not None:
         election.resign(gate.drain)
+    caches.stop()
     return 0
 
 

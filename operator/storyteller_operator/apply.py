@@ -9,15 +9,17 @@ rendered manifest is unchanged since this process last applied it is skipped unl
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from kubernetes.client import ApiException
 
 from storyteller_api import contract
 from storyteller_operator import render
+from storyteller_operator.informer import version_of
 from storyteller_operator.kube import KubeClient, error_text
 from storyteller_operator.observe import owned_by
 from storyteller_operator.plan import Applied, Plan
@@ -25,18 +27,39 @@ from storyteller_operator.tenant import Tenant
 
 log = logging.getLogger("storyteller.operator.apply")
 
+
+def key_of(manifest: Mapping[str, Any]) -> tuple[str, str]:
+    return (manifest["metadata"]["namespace"], manifest["metadata"]["name"])
+
+
 ChildKey = tuple[str, str, str]  # (tenant uid, kind, name)
+Watched = Callable[[str, str, str], bool]  # (apiVersion, kind, namespace) → served from a watch
 
 
 class NamespaceTerminating(Exception):
     """The tenant's namespace is being deleted, the tenant with it: nothing to converge to."""
 
 
+def _nothing_watched(api_version: str, kind: str, namespace: str) -> bool:
+    return False
+
+
+@dataclasses.dataclass(frozen=True)
+class AppliedChild:
+    """What this process last applied of a child, and the child as the API server answered."""
+
+    digest: str  # hash of the manifest applied
+    owned: str  # hash of the fields the manifest owns, as they stood after the apply
+    version: int  # resourceVersion at which `owned` was last found unchanged
+
+
 class Applier:
-    def __init__(self, kube: KubeClient) -> None:
+    def __init__(self, kube: KubeClient, watched: Watched = _nothing_watched) -> None:
         self.kube = kube
-        # child → (hash of the manifest last applied, hash of the owned fields after it).
-        self._applied: dict[ChildKey, tuple[str, str]] = {}
+        # Kinds whose reads `kube` serves from a watch (cached.py): a child of such a kind is compared with
+        # its live copy instead of applied again, so a forced resync writes only what differs.
+        self.watched = watched
+        self._applied: dict[ChildKey, AppliedChild] = {}
         # tenant uid → the config revision at which no older revision was left: nothing to collect.
         self._configs_collected: dict[str, str] = {}
         self._guard = threading.Lock()
@@ -123,6 +146,24 @@ class Applier:
                 self._configs_collected[tenant.uid] = keep
         return deleted
 
+    def _drift(self, key: ChildKey, cached: AppliedChild, manifest: Mapping[str, Any]) -> str | None:
+        """None while the watched child still has every field `manifest` owns as this process applied it;
+        else the hash of those fields as they stand (a hand edit; "" for a deletion). Hashed once per new
+        version of the child."""
+        live = self.kube.get(manifest["apiVersion"], manifest["kind"], *key_of(manifest))
+        if live is None:
+            return ""
+        version = version_of(live)
+        if version == cached.version:
+            return None
+        owned = render.owned_hash(manifest, live)
+        if owned != cached.owned:
+            return owned
+        with self._guard:
+            if self._applied.get(key) == cached:
+                self._applied[key] = dataclasses.replace(cached, version=version)
+        return None
+
     def apply_children(
         self, plan: Plan, *, force: bool, current: Mapping[str, Any] | None, first: bool
     ) -> Applied:
@@ -134,15 +175,21 @@ class Applier:
         changed: list[str] = []
         error: str | None = None
         deployment = current
-        for manifest in plan.children:
+        digests = plan.digests or tuple(render.manifest_hash(m) for m in plan.children)
+        for manifest, digest in zip(plan.children, digests, strict=True):
             kind, child = manifest["kind"], manifest["metadata"]["name"]
             key = (t.uid, kind, child)
-            digest = render.manifest_hash(manifest)
             with self._guard:
                 cached = self._applied.get(key)
-            if not force and cached and cached[0] == digest:
-                continue
-            before = cached[1] if cached else ""
+            before = cached.owned if cached else ""
+            if cached is not None and cached.digest == digest:
+                if self.watched(manifest["apiVersion"], kind, t.namespace):
+                    drift = self._drift(key, cached, manifest)
+                    if drift is None:
+                        continue  # forced or not: the live child has what was applied (read from memory)
+                    before = drift
+                elif not force:
+                    continue
             if cached is None and not first:
                 # First sight since this process started: read it so "changed" is exact after a restart.
                 before = render.owned_hash(
@@ -159,7 +206,7 @@ class Applier:
             if after != before:
                 changed.append(f"{kind}/{child}")
             with self._guard:
-                self._applied[key] = (digest, after)
+                self._applied[key] = AppliedChild(digest, after, version_of(applied))
             if kind == "Deployment":
                 deployment = applied
         return Applied(changed=changed, error=error, deployment=deployment)

@@ -123,6 +123,7 @@ def build_registry(reconciler: Reconciles, options: Options) -> kopf.OperatorReg
         if deleted:
             reconciler.forget(namespace, name, body.metadata.uid)
             return
+        reconciler.seen(event["object"])
         if body.metadata.get("deletionTimestamp"):
             return
         observed = (body.get("status") or {}).get("observedGeneration")
@@ -154,6 +155,8 @@ def build_registry(reconciler: Reconciles, options: Options) -> kopf.OperatorReg
         if deleted:
             for ref in body.metadata.get("ownerReferences") or []:
                 reconciler.forget_child(ref.get("uid", ""), "Deployment", name)
+        else:
+            reconciler.seen(event["object"])
         reconciler.trigger(namespace, owner, force_apply=deleted)
 
     @kopf.on.probe(id="tenants", registry=registry)

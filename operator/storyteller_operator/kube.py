@@ -27,6 +27,7 @@ from storyteller_api.contract import (
     PLURAL,
     POD_MONITOR,
 )
+from storyteller_operator.metrics import API_REQUESTS
 from storyteller_operator.recent_events import RecentEvents, event_key
 
 log = logging.getLogger("storyteller.operator.kube")
@@ -90,6 +91,22 @@ def object_path(api_version: str, kind: str, namespace: str, name: str | None = 
     return f"{path}/{name}" if name else path
 
 
+def request_labels(method: str, path: str, *, watch: bool = False) -> tuple[str, str]:
+    """(verb, resource) of a request, as the API server's own metrics name them: a GET of a collection is
+    a LIST (or a WATCH), a subresource is `resource/sub`, a discovery request has resource "discovery"."""
+    parts = path.split("?", 1)[0].strip("/").split("/")
+    rest = parts[2:] if parts[:1] == ["api"] else parts[3:]
+    if rest[:1] == ["namespaces"] and len(rest) >= 3:
+        rest = rest[2:]
+    if not rest:
+        return method.upper(), "discovery"
+    resource = rest[0] + (f"/{rest[2]}" if len(rest) >= 3 else "")
+    verb = method.upper()
+    if verb == "GET" and len(rest) == 1:
+        verb = "WATCH" if watch else "LIST"
+    return verb, resource
+
+
 def load_api_client(pool_size: int = 32) -> ApiClient:
     """In-cluster credentials in a pod, else the current kubeconfig ($KUBECONFIG) on a laptop or in tests."""
     config = kubernetes.client.Configuration()
@@ -143,6 +160,7 @@ class Kube:
             body=body,
             auth_settings=["BearerToken"],
         )
+        API_REQUESTS.labels(*request_labels(method, path)).inc()
         resp = self.api.call_api(m, url, hdrs, data, post, _request_timeout=REQUEST_TIMEOUT)
         resp.read()  # type: ignore[no-untyped-call]
         if not 200 <= resp.status <= 299:
@@ -167,6 +185,9 @@ class Kube:
                 return None
             raise
         meta: dict[str, Any] = got.get("metadata") or {}
+        # kubectl apply's last-applied-configuration annotation holds a Secret's whole content.
+        meta.pop("annotations", None)
+        meta.pop("managedFields", None)
         return meta
 
     def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:

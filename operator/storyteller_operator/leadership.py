@@ -522,6 +522,8 @@ class Reconciles(Protocol):
 
     def forget_child(self, uid: str, kind: str, name: str) -> None: ...
 
+    def seen(self, obj: Mapping[str, Any]) -> None: ...
+
 
 class LeaderGate:
     """The reconciler as the kopf handlers and the recheck loop see it: reconciles only while leading.
@@ -594,3 +596,6 @@ class LeaderGate:
 
     def forget_child(self, uid: str, kind: str, name: str) -> None:
         self.reconciler.forget_child(uid, kind, name)
+
+    def seen(self, obj: Mapping[str, Any]) -> None:
+        self.reconciler.seen(obj)

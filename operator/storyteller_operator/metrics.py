@@ -37,6 +37,13 @@ POOL_MAX_REPLICAS = Gauge(
     ["tenant", "namespace"],
 )
 
+API_REQUESTS = Counter(
+    metric_names.OPERATOR_API_REQUESTS,
+    "Requests this operator sent the Kubernetes API server (tenants, children, pods, Secrets, Events), by "
+    "verb and resource; the leader Lease's renewals are not counted.",
+    ["verb", "resource"],
+)
+
 # Per replica (no label: each pod is its own scrape target). Exactly one replica should say 1.
 OPERATOR_LEADER = Gauge(
     metric_names.OPERATOR_LEADER,

@@ -1,9 +1,10 @@
 """Observe: everything one reconcile needs from the cluster, read into one snapshot (reads only).
 
-The tenant (fresh, never a cached copy), its worker Deployment, which referenced Secrets exist and their
-versions (metadata only: no key material enters the operator), its pods and the sessions their workers
-report, which optional APIs the cluster serves, and, when the tenant may have to give one up, its
-ScaledObject.
+Reads go through the operator's client, whose caches (cached.py) answer from watches: in a steady state a
+reconcile makes no request to the API server. The tenant, its worker Deployment, which referenced Secrets
+exist and their versions (metadata only: no key material enters the operator), its pods and the sessions
+their workers report, which optional APIs the cluster serves, and, when the tenant may have to give one
+up, its ScaledObject.
 """
 
 from __future__ import annotations
@@ -112,7 +113,8 @@ class Observer:
         self.now = now
 
     def tenant_object(self, namespace: str, name: str) -> Obj | None:
-        """The tenant as stored now (None when it is gone); read fresh, never a cached copy."""
+        """The tenant (None when it is gone): the newest version the operator has seen, from its watch or
+        from the kopf event that triggered this reconcile (see `Reconciler.seen`)."""
         return self.kube.get(contract.API_VERSION, contract.KIND, namespace, name)
 
     def observe(self, tenant: Tenant, *, check_scaled_object: Callable[[Tenant, str], bool]) -> Snapshot:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
 from storyteller_api import contract
@@ -51,6 +52,39 @@ class Plan:
     scaling_problem: tuple[str, str] | None  # the sizing's or KEDA's (reason, message)
     config_hash: str
     memory: Memory
+    digests: tuple[str, ...] = ()  # render.manifest_hash of each child, in order
+
+
+class Rendered:
+    """The last rendering of each tenant, keyed by everything it depends on: a recheck of a tenant that
+    changed nothing renders nothing (rendering and hashing are most of a steady reconcile's CPU). A
+    tenant's resourceVersion stands for its whole stored object; without one, nothing is kept."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[Hashable, tuple[list[render.Manifest], str, tuple[str, ...]]]] = {}
+        self._guard = threading.Lock()
+
+    def get(
+        self, tenant: Tenant, key: Hashable, make: Callable[[], list[render.Manifest]]
+    ) -> tuple[list[render.Manifest], str, tuple[str, ...]]:
+        with self._guard:
+            found = self._last.get(tenant.uid)
+        if tenant.resource_version and found is not None and found[0] == key:
+            return found[1]
+        children = make()
+        made = (
+            children,
+            render.config_hash(render.tenant_config(tenant)),
+            tuple(render.manifest_hash(m) for m in children),
+        )
+        if tenant.resource_version:
+            with self._guard:
+                self._last[tenant.uid] = (key, made)
+        return made
+
+    def forget(self, uid: str) -> None:
+        with self._guard:
+            self._last.pop(uid, None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,20 +244,41 @@ def keda_problem(snap: Snapshot, prometheus_url: str | None, replicas: int) -> t
     return None
 
 
-def plan(snap: Snapshot, memory: Memory, *, prometheus_url: str | None, now: float) -> Plan:
-    """What to do for `snap`. `now`: a monotonic clock, for the autoscaler's history."""
+def plan(
+    snap: Snapshot,
+    memory: Memory,
+    *,
+    prometheus_url: str | None,
+    now: float,
+    rendered: Rendered | None = None,
+) -> Plan:
+    """What to do for `snap`. `now`: a monotonic clock, for the autoscaler's history. `rendered`: the
+    renderings of earlier plans, reused while nothing they depend on changed."""
     seed = seed_replicas(snap)
     tenant = snap.tenant.with_replicas(seed) if seed is not None else snap.tenant
     sizing, prices, memory = _size(snap, tenant.spec, memory, now)
     keda = keda_problem(snap, prometheus_url, sizing.desired)
-    children = render.children(
-        tenant,
-        pod_monitor_enabled=snap.pod_monitor_served,
-        replicas=sizing.desired,
-        keda_prometheus_url=None if keda else prometheus_url,
-        # While a Secret is missing the pods cannot start anyway; its arrival then rolls them once.
-        secret_versions=snap.secret_versions,
+    keda_url = None if keda else prometheus_url
+
+    def make() -> list[render.Manifest]:
+        return render.children(
+            tenant,
+            pod_monitor_enabled=snap.pod_monitor_served,
+            replicas=sizing.desired,
+            keda_prometheus_url=keda_url,
+            # While a Secret is missing the pods cannot start anyway; its arrival then rolls them once.
+            secret_versions=snap.secret_versions,
+        )
+
+    key = (
+        tenant.resource_version,
+        seed,
+        sizing.desired,
+        snap.pod_monitor_served,
+        keda_url,
+        tuple(sorted(snap.secret_versions.items())),
     )
+    children, config_hash, digests = (rendered or Rendered()).get(tenant, key, make)
     return Plan(
         tenant=tenant,
         seed_replicas=seed,
@@ -234,8 +289,9 @@ def plan(snap: Snapshot, memory: Memory, *, prometheus_url: str | None, now: flo
         # address after a restart): KEDA goes on with the last one.
         prune_scaled_object=snap.scaled_object_checked and owned_by(snap.scaled_object, tenant.uid),
         scaling_problem=sizing.problem or keda,
-        config_hash=render.config_hash(render.tenant_config(tenant)),
+        config_hash=config_hash,
         memory=memory,
+        digests=digests,
     )
 
 

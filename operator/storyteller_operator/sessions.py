@@ -23,7 +23,9 @@ shared asyncio loop, because only there can a deadline cancel a read that is in 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
+import contextlib
 import json
 import logging
 import math
@@ -92,15 +94,35 @@ def _run(coro: Coroutine[Any, Any, T], wait_s: float) -> T:
         raise TimeoutError(f"no result within {wait_s:g} s") from None
 
 
+_shared: aiohttp.ClientSession | None = None
+
+
 def _session() -> aiohttp.ClientSession:
-    # No connection limit here: the caller bounds its own concurrency, and a shared limit would let one
-    # tenant's slow pods queue another's requests. No keep-alive: each pod is asked once per reconcile.
-    # No decompression (a small gzip body can inflate past the cap), no proxy from the environment.
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=0, force_close=True),
-        auto_decompress=False,
-        trust_env=False,
-    )
+    """The one client session of the I/O loop (call on it): a session per request would cost a third of a
+    request's CPU, times every pod of every tenant on every recheck.
+
+    No connection limit: each caller bounds its own concurrency, and a shared limit would let one tenant's
+    slow pods queue another's requests. No keep-alive: each pod is asked once per reconcile, and a
+    cancelled request then closes its own connection. No decompression (a small gzip body can inflate past
+    the cap), no proxy from the environment.
+    """
+    global _shared
+    if _shared is None or _shared.closed:
+        if _shared is None:
+            atexit.register(close)
+        _shared = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, force_close=True),
+            auto_decompress=False,
+            trust_env=False,
+        )
+    return _shared
+
+
+def close() -> None:
+    """Close the shared session, if there is one (at exit: aiohttp warns of one left open)."""
+    if _shared is not None and not _shared.closed:
+        with contextlib.suppress(Exception):  # a stuck loop at exit: nothing more to tidy
+            _run(_shared.close(), 5.0)
 
 
 async def get_bytes(session: aiohttp.ClientSession, url: str, max_bytes: int) -> bytes:
@@ -221,16 +243,16 @@ class WorkerStatusSource:
 
     async def _ask_all(self, namespace: str, targets: list[tuple[str, str]]) -> dict[str, int]:
         limit = asyncio.Semaphore(self._concurrency)
-        async with _session() as session:
-            tasks = {
-                asyncio.create_task(self._ask(session, limit, namespace, name, url)): name
-                for name, url in targets
-            }
-            done, late = await asyncio.wait(tasks, timeout=self._tenant_deadline_s)
-            for task in late:
-                task.cancel()
-            # Cancelled requests close their connections before the session goes.
-            await asyncio.gather(*late, return_exceptions=True)
+        session = _session()
+        tasks = {
+            asyncio.create_task(self._ask(session, limit, namespace, name, url)): name
+            for name, url in targets
+        }
+        done, late = await asyncio.wait(tasks, timeout=self._tenant_deadline_s)
+        for task in late:
+            task.cancel()
+        # Cancelled requests close their connections before this returns.
+        await asyncio.gather(*late, return_exceptions=True)
         if late:
             log.debug(
                 "worker status: tenant deadline passed",
@@ -321,8 +343,7 @@ class PrometheusSessionSource:
         async with asyncio.timeout(self._deadline_s):
             if self._fetch is not None:
                 return await asyncio.to_thread(self._fetch, url)
-            async with _session() as session:
-                return parse_json(await get_bytes(session, url, self._max_bytes))
+            return parse_json(await get_bytes(_session(), url, self._max_bytes))
 
     def active_sessions(self, pods: Sequence[Mapping[str, Any]]) -> dict[str, int]:
         expr = self.query(pods)

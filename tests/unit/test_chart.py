@@ -271,7 +271,7 @@ def _leader_election(doc: dict[str, Any]) -> bool:
 def _assert_least_privilege(granted: dict[tuple[str, str], set[str]]) -> None:
     assert granted[("storyteller.dev", "storytellerdeployments")] == {"get", "list", "watch"}
     assert granted[("storyteller.dev", "storytellerdeployments/status")] == {"get", "patch"}
-    assert granted[("", "pods")] == {"list", "patch"}  # never create or delete a pod
+    assert granted[("", "pods")] == {"list", "watch", "patch"}  # never create or delete a pod
     # Nothing is deleted by the operator (owner references let the garbage collector do it), except old
     # config revisions and the ScaledObject of a tenant that left keda (its HPA would keep writing).
     assert all(
@@ -299,7 +299,7 @@ def test_cluster_role_is_least_privilege_and_reads_no_secret_cluster_wide() -> N
     _assert_least_privilege(granted)
     assert ("", "secrets") not in granted
     # Secret metadata is a separate ClusterRole, bound only by namespace (none by default).
-    assert _granted(roles["st-storyteller-secrets"]["rules"]) == {("", "secrets"): {"get"}}
+    assert _granted(roles["st-storyteller-secrets"]["rules"]) == {("", "secrets"): {"get", "list", "watch"}}
     assert not [d for d in docs if d["kind"] in ("RoleBinding", "Role") and not _leader_election(d)]
     docs = helm_template("--set-json", 'rbac.secretNamespaces=["tenant-a"]')
     (grant,) = [d for d in docs if d["kind"] == "RoleBinding" and not _leader_election(d)]
@@ -319,7 +319,7 @@ def test_given_namespaces_get_roles_and_nothing_cluster_wide() -> None:
     for role in roles:
         granted = _granted(role["rules"])
         _assert_least_privilege(granted)
-        assert granted[("", "secrets")] == {"get"}  # in the watched namespaces only
+        assert granted[("", "secrets")] == {"get", "list", "watch"}  # in the watched namespaces only
     for binding in bindings:
         assert binding["subjects"] == [
             {"kind": "ServiceAccount", "name": "st-storyteller", "namespace": "storyteller-system"}

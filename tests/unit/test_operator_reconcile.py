@@ -106,6 +106,8 @@ class FakeKube:
         self.writes.append(f"scale {name}={replicas}")
         obj["spec"]["replicas"] = replicas
         obj["metadata"]["generation"] = obj["metadata"].get("generation", 1) + 1
+        self.version += 1
+        obj["metadata"]["resourceVersion"] = str(self.version)
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
         self.writes.append(f"delete {kind}/{name}")

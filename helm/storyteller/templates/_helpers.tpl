@@ -93,12 +93,14 @@ storyteller-operator
 {{/*
 The operator's rights on tenants and what they own: exactly the resources and verbs storyteller_operator
 uses (operator/storyteller_operator/kube.py), in a ClusterRole (all namespaces) or a Role per watched
-namespace. Children are written with server-side apply (PATCH; creating through apply also needs create)
-and read back once per process start (get); owner references delete them, so the operator deletes only
+namespace. Every kind read is listed and watched once into the operator's memory (watch-backed caches,
+operator/storyteller_operator/informer.py), children and pods by the managed-by label; get is the
+fallback while a cache fills. Children are written with server-side apply (PATCH; creating through apply
+also needs create); owner references delete them, so the operator deletes only
 what it must: old config revisions and the ScaledObject of a tenant that leaves pool.autoscaler keda.
 */}}
 {{- define "storyteller.tenantRules" -}}
-# Tenants: watched, read fresh on every reconcile; the operator writes only their status.
+# Tenants: watched (the reconciles read the watch's copy); the operator writes only their status.
 - apiGroups: ["storyteller.dev"]
   resources: ["storytellerdeployments"]
   verbs: ["get", "list", "watch"]
@@ -116,10 +118,10 @@ what it must: old config revisions and the ScaledObject of a tenant that leaves 
 # ConfigMaps: one immutable revision per worker config; list + delete remove the revisions no pod mounts.
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["get", "list", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["serviceaccounts", "services"]
-  verbs: ["get", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 # patch: a repeated Event (same object, reason and message) raises the count of the one posted before.
 - apiGroups: [""]
   resources: ["events"]
@@ -130,17 +132,17 @@ what it must: old config revisions and the ScaledObject of a tenant that leaves 
 # (the only pod field the operator writes; it never creates or deletes pods).
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list", "patch"]
+  verbs: ["list", "watch", "patch"]
 # Deployments are watched too: their status becomes the tenant's readiness.
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
-  verbs: ["get", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
-  verbs: ["get", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 # Only used when the Prometheus Operator's CRDs are installed.
 - apiGroups: ["monitoring.coreos.com"]
   resources: ["podmonitors"]
@@ -174,9 +176,10 @@ granted on all leases of the release namespace; the operator creates only its ow
 {{- end }}
 
 {{/* Secret metadata: whether the referenced Secrets exist, and their resourceVersion (a rotated key rolls
-     the pool). The operator asks for PartialObjectMetadata: key material never reaches it. */}}
+     the pool). The operator lists and watches them as PartialObjectMetadata: key material never reaches
+     it. RBAC cannot grant metadata alone, so these verbs would allow reading the keys too. */}}
 {{- define "storyteller.secretRules" -}}
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get"]
+  verbs: ["get", "list", "watch"]
 {{- end }}
