@@ -19,17 +19,13 @@ from kubernetes.client import ApiException
 
 from storyteller_api import contract
 from storyteller_operator import render
-from storyteller_operator.informer import version_of
+from storyteller_operator.informer import Store, version_of
 from storyteller_operator.kube import KubeClient, error_text
 from storyteller_operator.observe import owned_by
 from storyteller_operator.plan import Applied, Plan
 from storyteller_operator.tenant import Tenant
 
 log = logging.getLogger("storyteller.operator.apply")
-
-
-def key_of(manifest: Mapping[str, Any]) -> tuple[str, str]:
-    return (manifest["metadata"]["namespace"], manifest["metadata"]["name"])
 
 
 ChildKey = tuple[str, str, str]  # (tenant uid, kind, name)
@@ -150,7 +146,7 @@ class Applier:
         """None while the watched child still has every field `manifest` owns as this process applied it;
         else the hash of those fields as they stand (a hand edit; "" for a deletion). Hashed once per new
         version of the child."""
-        live = self.kube.get(manifest["apiVersion"], manifest["kind"], *key_of(manifest))
+        live = self.kube.get(manifest["apiVersion"], manifest["kind"], *Store.key(manifest))
         if live is None:
             return ""
         version = version_of(live)

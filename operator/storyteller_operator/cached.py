@@ -11,7 +11,6 @@ caches hold the operator's objects only; Secrets are watched as metadata, in eve
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -20,10 +19,8 @@ from typing import Any
 from kubernetes.client import ApiClient, ApiException
 
 from storyteller_api import contract
-from storyteller_operator.informer import Informer, Obj, parse_selector
+from storyteller_operator.informer import Informer, parse_selector, slim
 from storyteller_operator.kube import KINDS, KubeClient
-
-log = logging.getLogger("storyteller.operator.cached")
 
 FORBIDDEN_RETRY_S = 60.0  # a namespace where listing was refused is asked again after this (a grant may come)
 MANAGED = f"{contract.LABEL_MANAGED_BY}={contract.MANAGER}"
@@ -90,15 +87,13 @@ class Caches:
         for informer in [*self.informers.values(), *namespaced]:
             informer.stop()
 
-    def wait_synced(self, timeout: float) -> bool:
-        return all(i.wait_synced(timeout) or i.forbidden for i in self.informers.values())
-
     def remember(self, obj: Mapping[str, Any]) -> None:
         """Keep `obj` (a write's answer, a watch event seen elsewhere) unless a newer version is kept."""
         meta = obj.get("metadata") or {}
         informer = self.serving(str(obj.get("apiVersion")), str(obj.get("kind")), str(meta.get("namespace")))
         if informer is not None and not informer.metadata_only:
-            informer.store.upsert(_copy_slim(obj))
+            # A copy: the caller keeps its object whole.
+            informer.store.upsert(slim({**obj, "metadata": dict(obj.get("metadata") or {})}))
 
     def covers(self, api_version: str, kind: str, namespace: str) -> bool:
         """Whether whole objects of `kind` in `namespace` are read from memory now."""
@@ -200,8 +195,3 @@ class CachedKube:
         patched = self.kube.patch_status(namespace, name, status)
         self.caches.remember(patched)
         return patched
-
-
-def _copy_slim(obj: Mapping[str, Any]) -> Obj:
-    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
-    return {**obj, "metadata": meta}
