@@ -96,6 +96,8 @@ class Reconciler:
         self._memory: dict[Key, planner.Memory] = {}
         self._rendered = planner.Rendered()
         self._parsed: dict[str, Tenant] = {}  # tenant uid → its last version, parsed
+        # Tenants whose namespace is being deleted: every write would be refused until they are gone.
+        self._terminating: set[str] = set()
         self._guard = threading.Lock()
 
     # ------------------------------------------------------------------------------ the runner's face
@@ -126,6 +128,7 @@ class Reconciler:
             self._rendered.forget(uid)
             with self._guard:
                 self._parsed.pop(uid, None)
+                self._terminating.discard(uid)
         self.runner.drop(namespace, name)
         with self._guard:
             self._memory.pop((namespace, name), None)
@@ -210,6 +213,10 @@ class Reconciler:
             self.forget(namespace, name, (obj or {}).get("metadata", {}).get("uid"))
             return None
 
+        with self._guard:
+            terminating = obj["metadata"].get("uid") in self._terminating
+        if terminating:
+            return None  # its namespace is going, and it with it: no request that would be refused
         try:
             parsed = self._parse(obj)
         except InvalidSpec as err:
@@ -249,6 +256,8 @@ class Reconciler:
             )
         except NamespaceTerminating:
             log.info("namespace terminating", extra={"tenant": name, "namespace": namespace})
+            with self._guard:
+                self._terminating.add(tenant.uid)
             return None
         if applied.error is None:
             self.applier.collect_config_revisions(tenant, render.config_map_name(name, plan.config_hash))

@@ -204,6 +204,33 @@ def test_fresh_process_detects_no_change(kube: FakeKube) -> None:
     assert out is not None and not out.wrote and kube.writes == [] and events.posted == []
 
 
+def test_a_tenant_in_a_terminating_namespace_stops_writing(rec: Reconciler, kube: FakeKube) -> None:
+    """The namespace controller deletes children before the tenant: the first refused re-apply says the
+    namespace is going, and the tenant's later rechecks send nothing that would be refused."""
+    rec.reconcile("team-a", "acme")
+    kube.roll_out("team-a", "acme")
+    rec.reconcile("team-a", "acme")
+    refused = 0
+
+    def refuse(manifest: Mapping[str, Any]) -> dict[str, Any]:
+        nonlocal refused
+        refused += 1
+        err = ApiException(status=403, reason="Forbidden")
+        err.body = json.dumps(
+            {
+                "message": "forbidden: unable to create new content in namespace team-a "
+                "because it is being terminated"
+            }
+        )
+        raise err
+
+    kube.apply = refuse  # type: ignore[method-assign]
+    kube.writes.clear()
+    for _ in range(3):
+        assert rec.reconcile("team-a", "acme") is None
+    assert refused == 1 and kube.writes == []
+
+
 def test_spec_change_rolls_and_says_so(rec: Reconciler, kube: FakeKube, events: Events) -> None:
     rec.reconcile("team-a", "acme")
     kube.roll_out("team-a", "acme")
