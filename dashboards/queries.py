@@ -61,10 +61,14 @@ def _quantile(q: float, metric: str, by: str, sel: str = W) -> str:
     return f"histogram_quantile({q}, sum by ({by}) (rate({metric}_bucket{{{sel}}}[$__rate_interval])))"
 
 
-def _cost(metric: str, unit: str, scale: str = "") -> str:
-    """Spend by tenant: usage in the range times the price of its (provider, model)."""
+def _cost(metric: str, unit: str, scale: str = "", *, less: str = "") -> str:
+    """Spend by tenant: usage in the range times the price of its (provider, model). `less`: a counter of
+    the part of `metric` priced apart (the audio tokens among the tokens), taken out where it exists."""
+    usage = _increase(metric, "tenant, provider, model")
+    if less:
+        usage = f"({usage}\n  - ({_increase(less, 'tenant, provider, model')} or {usage} * 0))"
     return (
-        f"sum by (tenant) (\n  {_increase(metric, 'tenant, provider, model')}{scale}\n"
+        f"sum by (tenant) (\n  {usage}{scale}\n"
         f'  * on (provider, model) group_left () {m.PRICE_PER_UNIT}{{unit="{unit}"}}\n)'
     )
 
@@ -108,6 +112,24 @@ TENANT_USAGE = Dashboard(
             description="Prompt and completion tokens used over the whole selected time range, per tenant "
             "and model: what the LLM part of the bill counts. A tenant far above the others with a "
             "similar number of sessions has longer conversations or a larger prompt.",
+        ),
+        Panel(
+            "LLM audio tokens per second by agent",
+            "short",
+            (
+                Query(
+                    _rate(m.LLM_INPUT_AUDIO_TOKENS, "tenant, agent, model"),
+                    "{{tenant}} {{agent}} {{model}} in",
+                ),
+                Query(
+                    _rate(m.LLM_OUTPUT_AUDIO_TOKENS, "tenant, agent, model"),
+                    "{{tenant}} {{agent}} {{model}} out",
+                ),
+            ),
+            description="Audio tokens a realtime model (openai-realtime) hears and speaks per second, per "
+            "agent: the expensive part of a speech-to-speech phase (about 4 to 8 times a text token). Zero "
+            "for agents on a chat model with speech-to-text and text-to-speech. Rising per session means "
+            "longer turns or a caller who is talked over and repeats.",
         ),
         Panel(
             "TTS characters in range",
@@ -166,17 +188,24 @@ TENANT_USAGE = Dashboard(
             "Estimated cost in range (USD)",
             "currencyUSD",
             (
-                Query(_cost(m.LLM_PROMPT_TOKENS, "llm_prompt_token"), "{{tenant}} LLM prompt"),
                 Query(
-                    _cost(m.LLM_COMPLETION_TOKENS, "llm_completion_token"),
+                    _cost(m.LLM_PROMPT_TOKENS, "llm_prompt_token", less=m.LLM_INPUT_AUDIO_TOKENS),
+                    "{{tenant}} LLM prompt",
+                ),
+                Query(
+                    _cost(m.LLM_COMPLETION_TOKENS, "llm_completion_token", less=m.LLM_OUTPUT_AUDIO_TOKENS),
                     "{{tenant}} LLM completion",
                 ),
+                Query(_cost(m.LLM_INPUT_AUDIO_TOKENS, "llm_input_audio_token"), "{{tenant}} LLM audio in"),
+                Query(_cost(m.LLM_OUTPUT_AUDIO_TOKENS, "llm_output_audio_token"), "{{tenant}} LLM audio out"),
                 Query(_cost(m.TTS_CHARACTERS, "tts_character"), "{{tenant}} TTS"),
                 Query(_cost(m.STT_AUDIO_SECONDS, "stt_minute", " / 60"), "{{tenant}} STT"),
             ),
             kind="bargauge",
             description="An estimate: usage in the selected time range × the price table (recording rule "
-            "storyteller:price_usd_per_unit; the chart value prometheusRule.prices sets it). A model "
+            "storyteller:price_usd_per_unit; the chart value prometheusRule.prices sets it). A realtime "
+            "model's audio tokens are priced apart from its text tokens (units llm_input_audio_token, "
+            "llm_output_audio_token). A model "
             "missing from the price table adds nothing, so a figure lower than expected may be a missing "
             "price rather than a cheap tenant.",
         ),
@@ -185,6 +214,14 @@ TENANT_USAGE = Dashboard(
 
 # (title, metric, what it measures and what a high value means)
 _LATENCY_PER_AGENT = (
+    (
+        "Time to first audio",
+        m.TIME_TO_FIRST_AUDIO,
+        "Time from the end of the caller's speech to the agent's first audio, per agent: the silence the "
+        "caller hears, all stages together (end of turn, model, speech synthesis, transport). A realtime "
+        "agent has no separate LLM and TTS stages: this is its figure. High for the StoryAgent only, at "
+        "the handoff: see spec.intro.handoff.mode overlapping. Only voice sessions produce it.",
+    ),
     (
         "LLM time to first token",
         m.LLM_TTFT,

@@ -190,7 +190,6 @@ def local_servers(stack: ExitStack, host: str, real: bool) -> tuple[LiveKitServe
         return livekit, None
     models = ThreadedServer(host=host).start()
     stack.callback(models.stop)
-    models.recorder.stt_script.extend(CALLER_SCRIPT)
     print(f"      models: the local scripted server {models.base_url} (set OPENAI_API_KEY and "
           "DEEPGRAM_API_KEY for the real ones)")  # fmt: skip
     return livekit, models

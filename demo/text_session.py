@@ -43,16 +43,10 @@ SCRIPT = ["Hi there!", "My name is Ada and I live in Lisbon.", "Open the door!",
 
 
 def local_models(config: dict[str, Any], base_url: str) -> dict[str, Any]:
-    """The rendered config with every model block on the local server (`base_url`).
-
-    The local server speaks the chat-completions, speech and Deepgram APIs but not OpenAI's realtime
-    websocket API, so a realtime story model runs as the chat model `gpt-4o-mini` with the intro's
-    voice; everything else is kept as the tenant wrote it.
-    """
+    """The rendered config with every model block on the local server (`base_url`), which speaks every API
+    the tenant's models use (chat completions, speech, Deepgram's and OpenAI's speech-to-text, and OpenAI's
+    Realtime websocket): nothing else is changed."""
     config = json.loads(json.dumps(config))
-    story_llm = config.get("story", {}).get("llm", {})
-    if story_llm.get("provider") == "openai-realtime":
-        config["story"]["llm"] = {"provider": "openai", "model": "gpt-4o-mini"}
     for phase in ("intro", "story"):
         for kind in ("llm", "stt", "tts"):
             block = config.get(phase, {}).get(kind)
@@ -95,7 +89,14 @@ async def main(interactive: bool) -> None:
         LIVEKIT_API_SECRET=DEV_API_SECRET,
     )
     tenant = example_tenant(server.base_url)
-    print(f"tenant {tenant.tenant!r} (agent {tenant.agent_name!r}), models on {server.base_url}\n")
+    print(f"tenant {tenant.tenant!r} (agent {tenant.agent_name!r}), models on {server.base_url}")
+    for phase in (tenant.intro, tenant.story):
+        llm = phase.llm
+        print(
+            f"  {type(phase).__name__}: llm {llm.provider} {llm.model}"
+            + (f", voice {llm.voice}" if llm.voice else "")
+        )
+    print()
 
     models = build_session_models(tenant, vad=None)
     async with http_context.open():
@@ -121,6 +122,11 @@ async def main(interactive: bool) -> None:
     deleted = server.recorder.deleted_rooms
     print(f"\nsession ended; room {job.job.room.name!r} deleted: {deleted == [job.job.room.name]}")
     print(f"userdata: {session.userdata}")
+    realtime = server.recorder.realtime
+    if realtime.sessions_opened:
+        sessions, said = len(realtime.sessions_opened), len(realtime.spoken)
+        calls = [name for name, _ in realtime.function_calls]
+        print(f"realtime API: {sessions} session(s), {said} spoken answer(s), tool calls {calls}")
 
 
 if __name__ == "__main__":

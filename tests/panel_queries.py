@@ -18,7 +18,11 @@ from typing import Any
 
 DASHBOARDS = Path(__file__).resolve().parents[1] / "dashboards"
 
-VOICE = re.compile(r"storyteller_(stt_audio_seconds|eou_delay_seconds|provider_errors_total)")
+# Speech to text, turns and first audio need a caller's voice; audio tokens the voice test's realtime story.
+VOICE = re.compile(
+    r"storyteller_(stt_audio_seconds|eou_delay_seconds|provider_errors_total|time_to_first_audio_seconds"
+    r"|llm_(input|output)_audio_tokens)"
+)
 OPERATOR = re.compile(r"storyteller_operator_|storyteller_pool_(desired_replicas|active_sessions)")
 
 

@@ -16,6 +16,11 @@ HANDOFFS: Final = "storyteller_handoffs_total"
 LLM_PROMPT_TOKENS: Final = "storyteller_llm_prompt_tokens_total"
 LLM_COMPLETION_TOKENS: Final = "storyteller_llm_completion_tokens_total"
 LLM_TTFT: Final = "storyteller_llm_ttft_seconds"
+# Of the prompt and completion tokens, those that were audio (a realtime model hears and speaks tokens).
+LLM_INPUT_AUDIO_TOKENS: Final = "storyteller_llm_input_audio_tokens_total"
+LLM_OUTPUT_AUDIO_TOKENS: Final = "storyteller_llm_output_audio_tokens_total"
+# The caller's end of speech to the agent's first audio, per reply: what a caller hears as latency.
+TIME_TO_FIRST_AUDIO: Final = "storyteller_time_to_first_audio_seconds"
 TTS_CHARACTERS: Final = "storyteller_tts_characters_total"
 TTS_AUDIO_SECONDS: Final = "storyteller_tts_audio_seconds_total"
 TTS_TTFB: Final = "storyteller_tts_ttfb_seconds"

@@ -110,6 +110,9 @@ STTProvider = Literal["deepgram", "openai"]
 TTSProvider = Literal["openai", "deepgram"]
 REALTIME: LLMProvider = "openai-realtime"
 Autoscaler = Literal["builtin", "keda", "none"]
+BridgeMode = Literal["sequential", "overlapping"]
+# What the intro says as it hands the call to the story (the seed's handoff tool output).
+DEFAULT_BRIDGE = "Let's start the story!"
 # The most worker pods one tenant may run (min, max and spec.replicas).
 MAX_REPLICAS = 1000
 # Autoscalers whose size is spec.replicas (written by kubectl scale or KEDA), not the operator's policy.
@@ -272,10 +275,40 @@ def _realtime_rule(phase: str) -> CelRule:
     }
 
 
+class Handoff(SpecModel):
+    """How the intro hands the call to the story agent."""
+
+    bridge: str = Field(
+        default=DEFAULT_BRIDGE,
+        min_length=1,
+        max_length=256,
+        description="What the intro says as it hands off, 1 to 256 characters: the handoff tool's output, "
+        "which the intro's model answers (sequential), or the words spoken as written (overlapping).",
+    )
+    mode: BridgeMode = Field(
+        default="sequential",
+        max_length=16,
+        description="sequential: the intro's model answers the handoff with a reply played in full before "
+        "the story agent starts (the original flow). overlapping: the bridge is rendered in the intro's "
+        "voice while the intro runs, played at the handoff, and the story agent's first reply is generated "
+        "meanwhile, so it follows with no silence; needs the intro's tts (not an openai-realtime intro).",
+    )
+
+
 class IntroPhase(SpecModel):
     """The intro phase: greets the user and asks for name and location."""
 
-    CEL_RULES = (_realtime_rule("intro"),)
+    CEL_RULES = (
+        _realtime_rule("intro"),
+        {
+            "rule": f"!has(self.handoff) || self.handoff.mode != 'overlapping' || !has(self.llm) "
+            f"|| self.llm.provider != '{REALTIME}'",
+            "message": "spec.intro.handoff.mode overlapping needs the intro's tts: the bridge is rendered in "
+            f"its voice (not with an {REALTIME} intro)",
+            "fieldPath": ".handoff.mode",
+            "reason": "FieldValueInvalid",
+        },
+    )
     instructions: str = Field(
         default=DEFAULT_INTRO_INSTRUCTIONS,
         max_length=16384,
@@ -294,6 +327,7 @@ class IntroPhase(SpecModel):
         "none); when absent, openai gpt-4o-mini-tts with voice echo, unless the llm is openai-realtime "
         "(it speaks itself).",
     )
+    handoff: Handoff = Field(default_factory=Handoff, description=Handoff.__doc__)
 
     @model_validator(mode="before")
     @classmethod
@@ -311,6 +345,10 @@ class IntroPhase(SpecModel):
             raise ValueError(f"tts: must be absent when llm.provider is {REALTIME}")
         if not self.llm.realtime and self.tts is None:
             raise ValueError(f"tts: required unless llm.provider is {REALTIME}")
+        if self.handoff.mode == "overlapping" and self.tts is None:
+            raise ValueError(
+                "handoff.mode: overlapping needs the intro's tts (the bridge is rendered in its voice)"
+            )
         return self
 
 

@@ -26,6 +26,9 @@ SAMPLE_RATE = 48000
 FRAME_MS = 10
 SAMPLES_PER_FRAME = SAMPLE_RATE * FRAME_MS // 1000
 VOICE_RMS = 200.0  # agent audio louder than this is speech, not comfort silence
+# Silence this long between voiced frames ends one stretch of the agent's speech (espeak's pauses between
+# words and at commas are shorter).
+SPEECH_GAP_S = 0.25
 # Name and city (the handoff to the StoryAgent), then "no thanks" (the goodbye and hang-up).
 CALLER_SCRIPT = ["My name is Ada and I live in Lisbon", "No thanks, that is all"]
 
@@ -45,7 +48,12 @@ class Caller:
     agent_joined_at: float | None = None
     first_voice_at: float | None = None
     voiced_frames: int = 0
+    # Each stretch of the agent's voice: (first voiced frame, last voiced frame), perf_counter seconds.
+    speech: list[tuple[float, float]] = field(default_factory=list)
     transcripts: list[str] = field(default_factory=list)
+    # When each transcription stream opened, with its text: the framework opens a message's stream as that
+    # message starts playing, so this tells which audio was which message.
+    transcript_times: list[tuple[float, str]] = field(default_factory=list)
     agent_states: list[str] = field(default_factory=list)
     disconnected: asyncio.Event = field(default_factory=asyncio.Event)
     _source: rtc.AudioSource = field(default_factory=lambda: rtc.AudioSource(SAMPLE_RATE, 1))
@@ -122,15 +130,23 @@ class Caller:
     async def _listen(self, track: rtc.Track) -> None:
         async for event in rtc.AudioStream(track, sample_rate=SAMPLE_RATE, num_channels=1):
             if rms(bytes(event.frame.data)) > VOICE_RMS:
+                now = time.perf_counter()
                 if self.first_voice_at is None:
-                    self.first_voice_at = time.perf_counter()
+                    self.first_voice_at = now
                 self.voiced_frames += 1
+                if self.speech and now - self.speech[-1][1] <= SPEECH_GAP_S:
+                    self.speech[-1] = (self.speech[-1][0], now)
+                else:
+                    self.speech.append((now, now))
 
     def _on_transcription(self, reader: rtc.TextStreamReader, participant_identity: str) -> None:
+        opened = time.perf_counter()
+
         async def read() -> None:
             text = await reader.read_all()
             if participant_identity == self.agent_identity and text.strip():
                 self.transcripts.append(text)
+                self.transcript_times.append((opened, text))
 
         self._tasks.append(asyncio.create_task(read()))
 

@@ -3,6 +3,7 @@
 It plays the storyteller flow the way a real model would, so the real plugin, tools and handoff run:
 - offered `information_gathered` and told "my name is X ... (live in|from) Y" → calls it;
 - offered `story_finished` and told "no thanks / that is all / goodbye" → calls it;
+- answering a tool's output (the intro's handoff bridge) → says it;
 - otherwise a short text fitting the agent (greeting, story, goodbye) read from its instructions.
 """
 
@@ -12,6 +13,8 @@ import json
 import re
 from dataclasses import dataclass
 from typing import Any
+
+from storyteller_api.spec import DEFAULT_BRIDGE
 
 _NAME = re.compile(r"\bmy name is ([A-Z][\w-]*)", re.IGNORECASE)
 _PLACE = re.compile(r"\b(?:live in|living in|from|in) ([A-Z][\w-]*(?: [A-Z][\w-]*)*)")
@@ -76,10 +79,15 @@ def reply(messages: list[dict[str, Any]], tools: list[str]) -> Reply:
     if "story_finished" in tools:
         who = _USER_IN_INSTRUCTIONS.search(instructions)
         name_, place_ = (who.group(1), who.group(2)) if who else ("friend", "a faraway land")
-        told = sum(1 for m in messages if m.get("role") == "assistant" and _text(m.get("content")))
+        # The parts told so far; a bridge the intro played into this agent's history is not one.
+        told = sum(
+            1
+            for m in messages
+            if m.get("role") == "assistant" and _text(m.get("content")) not in ("", DEFAULT_BRIDGE)
+        )
         return Reply(text=STORY[min(told, len(STORY) - 1)].format(name=name_, place=place_))
     if last.get("role") == "tool":
-        return Reply(text="Let's start the story!")
+        return Reply(text=_text(last.get("content")) or DEFAULT_BRIDGE)
     if last.get("role") == "user":
         return Reply(text=ASK_AGAIN)
     return Reply(text=GREETING)

@@ -3,7 +3,10 @@
 The worker's real `openai` and `deepgram` plugins talk to it through `baseURL`, so everything from the
 plugins' HTTP/websocket clients and SSE parsing to tool-call handling runs for real; only the models'
 "thinking" is scripted: the LLM by `model_script.reply`, the TTS speaks with espeak-ng (real audio), the
-Deepgram STT hears utterances in the audio and answers each with the next line of `stt_script`.
+speech-to-text endpoints (Deepgram's streaming `/v1/listen`, OpenAI's `/v1/audio/transcriptions`) really
+recognise what they hear (`recognition`, PocketSphinx offline, on a grammar of the phrases the tests and
+the demo say), and `/v1/realtime` speaks OpenAI's Realtime API (`realtime_server`) with the same script,
+voice and recognition.
 It also serves LiveKit's `RoomService/DeleteRoom` Twirp endpoint, checking the caller's token, so the
 hang-up can be tested without a LiveKit server.
 
@@ -14,10 +17,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
 import threading
 import time
 import uuid
+import wave
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -28,7 +33,8 @@ from aiohttp import WSMsgType, web
 from livekit import api
 from livekit.protocol import room as room_proto
 
-from storyteller_devkit import model_script
+from storyteller_devkit import model_script, recognition
+from storyteller_devkit.realtime_server import RealtimeRecorder, add_realtime_routes
 from storyteller_devkit.speech import UtteranceDetector, synthesize
 
 DEV_API_KEY = "devkey"
@@ -42,16 +48,15 @@ class Recorder:
     chat_requests: list[dict[str, Any]] = field(default_factory=list)
     deleted_rooms: list[str] = field(default_factory=list)
     spoken: list[str] = field(default_factory=list)  # texts the TTS rendered
-    transcribed: list[str] = field(default_factory=list)  # transcripts the STT sent
-    # What the caller will say, in order: each utterance the STT detects takes the next one.
-    stt_script: deque[str] = field(default_factory=deque)
+    transcribed: list[str] = field(default_factory=list)  # what the speech-to-text endpoints heard
+    realtime: RealtimeRecorder = field(default_factory=RealtimeRecorder)
 
     def reset(self) -> None:
         self.chat_requests.clear()
         self.deleted_rooms.clear()
         self.spoken.clear()
         self.transcribed.clear()
-        self.stt_script.clear()
+        self.realtime.reset()
 
 
 def _chunk(completion_id: str, model: str, delta: dict[str, Any], finish: str | None = None) -> bytes:
@@ -96,6 +101,48 @@ def _deepgram_result(text: str, end_s: float) -> dict[str, Any]:
             ]
         },
     }
+
+
+class _Utterances:
+    """Cuts a PCM stream into utterances: what `UtteranceDetector` found, with the moments of speech before
+    it was sure (its `min_speech_s`) kept, so the recogniser hears the first word whole."""
+
+    PREROLL_S = 0.5
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self.heard_s = 0.0
+        self._detector = UtteranceDetector(sample_rate=rate)
+        self._before: deque[bytes] = deque()
+        self._before_s = 0.0
+        self._utterance: list[bytes] | None = None
+
+    def feed(self, pcm: bytes) -> tuple[str | None, bytes]:
+        """("start", b""), ("end", the utterance's audio), or (None, b"")."""
+        seconds = len(pcm) / 2 / self.rate
+        self.heard_s += seconds
+        event = self._detector.feed(pcm)
+        if self._utterance is not None:
+            self._utterance.append(pcm)
+        else:
+            self._before.append(pcm)
+            self._before_s += seconds
+            while self._before_s > self.PREROLL_S and len(self._before) > 1:
+                self._before_s -= len(self._before.popleft()) / 2 / self.rate
+        if event == "start":
+            self._utterance = list(self._before)
+            self._before.clear()
+            self._before_s = 0.0
+        elif event == "end" and self._utterance is not None:
+            spoken, self._utterance = b"".join(self._utterance), None
+            return event, spoken
+        return event, b""
+
+
+def _wav_pcm(data: bytes) -> tuple[bytes, int]:
+    """The samples and rate of a mono 16-bit WAV file (what the openai plugin uploads)."""
+    with wave.open(io.BytesIO(data)) as wav:
+        return wav.readframes(wav.getnframes()), wav.getframerate()
 
 
 def _usage(messages: list[dict[str, Any]], completion_text: str) -> dict[str, int]:
@@ -186,27 +233,49 @@ def build_app(
         return web.Response(body=pcm, content_type="audio/pcm", headers={"x-request-id": uuid.uuid4().hex})
 
     async def deepgram_listen(request: web.Request) -> web.WebSocketResponse:
-        # Deepgram's streaming STT: hear utterances in the audio, answer each with the next
-        # scripted transcript (SpeechStarted, then a final Results that ends the speech).
+        # Deepgram's streaming STT: find utterances in the audio and recognise each (SpeechStarted,
+        # then one final Results that ends the speech).
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         rate = int(request.query.get("sample_rate", "16000"))
-        detector = UtteranceDetector(sample_rate=rate)
-        heard_s = 0.0
+        utterances = _Utterances(rate)
         async for msg in ws:
             if msg.type != WSMsgType.BINARY:
                 continue  # KeepAlive / Finalize / CloseStream
-            heard_s += len(msg.data) / 2 / rate
-            event = detector.feed(msg.data)
+            event, pcm = utterances.feed(msg.data)
             if event == "start":
-                await ws.send_json({"type": "SpeechStarted", "channel": [0], "timestamp": heard_s})
-            elif event == "end" and recorder.stt_script:
-                text = recorder.stt_script.popleft()
-                recorder.transcribed.append(text)
-                await ws.send_json(_deepgram_result(text, heard_s))
+                await ws.send_json({"type": "SpeechStarted", "channel": [0], "timestamp": utterances.heard_s})
+            elif event == "end":
+                text = await asyncio.to_thread(recognition.transcribe, pcm, rate)
+                if text:
+                    recorder.transcribed.append(text)
+                    await ws.send_json(_deepgram_result(text, utterances.heard_s))
         return ws
 
+    async def transcriptions(request: web.Request) -> web.Response:
+        # OpenAI's speech-to-text: a WAV file in a multipart form, recognised whole.
+        form = await request.post()
+        upload = form.get("file")
+        if not isinstance(upload, web.FileField):
+            return web.json_response(
+                {"error": {"message": "file: required", "type": "invalid_request_error"}}, status=400
+            )
+        pcm, rate = _wav_pcm(upload.file.read())
+        text = await asyncio.to_thread(recognition.transcribe, pcm, rate)
+        recorder.transcribed.append(text)
+        return web.json_response(
+            {"text": text, "usage": {"type": "duration", "seconds": len(pcm) / 2 / rate}}
+        )
+
     app = web.Application()
+    add_realtime_routes(
+        app,
+        reply=model_script.reply,
+        hear=recognition.transcribe,
+        synthesize=synthesize,
+        recorder=recorder.realtime,
+    )
+    app.router.add_post("/v1/audio/transcriptions", transcriptions)
     app.router.add_get("/v1/listen", deepgram_listen)
     app.router.add_post("/v1/audio/speech", speech)
     app.router.add_post("/v1/chat/completions", chat_completions)

@@ -560,6 +560,16 @@ def test_a_steady_tenant_costs_the_api_server_nothing(
     """With the chart's RBAC and every recheck (1 s) and full resync (3 s) running: once a tenant is Ready
     and quiet, its reconciles read the watches' memory and write nothing, so the operator sends the API
     server no request for it (a watch that ends is renewed; none does within this window)."""
+    # The counter is the operator's, for all tenants: an earlier test's tenant whose namespace is still being
+    # deleted gets one refused re-apply when its children go. Measure this tenant alone.
+    wait_for(
+        "earlier tests' tenants to be gone",
+        lambda: (
+            {t["metadata"]["namespace"] for t in cluster.kubectl_json("get", "sd", "-A")["items"]}
+            <= {namespace}
+        ),
+        deadline=180,
+    )
     grant_secret_metadata(cluster, namespace)  # its Secrets are watched, not asked for by name
     deploy_ready_tenant(cluster, namespace)
     wait_for("the rollout to settle", lambda: quiescent(cluster, namespace))
@@ -624,6 +634,18 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
         },
         "spec.story.tts",
     ),
+    (
+        "overlapping-bridge-without-tts",
+        {
+            "intro": {
+                "llm": {"provider": "openai-realtime", "model": "gpt-realtime"},
+                "handoff": {"mode": "overlapping"},
+            }
+        },
+        "spec.intro.handoff.mode",
+    ),
+    ("bridge-mode-unknown", {"intro": {"handoff": {"mode": "parallel"}}}, "spec.intro.handoff.mode"),
+    ("bridge-too-long", {"intro": {"handoff": {"bridge": "x" * 257}}}, "spec.intro.handoff.bridge"),
     (
         "realtime-intro-with-tts",
         {

@@ -75,7 +75,6 @@ async def test_sigterm_drains_the_running_session_and_refuses_new_ones(
     model_server: ThreadedServer,
     start_worker: Callable[..., WorkerProcess],
 ) -> None:
-    model_server.recorder.stt_script.extend(CALLER_SCRIPT)
     draining = start_worker(model_server.base_url)
 
     async with dispatched_call(livekit_server, "acme-storyteller") as (caller, room):

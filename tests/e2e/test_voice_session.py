@@ -1,7 +1,11 @@
 """The whole voice path on a real LiveKit server: dispatch, greeting, handoff, story, hang-up.
 
-The tenant's intro LLM is an outage ("broken-*" always fails) with a working fallback, so the same
-call also proves the fallback adapters and the provider-error metrics. Debian's Prometheus scrapes
+The tenant is the example's shape: the intro on a chat model with Deepgram speech-to-text and OpenAI
+text-to-speech, the story on `openai-realtime` (gpt-realtime, voice echo) with no TTS, through the real
+plugin's Realtime API client against the local server's websocket. The caller's words are recognised from
+their audio (PocketSphinx) by the Deepgram endpoint and by the realtime server. The intro LLM is an outage
+("broken-*" always fails) with a working fallback, so the same call also proves the fallback adapters and
+the provider-error metrics. Debian's Prometheus scrapes
 the worker during the call; afterwards the dashboard queries that need a caller's voice or a failing
 provider (tests/panel_queries.py) must return data.
 """
@@ -10,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import Callable
 
@@ -25,6 +30,8 @@ from storyteller_operator import render
 from storyteller_operator.sessions import PrometheusSessionSource
 from storyteller_operator.tenant import Tenant
 from tests.panel_queries import DASHBOARDS, assert_has_data, panel_queries, substitute
+
+OPEN_THE_DOOR = "Open the door"
 
 
 def _listening_after_speaking(caller: Caller, speeches: int) -> Callable[[], bool]:
@@ -49,7 +56,6 @@ async def test_dispatched_agent_greets_hands_off_tells_the_story_and_hangs_up(
     start_worker: Callable[..., WorkerProcess],
     prometheus_factory: Callable[..., Prometheus],
 ) -> None:
-    model_server.recorder.stt_script.extend(CALLER_SCRIPT)
     base = model_server.base_url
     intro = {
         "llm": {
@@ -61,7 +67,11 @@ async def test_dispatched_agent_greets_hands_off_tells_the_story_and_hangs_up(
         "stt": {"provider": "deepgram", "model": "nova-3", "language": "en", "baseURL": base},
         "tts": {"provider": "openai", "model": "gpt-4o-mini-tts", "voice": "echo", "baseURL": base},
     }
-    worker = start_worker(base, intro=intro)
+    story = {
+        "llm": {"provider": "openai-realtime", "model": "gpt-realtime", "voice": "echo", "baseURL": base},
+        "carryChatContext": False,
+    }
+    worker = start_worker(base, intro=intro, story=story)
     prometheus = prometheus_factory(
         {"storyteller-worker": [(f"127.0.0.1:{worker.metrics_port}", {"namespace": "acme", "pod": "w-0"})]},
         rule_files=(DASHBOARDS / "rules.yaml",),
@@ -91,7 +101,6 @@ async def test_dispatched_agent_greets_hands_off_tells_the_story_and_hangs_up(
                 lambda: "Once upon a time in Lisbon, Ada" in caller.transcript_text(),
                 60,
             )
-            story_frames = caller.voiced_frames
             # Mid-call, the KEDA trigger's query (autoscaler: keda) sees this session plus the 2 spare slots.
             acme = Tenant.from_object(
                 {
@@ -110,37 +119,72 @@ async def test_dispatched_agent_greets_hands_off_tells_the_story_and_hangs_up(
             worker_pod = {"metadata": {"name": "w-0", "namespace": "acme"}}
             assert PrometheusSessionSource(prometheus.url).active_sessions([worker_pod]) == {"w-0": 1}
             await caller.wait_for(
-                "the story to pause for the caller", _listening_after_speaking(caller, 2), 60
+                "the story to pause for the caller", lambda: caller.agent_states[-1] == "listening", 60
             )
-            assert caller.voiced_frames > story_frames, "the story was transcribed but not heard"
+            # Its transcript's stream opened as its audio started playing: the voice went on after that.
+            story_at = next(t for t, text in caller.transcript_times if text.startswith("Once upon a time"))
+            assert any(end > story_at + 1.0 for _, end in caller.speech), (
+                "the story was transcribed but not heard"
+            )
 
+            # The realtime model hears the caller's answer and the story goes on from it.
+            await caller.say(OPEN_THE_DOOR)
+            await caller.wait_for(
+                "the story's next part", lambda: "Ada opened the door" in caller.transcript_text(), 60
+            )
+            await caller.wait_for(
+                "the story to pause again",
+                lambda: (
+                    caller.agent_states[-1] == "listening" and caller.transcript_text().endswith("go on?")
+                ),
+                60,
+            )
             await caller.say(CALLER_SCRIPT[1])
             await caller.wait_for("the room to be deleted", caller.disconnected.is_set, 60)
         finally:
             await caller.leave()
 
         assert "Goodbye, Ada" in caller.transcript_text()
-        assert model_server.recorder.transcribed == CALLER_SCRIPT
-        listed = await lk.room.list_rooms(api.ListRoomsRequest(names=[room]))
-        assert not listed.rooms, "story_finished did not delete the room"
+        # Heard from the caller's audio: the name by the intro's Deepgram, the rest by the realtime model.
+        recorder = model_server.recorder
+        assert recorder.transcribed == [CALLER_SCRIPT[0] + "."]
+        assert recorder.realtime.heard == [OPEN_THE_DOOR + ".", CALLER_SCRIPT[1] + "."]
+        # The deletion disconnects everyone at once; the server forgets the room a moment later.
+        deadline = time.monotonic() + 10
+        while (await lk.room.list_rooms(api.ListRoomsRequest(names=[room]))).rooms:
+            assert time.monotonic() < deadline, "story_finished did not delete the room"
+            await asyncio.sleep(0.1)
 
-    requests = model_server.recorder.chat_requests
-    # The primary failed and the fallback answered; the StoryAgent asked its own model.
+    requests = recorder.chat_requests
+    # The primary failed and the fallback answered; the story never asked a chat model.
     assert any(r["model"] == "broken-primary" for r in requests)
     assert any(r["model"] == "gpt-4o-mini" for r in requests)
-    story_requests = [
-        r for r in requests if any(t["function"]["name"] == "story_finished" for t in r.get("tools", []))
-    ]
-    assert story_requests and all(r["model"] == "gpt-4o" for r in story_requests)
+    assert not any(
+        any(t["function"]["name"] == "story_finished" for t in r.get("tools", [])) for r in requests
+    )
+    # The StoryAgent ran on the realtime model: it told the story and called story_finished, which deleted
+    # the room; every realtime answer was spoken by the model itself (no TTS request for it).
+    assert [model for _, model in recorder.realtime.sessions_opened] == ["gpt-realtime"]
+    assert ("story_finished", "{}") in recorder.realtime.function_calls
+    assert any(text.startswith("Once upon a time in Lisbon, Ada") for text in recorder.realtime.spoken)
+    assert not any(text.startswith("Once upon a time") for text in recorder.spoken)
     assert worker.status()["agent_name"] == "acme-storyteller"
 
     # The usage summary, logged when the session has ended.
     worker.wait_log('"session usage"')
     usage = next(json.loads(line) for line in worker.log().splitlines() if '"session usage"' in line)
-    by_type = {u["type"]: u for u in usage["usage"]}
-    assert by_type["llm_usage"]["input_tokens"] > 0
-    assert by_type["tts_usage"]["characters_count"] > 0
-    assert by_type["stt_usage"]["audio_duration"] > 0
+    by_model = {(u["type"], u["model"]): u for u in usage["usage"]}
+    assert by_model[("llm_usage", "gpt-4o-mini")]["input_tokens"] > 0
+    assert by_model[("llm_usage", "gpt-realtime")]["input_audio_tokens"] > 0
+    assert by_model[("tts_usage", "gpt-4o-mini-tts")]["characters_count"] > 0
+    assert by_model[("stt_usage", "nova-3")]["audio_duration"] > 0
+    # Per agent: the realtime model's text and audio tokens are the StoryAgent's, the speech the intro's.
+    by_agent = usage["usage_by_agent"]
+    (realtime,) = [u for key, u in by_agent["StoryAgent"].items() if key.endswith(" gpt-realtime")]
+    assert realtime["input_audio_tokens"] > 0 and realtime["output_audio_tokens"] > 0
+    assert realtime["output_tokens"] > realtime["output_audio_tokens"]  # the transcript's text tokens too
+    assert not any(key.startswith("tts ") for key in by_agent["StoryAgent"])
+    assert any(key.startswith("tts ") for key in by_agent["IntroAgent"])
 
     # The worker's /metrics counted this one session and one handoff, and the provider's failures.
     text = worker.metrics()
@@ -148,6 +192,18 @@ async def test_dispatched_agent_greets_hands_off_tells_the_story_and_hangs_up(
     assert _samples(text, "storyteller_handoffs_total") == {
         (("from_agent", "IntroAgent"), ("tenant", "acme"), ("to_agent", "StoryAgent")): 1.0
     }
+    story_model = (
+        ("agent", "StoryAgent"),
+        ("model", "gpt-realtime"),
+        ("provider", "openai-realtime"),
+        ("tenant", "acme"),
+    )
+    assert _samples(text, "storyteller_llm_output_audio_tokens_total")[story_model] > 0
+    # Two story parts and the goodbye (the story_finished call itself has no audio to be first).
+    assert _samples(text, "storyteller_llm_ttft_seconds_count")[story_model] == 3
+    first_audio = _samples(text, "storyteller_time_to_first_audio_seconds_count")
+    assert first_audio[(("agent", "StoryAgent"), ("tenant", "acme"))] >= 1
+    assert first_audio[(("agent", "IntroAgent"), ("tenant", "acme"))] >= 1
     errors = _samples(text, "storyteller_provider_errors_total")
     assert any(
         dict(k)["model"] == "broken-primary" and dict(k)["kind"] == "llm" and v >= 1

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from typing import Any
 
 from livekit import rtc
@@ -16,6 +18,7 @@ from storyteller_worker.agents.session import build_session
 from storyteller_worker.agents.story import StoryAgent
 from storyteller_worker.agents.userdata import StoryData
 from storyteller_worker.config import parse_tenant_config
+from storyteller_worker.telemetry.session_metrics import SessionMetrics
 
 
 def _tool_names(request: dict[str, Any]) -> list[str]:
@@ -60,6 +63,68 @@ async def test_intro_gathers_name_and_location_then_hands_off_to_story(
     assert "Ada" in _system_text(story_requests[0]) and "Lisbon" in _system_text(story_requests[0])
     # Without carryChatContext the story starts fresh: the intro's exchange is not sent again.
     assert not any("My name is Ada" in str(m.get("content")) for m in story_requests[0]["messages"])
+
+
+async def test_the_intro_bridge_reply_is_counted_under_the_intro(
+    model_server: ThreadedServer, tenant_data: dict[str, Any], provider_env: dict[str, str]
+) -> None:
+    """The handoff tool's reply ("Let's start the story!") is the IntroAgent's, spoken after the session's
+    current agent became the StoryAgent. With one model for both agents only the reply's own agent can
+    tell: the StoryAgent's share of the model's tokens is exactly its story."""
+    tenant_data["story"]["llm"] = tenant_data["intro"]["llm"]
+    tenant = parse_tenant_config(tenant_data)
+    collected = SessionMetrics(tenant)
+    async with http_context.open(), build_session(tenant, vad=None) as session:
+        collected.attach(session)
+        await session.start(IntroAgent(tenant))
+        result = await session.run(user_input="My name is Ada and I live in Lisbon")
+        result.expect.contains_agent_handoff(new_agent_type=StoryAgent)
+        said = [
+            e.item.text_content for e in result.events if e.type == "message" and e.item.role == "assistant"
+        ]
+        assert said[0] == "Let's start the story!"
+        story = said[1]
+        assert story and story.startswith("Once upon a time")
+
+    def output_tokens(agent: str) -> float:
+        (usage,) = [u for key, u in collected.usage_by_agent[agent].items() if key.startswith("llm ")]
+        return usage["output_tokens"]
+
+    # The local server counts a reply's tokens as 4 characters a token, plus one.
+    assert output_tokens("StoryAgent") == len(story) // 4 + 1
+    assert output_tokens("IntroAgent") >= len("Let's start the story!") // 4 + 1
+
+
+async def test_an_overlapping_bridge_is_rendered_ahead_and_played_by_the_story(
+    model_server: ThreadedServer, tenant_data: dict[str, Any], provider_env: dict[str, str]
+) -> None:
+    """spec.intro.handoff.mode overlapping: the bridge is spoken as written in the intro's voice (rendered
+    before the handoff), the intro's model is not asked to answer the handoff, and the story's first reply
+    follows the bridge."""
+    tenant_data["intro"]["handoff"] = {"mode": "overlapping", "bridge": "Off we go, then!"}
+    tenant = parse_tenant_config(tenant_data)
+    recorder = model_server.recorder
+    async with http_context.open(), build_session(tenant, vad=None) as session:
+        await session.start(IntroAgent(tenant))
+        await _until("the bridge rendered ahead", lambda: "Off we go, then!" in recorder.spoken)
+        result = await session.run(user_input="My name is Ada and I live in Lisbon")
+        result.expect.contains_agent_handoff(new_agent_type=StoryAgent)
+        said = [
+            e.item.text_content for e in result.events if e.type == "message" and e.item.role == "assistant"
+        ]
+        assert said[0] == "Off we go, then!"
+        assert said[1].startswith("Once upon a time in Lisbon, Ada")
+
+    # The handoff tool's output was never sent back to the intro's model for a reply.
+    assert not any(r["messages"][-1]["role"] == "tool" for r in recorder.chat_requests)
+    assert recorder.spoken.count("Off we go, then!") == 1
+
+
+async def _until(what: str, condition: Callable[[], bool], deadline_s: float = 10.0) -> None:
+    deadline = time.monotonic() + deadline_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
 
 
 async def test_carry_chat_context_passes_the_intro_conversation_to_the_story(

@@ -77,7 +77,6 @@ class Call:
 
     async def start(self) -> None:
         """Dispatch the agent, join, and hear the greeting to its end."""
-        self.models.recorder.stt_script.extend(CALLER_SCRIPT)
         async with api.LiveKitAPI(self.livekit.http_url, self.livekit.api_key, self.livekit.api_secret) as lk:
             await lk.agent_dispatch.create_dispatch(
                 api.CreateAgentDispatchRequest(agent_name=self.agent_name, room=self.room)

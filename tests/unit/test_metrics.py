@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from prometheus_client import REGISTRY
 
 from storyteller_devkit.tenant_config import tenant_dict
@@ -94,3 +95,67 @@ def test_initialize_series_creates_the_configs_series_at_zero() -> None:
         )
         is None
     )
+
+
+def test_a_realtime_story_is_watched_on_its_live_sessions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A realtime model is no event emitter: the collector listens on each live session it opens instead
+    (its time to first audio is reported there), and its series start at zero under StoryAgent."""
+    from livekit.agents import metrics as lk_metrics
+    from livekit.agents.metrics.base import Metadata
+
+    from storyteller_worker.providers.phases import build_session_models
+    from storyteller_worker.providers.plugins import ObservedRealtimeModel
+    from storyteller_worker.telemetry.session_metrics import SessionMetrics
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("DEEPGRAM_API_KEY", "dg-test")
+    story = {"llm": {"provider": "openai-realtime", "model": "gpt-realtime", "voice": "echo"}}
+    tenant = parse_tenant_config(tenant_dict("http://127.0.0.1:1/v1", tenant="rt", story=story))
+    models = build_session_models(tenant, vad=None)
+    assert isinstance(models.story.llm, ObservedRealtimeModel)
+    collected = SessionMetrics(tenant)
+    collected.watch_models(models)
+    assert models.story.llm.session_observers == [collected._observe_realtime]
+
+    class LiveSession:
+        def __init__(self) -> None:
+            self.handlers: dict[str, Any] = {}
+
+        def on(self, event: str, handler: Any) -> None:
+            self.handlers[event] = handler
+
+    live = LiveSession()
+    for observe in models.story.llm.session_observers:
+        observe(live)  # type: ignore[arg-type]
+    # Only the StoryAgent uses the realtime model: its figures are the StoryAgent's, whoever is current.
+    labels = {"tenant": "rt", "agent": "StoryAgent", "provider": "openai-realtime", "model": "gpt-realtime"}
+    before = REGISTRY.get_sample_value("storyteller_llm_ttft_seconds_count", labels) or 0.0
+    report = lk_metrics.RealtimeModelMetrics(
+        label="openai",
+        request_id="resp_1",
+        timestamp=0.0,
+        duration=1.0,
+        ttft=0.25,
+        cancelled=False,
+        input_tokens=10,
+        output_tokens=20,
+        total_tokens=30,
+        tokens_per_second=20.0,
+        input_token_details=lk_metrics.RealtimeModelMetrics.InputTokenDetails(
+            audio_tokens=8, text_tokens=2, cached_tokens=0, image_tokens=0
+        ),
+        output_token_details=lk_metrics.RealtimeModelMetrics.OutputTokenDetails(
+            text_tokens=5, audio_tokens=15, image_tokens=0
+        ),
+        metadata=Metadata(model_name="gpt-realtime", model_provider="openai"),
+    )
+    live.handlers["metrics_collected"](report)
+    assert REGISTRY.get_sample_value("storyteller_llm_ttft_seconds_count", labels) == before + 1
+    metrics.initialize_series(tenant)
+    story_llm = {
+        "tenant": "rt",
+        "agent": "StoryAgent",
+        "provider": "openai-realtime",
+        "model": "gpt-realtime",
+    }
+    assert REGISTRY.get_sample_value("storyteller_llm_output_audio_tokens_total", story_llm) == 0.0

@@ -139,6 +139,18 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
         "worker.livekitMedia.cidrs[0]",
     ),
     (
+        "overlapping-bridge-without-tts",
+        {
+            "intro": {
+                "llm": {"provider": "openai-realtime", "model": "gpt-realtime"},
+                "handoff": {"mode": "overlapping"},
+            }
+        },
+        "intro.handoff.mode",
+    ),
+    ("bridge-mode-unknown", {"intro": {"handoff": {"mode": "parallel"}}}, "intro.handoff.mode"),
+    ("bridge-empty", {"intro": {"handoff": {"bridge": ""}}}, "intro.handoff.bridge"),
+    (
         "media-cidr-host",
         {"worker": {"livekitMedia": {"cidrs": ["10.0.0.0/8", "livekit.example.com"]}}},
         "worker.livekitMedia.cidrs[1]",

@@ -265,3 +265,35 @@ def test_fallback_adapters_keep_their_models_in_order() -> None:
     assert second.model == "whisper-1"
 
     assert framework.fallback_instances(llms[0]) == []  # not an adapter
+
+
+# --- voice.agent_activity._AgentActivityContextVar ----------------------------------------------------
+
+ACTIVITY_VAR = "livekit.agents.voice.agent_activity._AgentActivityContextVar"
+ACTIVITY_VAR_USE = "running_agent(): usage and latency labelled with the agent that spoke, not the next one"
+
+
+def test_the_running_agent_is_the_activity_that_started_the_task() -> None:
+    import contextvars
+
+    from livekit.agents.voice import agent_activity
+
+    var = _private(agent_activity, "_AgentActivityContextVar", "agent_activity", ACTIVITY_VAR_USE)
+    assert isinstance(var, contextvars.ContextVar), _recheck(
+        ACTIVITY_VAR, "is no longer a ContextVar", ACTIVITY_VAR_USE
+    )
+    create = _private(agent_activity.AgentActivity, "_create_speech_task", "AgentActivity", ACTIVITY_VAR_USE)
+    _calls(create, "_AgentActivityContextVar.set(self)", ACTIVITY_VAR, ACTIVITY_VAR_USE)
+    assert isinstance(inspect.getattr_static(agent_activity.AgentActivity, "agent", None), property), (
+        _recheck("AgentActivity.agent", "is no longer a property", ACTIVITY_VAR_USE)
+    )
+
+    class Activity:
+        agent = "the intro agent"
+
+    assert framework.running_agent() is None
+    token = var.set(Activity())
+    try:
+        assert framework.running_agent() == "the intro agent"
+    finally:
+        var.reset(token)

@@ -88,3 +88,5 @@ def test_story_agent_builds_only_what_differs_and_realtime_has_no_tts() -> None:
     agent = StoryAgent(realtime, "Ada", "Lisbon")
     assert isinstance(agent.llm, lk_llm.RealtimeModel)
     assert agent.tts is None
+    # It transcribes the caller itself: the session's (intro's) STT is not kept streaming and billed.
+    assert agent.stt is None

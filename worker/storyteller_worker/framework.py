@@ -21,6 +21,10 @@ the framework source it names, then bump `CHECKED_AGAINST`.
 - `llm.FallbackAdapter._llm_instances`, `stt.FallbackAdapter._stt_instances`,
   `tts.FallbackAdapter._tts_instances`: the models an adapter tries, in order (for the STT adapter, a
   non-streaming engine appears wrapped in an `stt.StreamAdapter`); `fallback_instances`.
+- `voice.agent_activity._AgentActivityContextVar`: the activity (one per agent) whose speech task runs the
+  calling code; the tasks a speech starts (a model's stream and its metrics, the tool reply) inherit it.
+  After a handoff tool the old agent still speaks its reply to the tool output while the session's
+  `current_agent` is already the new one; `running_agent` tells them apart.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from livekit.agents import llm as lk_llm
 from livekit.agents import stt as lk_stt
 from livekit.agents import tts as lk_tts
 from livekit.agents.utils import http_context
+from livekit.agents.voice import agent_activity
 
 CHECKED_AGAINST = "1.8.9"
 
@@ -89,3 +94,11 @@ def fallback_instances(model: object) -> list[Any]:
             if isinstance(instances, list):
                 return list(instances)
     return []
+
+
+def running_agent() -> object | None:
+    """The agent whose activity runs the calling code (its speech, a model request it started, that
+    request's usage report); None outside any, or should an upgrade remove the context variable."""
+    var = getattr(agent_activity, "_AgentActivityContextVar", None)
+    activity = var.get(None) if var is not None else None
+    return getattr(activity, "agent", None)

@@ -35,7 +35,11 @@ async def entrypoint(ctx: JobContext) -> None:
 
     async def log_usage() -> None:
         usage = [u.model_dump(exclude_none=True) for u in session.usage.model_usage]
-        logger.info("session usage", extra={"tenant": tenant.tenant, "usage": usage})
+        # Per model (the framework's totals), and per agent: which phase spent what.
+        by_agent = session_metrics.usage_by_agent
+        logger.info(
+            "session usage", extra={"tenant": tenant.tenant, "usage": usage, "usage_by_agent": by_agent}
+        )
 
     ctx.add_shutdown_callback(log_usage)
     if (provider := ctx.proc.userdata.get("tracer_provider")) is not None:

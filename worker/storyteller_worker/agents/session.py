@@ -24,7 +24,7 @@ def build_session(
     return AgentSession[StoryData](
         vad=vad,
         llm=models.llm,
-        stt=models.stt,
+        stt=models.stt if models.stt is not None else NOT_GIVEN,  # None: a realtime llm hears itself
         tts=models.tts if models.tts is not None else NOT_GIVEN,  # None: a realtime llm speaks itself
         userdata=StoryData(),
     )

@@ -15,6 +15,7 @@ from livekit.agents import vad as lk_vad
 from storyteller_api.spec import WorkerConfig
 
 from ..providers.phases import PhaseModels, build_story_models
+from .bridge import BridgeAudio, start_with_bridge
 from .userdata import StoryData
 
 logger = logging.getLogger("storyteller.worker.agents")
@@ -32,7 +33,9 @@ class StoryAgent(Agent):
         models: PhaseModels | None = None,
         chat_ctx: ChatContext | None = None,
         vad: lk_vad.VAD | None = None,
+        bridge: BridgeAudio | None = None,
     ) -> None:
+        """`bridge`: the intro's rendered bridge, to play first (spec.intro.handoff.mode overlapping)."""
         models = models or build_story_models(tenant, vad)
         super().__init__(
             instructions=(
@@ -44,9 +47,13 @@ class StoryAgent(Agent):
             chat_ctx=chat_ctx,
         )
         self.tenant = tenant
+        self._bridge = bridge
 
     async def on_enter(self) -> None:
-        self.session.generate_reply()
+        if self._bridge is not None:
+            await start_with_bridge(self, self._bridge)
+        else:
+            self.session.generate_reply()
 
     @function_tool
     async def story_finished(self, context: RunContext[StoryData]) -> None:

@@ -22,10 +22,11 @@ from .plugins import build_llm, build_stt, build_tts
 
 @dataclass(frozen=True)
 class PhaseModels:
-    """One phase's models; NOT_GIVEN inherits the session's, a None tts means the llm speaks itself."""
+    """One phase's models; NOT_GIVEN inherits the session's, a None tts means the llm speaks itself and a
+    None stt that it hears for itself (a realtime model)."""
 
     llm: NotGivenOr[lk_llm.LLM[Any] | lk_llm.RealtimeModel] = NOT_GIVEN
-    stt: NotGivenOr[lk_stt.STT[Any]] = NOT_GIVEN
+    stt: NotGivenOr[lk_stt.STT[Any] | None] = NOT_GIVEN
     tts: NotGivenOr[lk_tts.TTS[Any] | None] = NOT_GIVEN
 
 
@@ -51,13 +52,19 @@ def build_story_models(tenant: WorkerConfig, vad: lk_vad.VAD | None) -> PhaseMod
     """Only what differs from the intro's stack is built; the rest is inherited from the session."""
     story, intro = tenant.story, tenant.intro
     tts: NotGivenOr[lk_tts.TTS[Any] | None] = NOT_GIVEN
+    stt: NotGivenOr[lk_stt.STT[Any] | None] = NOT_GIVEN
     if story.llm.realtime:
         tts = None  # the realtime model speaks itself
     elif story.tts is not None and story.tts != intro.tts:
         tts = build_tts(story.tts)
+    if story.stt is not None and story.stt != intro.stt:
+        stt = build_stt(story.stt, vad)
+    elif story.llm.realtime and story.stt is None:
+        # It transcribes what it hears itself: the intro's STT would be billed for audio nobody reads.
+        stt = None
     return PhaseModels(
         llm=build_llm(story.llm) if story.llm != intro.llm else NOT_GIVEN,
-        stt=build_stt(story.stt, vad) if story.stt is not None and story.stt != intro.stt else NOT_GIVEN,
+        stt=stt,
         tts=tts,
     )
 

@@ -7,6 +7,7 @@ DEEPGRAM_API_KEY), so a key never travels through our code. `baseURL` is the API
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from livekit.agents import llm as lk_llm
@@ -26,6 +27,24 @@ def _common(spec: LLMSpec | LLMFallback | STTSpec | STTFallback | TTSSpec | TTSF
     return kwargs
 
 
+class ObservedRealtimeModel(openai.realtime.RealtimeModel):
+    """The plugin's realtime model, handing each live session it opens to `session_observers` first.
+
+    A realtime model reports its usage and time to first audio on the session (one per agent activity)
+    that the framework opens, not on the model: observers subscribe there (`telemetry.session_metrics`).
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.session_observers: list[Callable[[lk_llm.RealtimeSession[Any]], None]] = []
+
+    def session(self, **kwargs: Any) -> openai.realtime.RealtimeSession:
+        live = super().session(**kwargs)
+        for observe in self.session_observers:
+            observe(live)
+        return live
+
+
 def _one_llm(spec: LLMSpec | LLMFallback) -> lk_llm.LLM[Any] | lk_llm.RealtimeModel:
     kwargs = _common(spec)
     if spec.temperature is not None:
@@ -33,7 +52,7 @@ def _one_llm(spec: LLMSpec | LLMFallback) -> lk_llm.LLM[Any] | lk_llm.RealtimeMo
     if spec.provider == "openai-realtime":
         if spec.voice:
             kwargs["voice"] = spec.voice
-        return openai.realtime.RealtimeModel(**kwargs)
+        return ObservedRealtimeModel(**kwargs)
     return openai.LLM(**kwargs)
 
 

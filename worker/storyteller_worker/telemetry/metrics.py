@@ -14,6 +14,7 @@ multiprocess mode (see `metrics_dir`), which is why gauges declare how processes
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import Literal, cast
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -52,8 +53,24 @@ LLM_COMPLETION_TOKENS = Counter(
 )
 LLM_TTFT = Histogram(
     metric_names.LLM_TTFT,
-    "LLM time to first token, per reply.",
+    "LLM time to first token, per reply (a realtime model: to its first audio).",
     MODEL_LABELS,
+    buckets=_LATENCY_BUCKETS,
+)
+LLM_INPUT_AUDIO_TOKENS = Counter(
+    metric_names.LLM_INPUT_AUDIO_TOKENS,
+    "Of the LLM input tokens, the audio ones (realtime models).",
+    MODEL_LABELS,
+)
+LLM_OUTPUT_AUDIO_TOKENS = Counter(
+    metric_names.LLM_OUTPUT_AUDIO_TOKENS,
+    "Of the LLM output tokens, the audio ones (realtime models).",
+    MODEL_LABELS,
+)
+TIME_TO_FIRST_AUDIO = Histogram(
+    metric_names.TIME_TO_FIRST_AUDIO,
+    "End of the user's speech to the agent's first audio, per reply.",
+    ["tenant", "agent"],
     buckets=_LATENCY_BUCKETS,
 )
 TTS_CHARACTERS = Counter(
@@ -115,10 +132,43 @@ def record_capacity(tenant: WorkerConfig) -> None:
 
 
 _PER_KIND = {
-    "llm": (LLM_PROMPT_TOKENS, LLM_COMPLETION_TOKENS, LLM_TTFT),
+    "llm": (
+        LLM_PROMPT_TOKENS,
+        LLM_COMPLETION_TOKENS,
+        LLM_INPUT_AUDIO_TOKENS,
+        LLM_OUTPUT_AUDIO_TOKENS,
+        LLM_TTFT,
+    ),
     "stt": (STT_AUDIO_SECONDS,),
     "tts": (TTS_CHARACTERS, TTS_AUDIO_SECONDS, TTS_TTFB),
 }
+
+
+AGENTS = (("IntroAgent", "intro"), ("StoryAgent", "story"))
+
+
+def agent_models(tenant: WorkerConfig) -> Iterator[tuple[str, ModelKind, str, str]]:
+    """(agent, kind, provider, model) of every model each agent may use, fallbacks included: a phase
+    without its own stt/tts uses the intro's, except a realtime story (it hears and speaks itself)."""
+    for agent, phase_name in AGENTS:
+        for path, block in tenant.model_blocks():
+            phase, kind = path.split(".")[:2]
+            inherited = (
+                phase == "intro"
+                and kind != "llm"
+                and getattr(tenant.story, kind) is None
+                and not tenant.story.llm.realtime
+            )
+            if phase == phase_name or (agent == "StoryAgent" and inherited):
+                yield agent, cast(ModelKind, kind), block.provider, block.model
+
+
+def model_owners(tenant: WorkerConfig) -> dict[tuple[ModelKind, str], str]:
+    """(kind, model) → the one agent that uses it; a model both agents use is left out (ambiguous)."""
+    users: dict[tuple[ModelKind, str], set[str]] = {}
+    for agent, kind, _provider, model in agent_models(tenant):
+        users.setdefault((kind, model), set()).add(agent)
+    return {key: next(iter(agents)) for key, agents in users.items() if len(agents) == 1}
 
 
 def initialize_series(tenant: WorkerConfig) -> None:
@@ -133,22 +183,14 @@ def initialize_series(tenant: WorkerConfig) -> None:
     SESSIONS_STARTED.labels(tenant=name)
     SESSIONS_ACTIVE.labels(tenant=name)  # at 0 from the worker's main process on: never a missing series
     HANDOFFS.labels(tenant=name, from_agent="IntroAgent", to_agent="StoryAgent")
-    for agent, phase_name in (("IntroAgent", "intro"), ("StoryAgent", "story")):
+    for agent, _phase in AGENTS:
         EOU_DELAY.labels(tenant=name, agent=agent)
-        for path, block in tenant.model_blocks():
-            phase, kind = path.split(".")[:2]
-            inherited = (  # the story runs on the intro's stt/tts unless it has its own or is realtime
-                phase == "intro"
-                and kind != "llm"
-                and getattr(tenant.story, kind) is None
-                and not tenant.story.llm.realtime
-            )
-            if phase != phase_name and not (agent == "StoryAgent" and inherited):
-                continue
-            labels = {"tenant": name, "agent": agent, "provider": block.provider, "model": block.model}
-            for metric in _PER_KIND[kind]:
-                metric.labels(**labels)
-            PROVIDER_ERRORS.labels(kind=kind, **labels)
+        TIME_TO_FIRST_AUDIO.labels(tenant=name, agent=agent)
+    for agent, kind, provider, model in agent_models(tenant):
+        labels = {"tenant": name, "agent": agent, "provider": provider, "model": model}
+        for metric in _PER_KIND[kind]:
+            metric.labels(**labels)
+        PROVIDER_ERRORS.labels(kind=kind, **labels)
 
 
 def record_handoff(tenant: str, from_agent: str, to_agent: str) -> None:
