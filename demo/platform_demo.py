@@ -195,7 +195,10 @@ def local_servers(stack: ExitStack, host: str, real: bool) -> tuple[LiveKitServe
     return livekit, models
 
 
-def on_pods(stack: ExitStack, env: dict[str, str], real: bool) -> tuple[LiveKitServer, str]:
+Servers = tuple[LiveKitServer, str, ThreadedServer | None]  # LiveKit, the agent to call, the local models
+
+
+def on_pods(stack: ExitStack, env: dict[str, str], real: bool) -> Servers:
     """The operator and the worker in pods on the real node; the LiveKit server and agent to call."""
     node, kubectl = RealNode.from_lib(), find_tool("kubectl")
     node_ip, placement = node.ip, node.placement
@@ -229,12 +232,10 @@ def on_pods(stack: ExitStack, env: dict[str, str], real: bool) -> tuple[LiveKitS
     run(kubectl, "apply", "-f", "-", env=env, input=yaml.safe_dump_all([*secrets, tenant]))
     wait_ready(env, ready_pods=1)
     print(run(kubectl, "-n", TENANT_NS, "get", "sd,deploy,pods", "-o", "wide", env=env))
-    return livekit, spec["agentName"]
+    return livekit, spec["agentName"], models
 
 
-def as_processes(
-    stack: ExitStack, env: dict[str, str], real: bool, workdir: Path
-) -> tuple[LiveKitServer, str]:
+def as_processes(stack: ExitStack, env: dict[str, str], real: bool, workdir: Path) -> Servers:
     """The fallback: the operator and one worker as local processes (the kwok nodes run no containers)."""
     step("helm install the chart (CRD, RBAC, operator)")
     run(find_tool("helm"), "upgrade", "--install", RELEASE, CHART, "-n", RELEASE_NS, "--create-namespace",
@@ -265,7 +266,7 @@ def as_processes(
     worker = WorkerProcess(config, livekit, workdir, extra_env=extra_env).start()
     stack.callback(worker.stop)
     worker.wait_registered()
-    return livekit, config["agentName"]
+    return livekit, config["agentName"], models
 
 
 def main(keep_cluster: bool) -> None:
@@ -276,14 +277,19 @@ def main(keep_cluster: bool) -> None:
         env = stack.enter_context(cluster(keep_cluster))
         why_not = start_real_node(env)
         if why_not is None:
-            livekit, agent_name = on_pods(stack, env, real)
+            livekit, agent_name, models = on_pods(stack, env, real)
         else:
             print(f"      FALLBACK: no real node ({why_not});")
             print("      the operator and the worker run as local processes instead of pods")
-            livekit, agent_name = as_processes(stack, env, real, workdir)
+            livekit, agent_name, models = as_processes(stack, env, real, workdir)
         step(f"a call: the caller joins, {agent_name!r} is dispatched, they talk")
         caller = asyncio.run(converse(livekit, agent_name))
         print(f"\n      room deleted by the agent: {caller.disconnected.is_set()}; logs in {workdir}")
+        if models is not None:
+            realtime = models.recorder.realtime
+            calls = [name for name, _ in realtime.function_calls]
+            print(f"      heard by speech-to-text: {models.recorder.transcribed}")
+            print(f"      heard by the realtime model: {realtime.heard}; its tool calls: {calls}")
 
 
 if __name__ == "__main__":

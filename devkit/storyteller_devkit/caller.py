@@ -55,6 +55,7 @@ class Caller:
     # message starts playing, so this tells which audio was which message.
     transcript_times: list[tuple[float, str]] = field(default_factory=list)
     agent_states: list[str] = field(default_factory=list)
+    agent_state_times: list[tuple[float, str]] = field(default_factory=list)  # (perf_counter, state)
     disconnected: asyncio.Event = field(default_factory=asyncio.Event)
     _source: rtc.AudioSource = field(default_factory=lambda: rtc.AudioSource(SAMPLE_RATE, 1))
     _speech: asyncio.Queue[bytes] = field(default_factory=asyncio.Queue)
@@ -120,6 +121,7 @@ class Caller:
     def _on_attributes(self, changed: dict[str, str], participant: rtc.Participant) -> None:
         if participant.identity == self.agent_identity and "lk.agent.state" in changed:
             self.agent_states.append(changed["lk.agent.state"])
+            self.agent_state_times.append((time.perf_counter(), changed["lk.agent.state"]))
 
     def _on_track(
         self, track: rtc.Track, _pub: rtc.RemoteTrackPublication, participant: rtc.RemoteParticipant

@@ -153,7 +153,11 @@ def _usage(messages: list[dict[str, Any]], completion_text: str) -> dict[str, in
 
 
 def build_app(
-    recorder: Recorder, *, token_delay: float = 0.0, api_secret: str = DEV_API_SECRET
+    recorder: Recorder,
+    *,
+    token_delay: float = 0.0,
+    realtime_first_audio_s: float = 0.0,
+    api_secret: str = DEV_API_SECRET,
 ) -> web.Application:
     async def chat_completions(request: web.Request) -> web.StreamResponse:
         body = await request.json()
@@ -274,6 +278,7 @@ def build_app(
         hear=recognition.transcribe,
         synthesize=synthesize,
         recorder=recorder.realtime,
+        first_audio_s=realtime_first_audio_s,
     )
     app.router.add_post("/v1/audio/transcriptions", transcriptions)
     app.router.add_get("/v1/listen", deepgram_listen)
@@ -285,10 +290,16 @@ def build_app(
 
 @asynccontextmanager
 async def serve(
-    recorder: Recorder, *, host: str = "127.0.0.1", port: int = 0, token_delay: float = 0.0
+    recorder: Recorder,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    token_delay: float = 0.0,
+    realtime_first_audio_s: float = 0.0,
 ) -> AsyncIterator[str]:
     """Run the server on the current loop; yields its origin (`http://host:port`)."""
-    runner = web.AppRunner(build_app(recorder, token_delay=token_delay), access_log=None)
+    app = build_app(recorder, token_delay=token_delay, realtime_first_audio_s=realtime_first_audio_s)
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
@@ -302,9 +313,12 @@ async def serve(
 class ThreadedServer:
     """The server on its own thread and loop, so sync tests, async tests and subprocesses share it."""
 
-    def __init__(self, *, token_delay: float = 0.0, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, *, token_delay: float = 0.0, realtime_first_audio_s: float = 0.0, host: str = "127.0.0.1"
+    ) -> None:
         self.recorder = Recorder()
         self._token_delay = token_delay
+        self._realtime_first_audio_s = realtime_first_audio_s
         self._host = host  # the real node's bridge address when pods must reach it
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None
@@ -321,7 +335,12 @@ class ThreadedServer:
         async def main() -> None:
             self._loop = asyncio.get_running_loop()
             self._stop = asyncio.Event()
-            async with serve(self.recorder, host=self._host, token_delay=self._token_delay) as origin:
+            async with serve(
+                self.recorder,
+                host=self._host,
+                token_delay=self._token_delay,
+                realtime_first_audio_s=self._realtime_first_audio_s,
+            ) as origin:
                 self.origin = origin
                 self._ready.set()
                 await self._stop.wait()

@@ -34,6 +34,8 @@ class ReceivedSpan:
     events: list[tuple[str, dict[str, Any]]]
     resource: dict[str, Any]
     trace_id: str
+    span_id: str = ""
+    parent_span_id: str = ""  # "" for a trace's root
 
 
 class _Service(trace_service_pb2_grpc.TraceServiceServicer):
@@ -58,6 +60,8 @@ class _Service(trace_service_pb2_grpc.TraceServiceServicer):
                             ],
                             resource=resource,
                             trace_id=span.trace_id.hex(),
+                            span_id=span.span_id.hex(),
+                            parent_span_id=span.parent_span_id.hex(),
                         )
                     )
         with self._receiver._lock:

@@ -527,6 +527,7 @@ class _Deps:
     synthesize: SynthesizeFn
     recorder: RealtimeRecorder
     pace: float
+    first_audio_s: float
 
 
 @dataclass
@@ -1050,6 +1051,8 @@ class _Connection:
         """Sends the answer's deltas until done or cancelled; returns the text and audio bytes sent."""
         said, sent = "", 0
         text_event = "response.output_audio_transcript.delta" if with_audio else "response.output_text.delta"
+        if self.deps.first_audio_s:
+            await asyncio.sleep(self.deps.first_audio_s)  # a provider's time to its first delta
         for piece in stream_pieces(text, pcm):
             if response.cancel_reason is not None:
                 break
@@ -1073,13 +1076,23 @@ def add_realtime_routes(
     synthesize: SynthesizeFn,
     recorder: RealtimeRecorder,
     pace: float = 0.0,
+    first_audio_s: float = 0.0,
 ) -> None:
     """Serve the Realtime API's websocket at `/v1/realtime` on `app`.
 
     `pace` is the wall time spent per second of answer audio: 0 sends it as fast as it is made
     (the API also sends faster than real time), 1 in real time (to cancel or interrupt mid-answer).
+    `first_audio_s` is waited before each answer's first delta, as a provider's time to first audio
+    (benches: what a slow model costs the caller).
     """
-    deps = _Deps(reply=reply, hear=hear, synthesize=synthesize, recorder=recorder, pace=pace)
+    deps = _Deps(
+        reply=reply,
+        hear=hear,
+        synthesize=synthesize,
+        recorder=recorder,
+        pace=pace,
+        first_audio_s=first_audio_s,
+    )
     open_sockets: set[web.WebSocketResponse] = set()
 
     async def realtime(request: web.Request) -> web.StreamResponse:

@@ -22,3 +22,6 @@ def test_text_demo_prints_the_whole_conversation() -> None:
     assert "agent: Goodbye, Ada! Thank you for listening." in lines
     assert "session ended; room 'fake-room' deleted: True" in out
     assert "StoryData(name='Ada', location='Lisbon')" in out
+    # The example tenant as written: the story on the realtime model, through the Realtime API websocket.
+    assert "StoryPhase: llm openai-realtime gpt-realtime, voice echo" in lines
+    assert "realtime API: 1 session(s), 3 spoken answer(s), tool calls ['story_finished']" in lines

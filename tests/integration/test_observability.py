@@ -75,6 +75,15 @@ def observed(
         server.base_url,
         livekit_url=f"ws://127.0.0.1:{free_port()}",  # nobody listens: the worker keeps retrying, serving
         observability={"metricsPort": metrics_port, "tracing": {"sampleRatio": 1.0}},
+        # The example tenant's story: a realtime model, through the local Realtime API websocket.
+        story={
+            "llm": {
+                "provider": "openai-realtime",
+                "model": "gpt-realtime",
+                "voice": "echo",
+                "baseURL": server.base_url,
+            }
+        },
     )
     (work / "tenant.json").write_text(json.dumps(config))
     receiver = OtlpReceiver().start()
@@ -195,6 +204,33 @@ def test_spans_carry_the_resource_and_the_handoff(observed: Observed) -> None:
     # The handoff belongs to a session's trace.
     session_traces = {s.trace_id for s in observed.spans if s.name == "agent_session"}
     assert all(h.trace_id in session_traces for h in handoffs)
+
+
+def test_the_realtime_story_is_traced_under_the_story_agent(observed: Observed) -> None:
+    """Each realtime answer's span carries its text and audio tokens, inside a StoryAgent's turn."""
+    by_id = {s.span_id: s for s in observed.spans}
+
+    def agents_above(span: ReceivedSpan) -> list[str]:
+        names, parent = [], by_id.get(span.parent_span_id)
+        while parent is not None:
+            if parent.name == "agent_turn":
+                names.append(str(parent.attributes.get("gen_ai.agent.name")))  # the framework's agent id
+            parent = by_id.get(parent.parent_span_id)
+        return names
+
+    realtime = [s for s in observed.spans if s.attributes.get("gen_ai.request.model") == "gpt-realtime"]
+    assert realtime, sorted({s.name for s in observed.spans})
+    answers = [s for s in realtime if s.attributes.get("gen_ai.usage.audio.output_tokens", 0) > 0]
+    assert answers, [s.attributes for s in realtime][:3]
+    for span in answers:
+        assert (
+            span.attributes["gen_ai.usage.output_tokens"]
+            > span.attributes["gen_ai.usage.audio.output_tokens"]
+        )
+        assert agents_above(span)[:1] == ["story_agent"], (span.name, agents_above(span))
+    # The intro's chat model is traced under the IntroAgent, the bridge reply included.
+    intro = [s for s in observed.spans if s.name == "llm_request" and "gpt-4o-mini" in str(s.attributes)]
+    assert intro and all(agents_above(s)[:1] == ["intro_agent"] for s in intro)
 
 
 def test_no_span_holds_a_key_or_the_users_words(observed: Observed) -> None:

@@ -56,3 +56,9 @@ def test_platform_demo_runs_a_call_against_the_example_tenant_on_real_pods(
     )
     assert "agent: Goodbye, Ada! Thank you for listening." in lines
     assert "room deleted by the agent: True" in out
+    # The caller was heard, not scripted; the story (the example's realtime model) heard the goodbye itself.
+    assert "heard by speech-to-text: ['My name is Ada and I live in Lisbon.']" in lines
+    assert (
+        "heard by the realtime model: ['No thanks, that is all.']; its tool calls: ['story_finished']"
+        in lines
+    )

@@ -5,7 +5,9 @@
   bridge, then silence while the story's first reply is generated.
 - overlapping: `BridgeAudio` renders the bridge in the intro's voice while the intro is still talking (the
   caller is giving their name meanwhile). At the handoff the story agent plays it and starts its first
-  reply at once (`start_first_reply`), so that reply's audio is ready when the bridge ends.
+  reply at once (`start_first_reply`), so that reply's audio is ready when the bridge ends. The silence a
+  TTS leaves after the last word (espeak-ng's is 290 ms) is cut (`without_trailing_silence`): at a handoff
+  it is dead air.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import numpy as np
 from livekit import rtc
 from livekit.agents import Agent
 from livekit.agents import llm as lk_llm
@@ -40,7 +43,7 @@ class BridgeAudio:
         async with tts.synthesize(self.text) as stream:
             async for chunk in stream:
                 frames.append(chunk.frame)
-        return frames
+        return without_trailing_silence(frames)
 
     async def rendered(self) -> list[rtc.AudioFrame] | None:
         """The frames, waiting for the render if it is still running; None if it failed."""
@@ -53,6 +56,39 @@ class BridgeAudio:
     def close(self) -> None:
         """The call ended before the handoff: stop rendering."""
         self._render.cancel()
+
+
+QUIET_RMS = 100.0  # a frame quieter than this is silence (speech is in the thousands)
+TAIL_S = 0.04  # of the silence after the last word, kept so the word is not clipped
+
+
+def without_trailing_silence(frames: list[rtc.AudioFrame]) -> list[rtc.AudioFrame]:
+    """`frames` up to the last sound, plus `TAIL_S` of what followed (whole frames are kept or dropped,
+    then the last kept one is cut to length)."""
+    end = len(frames)
+    while end and _rms(frames[end - 1]) < QUIET_RMS:
+        end -= 1
+    if end == 0:
+        return []
+    kept, tail = frames[:end], frames[end:]
+    left = TAIL_S
+    for frame in tail:
+        seconds = frame.samples_per_channel / frame.sample_rate
+        if left <= 0:
+            break
+        if seconds <= left:
+            kept.append(frame)
+        else:
+            samples = int(left * frame.sample_rate)
+            data = np.asarray(frame.data, dtype=np.int16)[: samples * frame.num_channels]
+            kept.append(rtc.AudioFrame(data.tobytes(), frame.sample_rate, frame.num_channels, samples))
+        left -= seconds
+    return kept
+
+
+def _rms(frame: rtc.AudioFrame) -> float:
+    samples = np.asarray(frame.data, dtype=np.int16).astype(np.float64)
+    return float(np.sqrt(np.mean(samples * samples))) if samples.size else 0.0
 
 
 async def _play(frames: list[rtc.AudioFrame]) -> AsyncIterator[rtc.AudioFrame]:
