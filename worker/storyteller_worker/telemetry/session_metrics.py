@@ -111,9 +111,7 @@ class SessionMetrics:
         """The agent a model's usage or latency belongs to (see the module's docstring)."""
         if (owner := self._owners.get((kind, model))) is not None:
             return owner
-        if kind != "stt" and (running := framework.running_agent()) is not None:
-            return type(running).__name__
-        return self._agent()
+        return self._agent() if kind == "stt" else self._speaking_agent()
 
     def _agent(self) -> str:
         """The session's current agent."""
