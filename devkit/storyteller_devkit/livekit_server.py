@@ -10,6 +10,7 @@ pods reach it); ``url_on(ip)`` is its URL there.
 from __future__ import annotations
 
 import contextlib
+import re
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -21,6 +22,19 @@ from storyteller_devkit.cluster import find_tool
 from storyteller_devkit.process import free_port, http_ok, stop_process, wait_until
 
 LIVEKIT_START_DEADLINE_S = 30
+TARGET_LOAD_SINCE = (1, 11, 0)  # the first livekit-server with agents.target_load
+
+
+def server_version(binary: Path) -> tuple[int, int, int]:
+    """A livekit-server binary's version, from `--version` ("livekit-server version 1.13.11")."""
+    out = subprocess.run(
+        [str(binary), "--version"], capture_output=True, text=True, check=True, timeout=30
+    ).stdout
+    found = re.search(r"(\d+)\.(\d+)\.(\d+)", out)
+    if found is None:
+        raise RuntimeError(f"{binary} --version printed no version: {out!r}")
+    major, minor, patch = (int(g) for g in found.groups())
+    return major, minor, patch
 
 
 @dataclass(frozen=True)
@@ -51,14 +65,17 @@ class LiveKitServer:
 
 
 @contextlib.contextmanager
-def running_livekit_server(also_bind: tuple[str, ...] = ()) -> Iterator[LiveKitServer]:
+def running_livekit_server(
+    also_bind: tuple[str, ...] = (), *, binary: Path | None = None
+) -> Iterator[LiveKitServer]:
     """`livekit-server --dev` on free loopback ports.
 
     `also_bind`: more local addresses to listen on (the real node's bridge address, for pods).
+    `binary`: another build to run (another version, for comparisons); default the cached one.
 
     Raises FileNotFoundError when the binary is not installed, RuntimeError when it does not start.
     """
-    binary = find_tool("livekit-server")
+    binary = binary or find_tool("livekit-server")
     port, tcp_port, udp_port = free_port(), free_port(), free_port()
     # --dev brings the devkey/secret key pair; the config moves every port off the 7880-7882 defaults.
     config = (
@@ -66,6 +83,12 @@ def running_livekit_server(also_bind: tuple[str, ...] = ()) -> Iterator[LiveKitS
         f"rtc:\n  tcp_port: {tcp_port}\n  udp_port: {udp_port}\n  use_external_ip: false\n"
         "keys:\n  devkey: secret\n"
     )
+    # Since 1.11 the server offers a job only while some worker reports a load below agents.target_load
+    # (default 0.7), else it drops the dispatch. Workers report sessions / sessionsPerWorker and say
+    # "full" themselves at 1.0, so 1.0 gives every free slot a call, as older servers (which refuse the
+    # key) always did.
+    if server_version(binary) >= TARGET_LOAD_SINCE:
+        config += "agents:\n  target_load: 1.0\n"
     log_dir = Path(tempfile.mkdtemp(prefix="storyteller-livekit-"))
     log_path = log_dir / "livekit-server.log"
     with log_path.open("wb") as log:

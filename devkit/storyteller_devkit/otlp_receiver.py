@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -36,6 +36,11 @@ class ReceivedSpan:
     trace_id: str
     span_id: str = ""
     parent_span_id: str = ""  # "" for a trace's root
+    # Unix seconds: when the span started and ended, and when each of its events happened (the first of a
+    # name), for timelines that line the worker's clock up with a test's (the same machine's).
+    start_s: float = 0.0
+    end_s: float = 0.0
+    event_times: dict[str, float] = field(default_factory=dict)
 
 
 class _Service(trace_service_pb2_grpc.TraceServiceServicer):
@@ -62,6 +67,9 @@ class _Service(trace_service_pb2_grpc.TraceServiceServicer):
                             trace_id=span.trace_id.hex(),
                             span_id=span.span_id.hex(),
                             parent_span_id=span.parent_span_id.hex(),
+                            start_s=span.start_time_unix_nano / 1e9,
+                            end_s=span.end_time_unix_nano / 1e9,
+                            event_times={e.name: e.time_unix_nano / 1e9 for e in reversed(span.events)},
                         )
                     )
         with self._receiver._lock:

@@ -266,6 +266,10 @@ class Recognizer:
         if audio is None:
             return ""
         with self._lock:
+            # A fresh front end per utterance: the feature extractor otherwise carries its noise estimate
+            # over from the previous one, and the same audio was heard differently after different speech
+            # ("No thanks, that is all" as "I am Emma from Tokyo" in 1 call of 5, after the caller's name).
+            self._decoder.reinit_feat()
             self._decoder.start_utt()
             # full_utt: the whole utterance is here, so the cepstral mean is taken over all of it.
             self._decoder.process_raw(audio, full_utt=True)

@@ -19,17 +19,20 @@ def start_worker(livekit_server: LiveKitServer, tmp_path: Path) -> Iterator[Call
     """Start a worker for a tenant whose models are on `base_url`; every one is stopped afterwards."""
     started: list[WorkerProcess] = []
 
-    def start(base_url: str, tenant: str = "acme", **overrides: Any) -> WorkerProcess:
+    def start(
+        base_url: str, tenant: str = "acme", *, env: dict[str, str] | None = None, **overrides: Any
+    ) -> WorkerProcess:
+        observability = {"metricsPort": free_port(), **overrides.pop("observability", {})}
         config = tenant_dict(
             base_url,
             livekit_url=livekit_server.url,
             tenant=tenant,
             namespace=tenant,
             agentName=f"{tenant}-storyteller",
-            observability={"metricsPort": free_port()},
+            observability=observability,
             **overrides,
         )
-        worker = WorkerProcess(config, livekit_server, tmp_path).start()
+        worker = WorkerProcess(config, livekit_server, tmp_path, extra_env=env or {}).start()
         started.append(worker)
         worker.wait_registered()
         return worker

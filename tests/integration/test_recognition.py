@@ -128,6 +128,21 @@ def test_concurrent_callers_each_get_their_own_transcript() -> None:
     assert heard == {text: [expected[text]] * 2 for text in said}
 
 
+def test_what_is_heard_does_not_depend_on_what_was_heard_before() -> None:
+    # The decoder's front end kept state between utterances, and a call's "No thanks, that is all" (after
+    # its name and city) was once in five heard as "I am Emma from Tokyo". The decoder's own score of the
+    # same audio, alone or after other speech, shows any state carried over.
+    goodbye = _spoken("No thanks, that is all", 48000)
+    alone = recognition.Recognizer()
+    assert alone.transcribe(goodbye, 48000) == "No thanks, that is all."
+    score = alone._decoder.hyp().score
+    after = recognition.Recognizer()
+    for earlier in ("My name is Ada and I live in Lisbon", "Open the door", "I am Grace from Paris"):
+        after.transcribe(_spoken(earlier, 24000, volume=0.5), 24000)
+    assert after.transcribe(goodbye, 48000) == "No thanks, that is all."
+    assert after._decoder.hyp().score == score
+
+
 def test_the_recognizer_is_built_once() -> None:
     assert recognition.recognizer() is recognition.recognizer()
 

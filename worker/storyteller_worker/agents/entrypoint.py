@@ -1,8 +1,8 @@
 """The job entrypoint: one conversation, the storyteller flow in the dispatched room.
 
 It runs in a job process prepared by `server.prewarm.prewarm`, whose `proc.userdata` holds the tenant
-config (`tenant`), the Silero VAD (`vad`), both phases' models (`models`) and the tracer provider
-(`tracer_provider`, None when tracing is off).
+config (`tenant`), the Silero VAD (`vad`) and both phases' models (`models`); the process's tracer
+provider, if any, sends its spans as the process exits (`telemetry.tracing.install_tracing`).
 """
 
 from __future__ import annotations
@@ -26,6 +26,9 @@ logger = logging.getLogger("storyteller.worker.server")
 
 async def entrypoint(ctx: JobContext) -> None:
     """One conversation: the storyteller flow in the dispatched room."""
+    # Join the room while the session is built and started (the session's own connect then finds it
+    # joined): the join is the longest step between the job's start and the greeting.
+    joining = asyncio.create_task(ctx.connect(), name="storyteller_connect")
     tenant: WorkerConfig = ctx.proc.userdata["tenant"]
     models: SessionModels = ctx.proc.userdata["models"]
     session = build_session(tenant, vad=ctx.proc.userdata["vad"], models=models.intro)
@@ -42,11 +45,9 @@ async def entrypoint(ctx: JobContext) -> None:
         )
 
     ctx.add_shutdown_callback(log_usage)
-    if (provider := ctx.proc.userdata.get("tracer_provider")) is not None:
-        # The process exits after the job: send the session's last spans before it does.
-        ctx.add_shutdown_callback(lambda: asyncio.to_thread(provider.force_flush))
     await session.start(
         agent=IntroAgent(tenant, story_models=models.story),
         room=ctx.room,
         room_options=room_io.RoomOptions(text_output=True),  # transcripts to the room, as the seed
     )
+    await joining

@@ -48,5 +48,5 @@ def prewarm(proc: JobProcess) -> None:
     vad = silero.VAD.load()
     proc.userdata.update(tenant=tenant, vad=vad, models=build_session_models(tenant, vad))
     # Telemetry is per process: the tracer provider (framework hook) and this pod's capacity gauge.
-    proc.userdata["tracer_provider"] = install_tracing(tenant)
+    install_tracing(tenant)
     record_capacity(tenant)

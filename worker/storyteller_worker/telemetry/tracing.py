@@ -13,6 +13,7 @@ in-process. Keys never reach a span: the plugins read them from the environment,
 from __future__ import annotations
 
 import logging
+import multiprocessing.util
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -107,6 +108,10 @@ def install_tracing(
         # False strips conversation content before every exporter; only an opted-in tenant sends it.
         allow_pii=tenant.observability.tracing.capture_content,
     )
+    # The framework ends the job's root span (`job_entrypoint`, with the dispatch timeline) and
+    # `job_shutdown` after the session's shutdown callbacks, and a job process leaves through
+    # multiprocessing's exit, which skips atexit: flush there, or those spans are never sent.
+    multiprocessing.util.Finalize(provider, provider.shutdown, exitpriority=10)
     logger.info(
         "tracing on",
         extra={
