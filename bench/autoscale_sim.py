@@ -1,21 +1,25 @@
-"""Autoscaling on a synthetic day: the builtin session policy vs a CPU HPA, a 30 s poller and an oracle.
+"""Autoscaling on a day or a trace: the builtin session policy vs a CPU HPA, a 30 s poller and an oracle.
 
-One tenant, one seeded day (86,400 s) of bursty session arrivals, replayed second by second through
-the same pod model for every scaler; only the scaler differs. Prints figures; asserts nothing.
+One tenant, one workload replayed second by second through the same pod model for every scaler; only
+the scaler differs. The workload is a seeded day (86,400 s) of bursty session arrivals, or with --trace
+a CSV of sessions (header `arrival_s,duration_s`, one session per row, seconds, any order and any
+length; sessions arriving in the same second count as a burst). Prints figures; asserts nothing.
 
     .venv/bin/python bench/autoscale_sim.py [--seed 1 [7 ...]] [--spare 2] [--no-spare-table]
+    .venv/bin/python bench/autoscale_sim.py --trace bench/traces/example.csv [--seed 1] [--spare 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import heapq
 import math
 import random
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -23,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from storyteller_operator.policy import History, PoolLimits, clamp, decide
 
-DAY_S = 86_400
-TAIL_S = 1_800  # run past midnight so the day's last sessions end; every scaler is charged the same tail
+DAY_S = 86_400  # the synthetic day; a trace's length is its own (Workload.length_s)
+TAIL_S = 1_800  # run past the workload so its last sessions end; every scaler is charged the same tail
 STARTUP_S = 20  # new pod -> ready: scheduling + cached image + prewarmed job processes
 DECISION_S = 5  # the operator's recheck period: the builtin policy decides this often
 DRAIN_TIMEOUT_S = 900  # CRD default drainTimeoutSeconds: a draining pod's sessions are cut after this
@@ -84,6 +88,133 @@ def make_day(seed: int) -> list[Session]:
         sessions += [Session(at, draw_duration(rng), size, burst_id) for _ in range(size)]
     sessions.sort(key=lambda s: s.arrival)
     return sessions
+
+
+# --- workloads ------------------------------------------------------------------------------------
+
+TRACE_COLUMNS = ("arrival_s", "duration_s")
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What every scaler replays: sessions sorted by arrival, and the span the report covers.
+
+    Arrivals fall in [0, length_s); the runs go on for TAIL_S more so the last sessions end. `seed`
+    drives the HPA's CPU noise (and, for the synthetic day, drew the sessions)."""
+
+    sessions: tuple[Session, ...]
+    length_s: int
+    seed: int
+    trace: str | None = None  # the file the sessions came from; None for the synthetic day of `seed`
+
+    @property
+    def horizon_s(self) -> int:
+        return self.length_s + TAIL_S
+
+    @property
+    def label(self) -> str:
+        return f"trace {self.trace}" if self.trace is not None else f"seed {self.seed}"
+
+    @property
+    def span(self) -> str:
+        """What the pod-minutes cover before the tail, for the report."""
+        if self.trace is None and self.length_s % 3600 == 0:
+            return f"{self.length_s // 3600} h"
+        return f"{self.length_s} s ({hms(self.length_s)}, to the last session's end)"
+
+
+def synthetic_day(seed: int) -> Workload:
+    return Workload(tuple(make_day(seed)), DAY_S, seed)
+
+
+def trace_workload(sessions: Iterable[Session], seed: int, trace: str) -> Workload:
+    """A trace's sessions, sorted, with each group arriving in the same second labelled a burst.
+
+    Its length runs to the end of the session that ends last, so every session ends within it."""
+    ordered = sorted(sessions, key=lambda s: s.arrival)
+    if not ordered:
+        raise TraceError(f"{trace}: no sessions")
+    groups: dict[int, list[Session]] = {}
+    for s in ordered:
+        groups.setdefault(s.arrival, []).append(s)
+    labelled: list[Session] = []
+    burst_id = 0
+    for group in groups.values():  # in arrival order: the dict keeps insertion order
+        if len(group) == 1:
+            labelled.append(replace(group[0], burst=0, burst_id=-1))
+            continue
+        labelled += [replace(s, burst=len(group), burst_id=burst_id) for s in group]
+        burst_id += 1
+    length = max(s.arrival + s.duration for s in labelled)
+    return Workload(tuple(labelled), length, seed, trace)
+
+
+class TraceError(ValueError):
+    """A trace that cannot be replayed; the message names the source, row and field."""
+
+
+def _trace_number(source: str, where: str, column: str, raw: str | None) -> float:
+    if raw is None or not raw.strip():
+        raise TraceError(f"{source}: {where}: {column} is missing")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise TraceError(f"{source}: {where}: {column} is not a number: {raw.strip()!r}") from None
+    if not math.isfinite(value):
+        raise TraceError(f"{source}: {where}: {column} is not a finite number: {raw.strip()!r}")
+    return value
+
+
+def parse_trace(lines: Iterable[str], source: str = "trace") -> list[Session]:
+    """Sessions from CSV text (header `arrival_s,duration_s`, extra columns ignored), in file order.
+
+    Times are seconds from the start of the trace, whole or not: the simulation steps 1 s, so an
+    arrival is rounded down and a duration up. Rows are numbered from 1 after the header; the line
+    is the file's. Raises TraceError naming the row and field of the first bad value."""
+    reader = csv.DictReader(lines)
+    header = reader.fieldnames
+    if header is None:
+        raise TraceError(f"{source}: empty file: expected a header {','.join(TRACE_COLUMNS)}")
+    if not header:
+        raise TraceError(f"{source}: header (line 1) is blank: expected {','.join(TRACE_COLUMNS)}")
+    names = [name.strip() for name in header]
+    missing = [c for c in TRACE_COLUMNS if c not in names]
+    if missing:
+        raise TraceError(
+            f"{source}: header (line 1): missing column{'s' if len(missing) > 1 else ''} "
+            f"{', '.join(missing)}; expected {','.join(TRACE_COLUMNS)}, got {','.join(header)}"
+        )
+    reader.fieldnames = names
+    sessions: list[Session] = []
+    for row_no, row in enumerate(reader, start=1):
+        where = f"row {row_no} (line {reader.line_num})"
+        if None in row:
+            raise TraceError(f"{source}: {where}: more fields than the header's {len(names)}")
+        arrival = _trace_number(source, where, "arrival_s", row["arrival_s"])
+        duration = _trace_number(source, where, "duration_s", row["duration_s"])
+        if arrival < 0:
+            raise TraceError(f"{source}: {where}: arrival_s must be >= 0, got {row['arrival_s'].strip()}")
+        if duration <= 0:
+            raise TraceError(f"{source}: {where}: duration_s must be > 0, got {row['duration_s'].strip()}")
+        sessions.append(Session(math.floor(arrival), math.ceil(duration)))
+    if not sessions:
+        raise TraceError(f"{source}: empty trace: a header but no rows")
+    return sessions
+
+
+def load_trace(path: Path, seed: int) -> Workload:
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            sessions = parse_trace(f, str(path))
+    except OSError as e:
+        raise TraceError(f"{path}: cannot read the trace: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise TraceError(f"{path}: not UTF-8 text") from None
+    return trace_workload(sessions, seed, str(path))
+
+
+def hms(seconds: int) -> str:
+    return f"{seconds // 3600:d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 # --- pods -----------------------------------------------------------------------------------------
@@ -277,42 +408,45 @@ class Result:
     cut_sessions: int
 
 
-def simulate(name: str, day: list[Session], scaler: Scaler, limits: PoolLimits) -> Result:
+def simulate(name: str, work: Workload, scaler: Scaler, limits: PoolLimits) -> Result:
     pool = Pool(limits.sessions_per_worker)
     for _ in range(limits.min_replicas):
         pool.add_pod(0, 0)
     by_second: dict[int, list[Session]] = {}
-    for s in day:
+    for s in work.sessions:
         by_second.setdefault(s.arrival, []).append(s)
     replicas, events = limits.min_replicas, 0
-    for now in range(DAY_S + TAIL_S):
+    for now in range(work.horizon_s):
         pool.step(now, by_second.get(now, []))
         if now % scaler.period_s == 0:
             wanted = scaler.desired(now, pool)
             events += wanted != replicas
             replicas = wanted
             pool.resize(wanted, now)
-    return Result(name, len(day), pool.no_warm, pool.waits, pool.pod_seconds / 60, events, pool.cut_sessions)
+    return Result(
+        name, len(work.sessions), pool.no_warm, pool.waits, pool.pod_seconds / 60, events, pool.cut_sessions
+    )
 
 
-def oracle(day: list[Session], limits: PoolLimits, headroom: int = 0) -> Result:
+def oracle(work: Workload, limits: PoolLimits, headroom: int = 0) -> Result:
     """Exactly ceil(active/spw) pods (clamped) at every second, each started STARTUP_S ahead of need.
 
     With `headroom` h: ceil((active + h)/spw), an ideal scaler that knows the present (not the
     future) and keeps h slots free at every second with no start-up lag, hold or drain."""
-    delta = [0] * (DAY_S + TAIL_S + 1)
-    for s in day:
+    horizon = work.horizon_s
+    delta = [0] * (horizon + 1)
+    for s in work.sessions:
         delta[s.arrival] += 1
-        delta[min(s.arrival + s.duration, DAY_S + TAIL_S)] -= 1
+        delta[min(s.arrival + s.duration, horizon)] -= 1
     active, prev, pod_seconds, events = 0, limits.min_replicas, 0, 0
-    for now in range(DAY_S + TAIL_S):
+    for now in range(horizon):
         active += delta[now]
         pods = clamp(math.ceil((active + headroom) / limits.sessions_per_worker), limits)
         pod_seconds += pods + STARTUP_S * max(pods - prev, 0)
         events += pods != prev
         prev = pods
     name = f"ideal, {headroom} free" if headroom else "oracle"
-    return Result(name, len(day), [], [], pod_seconds / 60, events, 0)
+    return Result(name, len(work.sessions), [], [], pod_seconds / 60, events, 0)
 
 
 # --- report ---------------------------------------------------------------------------------------
@@ -322,20 +456,18 @@ def pct(part: float, whole: float) -> str:
     return f"{100 * part / whole:.2f} %" if whole else "n/a"
 
 
-def small_bursts(day: list[Session], res: Result, spare: int) -> tuple[int, int, int]:
+def small_bursts(work: Workload, res: Result, spare: int) -> tuple[int, int, int]:
     """(bursts of size <= spare, of those with any session that found no warm slot, such sessions)."""
-    bursts = {s.burst_id for s in day if 0 < s.burst <= spare}
+    bursts = {s.burst_id for s in work.sessions if 0 < s.burst <= spare}
     missed = [s for s in res.no_warm if 0 < s.burst <= spare]
     return len(bursts), len({s.burst_id for s in missed}), len(missed)
 
 
-def after_another_burst(
-    day: list[Session], res: Result, spare: int, lag: int
-) -> dict[int, tuple[int, int, int]]:
+def after_another_burst(work: Workload, res: Result, spare: int, lag: int) -> dict[int, tuple[int, int, int]]:
     """Missed bursts <= spare that came within `lag` s after another burst: burst id -> (its time,
     seconds since the other, free slots a scaler needed before the other: both bursts, base not counted).
     A pod asked for at the first decision after the other burst is ready STARTUP_S..lag s after it."""
-    starts = {s.burst_id: (s.arrival, s.burst) for s in day if s.burst}
+    starts = {s.burst_id: (s.arrival, s.burst) for s in work.sessions if s.burst}
     out: dict[int, tuple[int, int, int]] = {}
     for bid in {s.burst_id for s in res.no_warm if 0 < s.burst <= spare}:
         at, size = starts[bid]
@@ -390,14 +522,32 @@ def limits_for(spare: int, lead: bool = True) -> PoolLimits:
     return limits if lead else replace(limits, lead_time_s=0)
 
 
-def run_seed(seed: int, spare: int) -> Goals:
+def describe(work: Workload) -> list[str]:
+    """The report's first lines: what is replayed."""
+    sessions = work.sessions
+    n_bursts = len({s.burst_id for s in sessions if s.burst})
+    in_bursts = sum(1 for s in sessions if s.burst)
+    if work.trace is None:
+        lo, hi = BURST_SIZES
+        return [
+            f"synthetic day, seed {work.seed}: {len(sessions)} sessions ({in_bursts} of them in {n_bursts} "
+            "bursts of",
+            f"  {lo}..{hi} at once); base load {NIGHT_RATE}/s at 04:00 .. {PEAK_RATE}/s at 16:00",
+        ]
+    sizes = [s.burst for s in sessions if s.burst]
+    burst_sizes = f" of {min(sizes)}..{max(sizes)}" if sizes else ""
+    return [
+        f"{work.label}: {len(sessions)} sessions ({in_bursts} of them in {n_bursts} bursts{burst_sizes}:",
+        f"  sessions arriving in the same second); arrivals {hms(sessions[0].arrival)} .. "
+        f"{hms(sessions[-1].arrival)}, last end {hms(work.length_s)}; HPA noise seed {work.seed}",
+    ]
+
+
+def run_workload(work: Workload, spare: int) -> Goals:
     limits = limits_for(spare)
-    day = make_day(seed)
-    n_bursts = len({s.burst_id for s in day if s.burst})
-    in_bursts = sum(1 for s in day if s.burst)
-    print(f"synthetic day, seed {seed}: {len(day)} sessions ({in_bursts} of them in {n_bursts} bursts of")
-    lo, hi = BURST_SIZES
-    print(f"  {lo}..{hi} at once); base load {NIGHT_RATE}/s at 04:00 .. {PEAK_RATE}/s at 16:00")
+    seed = work.seed
+    for line in describe(work):
+        print(line)
     print(
         f"limits: min {limits.min_replicas} max {limits.max_replicas} sessionsPerWorker "
         f"{limits.sessions_per_worker} spareSessions {spare} scaleDownDelaySeconds 300"
@@ -409,16 +559,16 @@ def run_seed(seed: int, spare: int) -> Goals:
         ("HPA cpu 70 % (15 s)", lambda lim: HpaScaler(lim, random.Random(seed))),
         ("poll 30 s", lambda lim: SessionScaler(replace(lim, lead_time_s=0), 30)),
     ]
-    base = oracle(day, limits)
-    results = [simulate(name, day, build(limits), limits) for name, build in builders]
+    base = oracle(work, limits)
+    results = [simulate(name, work, build(limits), limits) for name, build in builders]
     print_table([*results, base], base)
 
     lag = DECISION_S + STARTUP_S
-    n, hit, missed = small_bursts(day, results[0], spare)
-    unreachable = after_another_burst(day, results[0], spare, lag)
+    n, hit, missed = small_bursts(work, results[0], spare)
+    unreachable = after_another_burst(work, results[0], spare, lag)
     g = Goals(seed, results[0], results[1], base, n, hit, len(unreachable))
     bursts_met, cost_met = g.met
-    _, hit0, _ = small_bursts(day, results[1], spare)
+    _, hit0, _ = small_bursts(work, results[1], spare)
     print(
         f"goal 1, builtin: bursts of <= spareSessions ({spare}) with a session without a warm slot: "
         f"{hit} of {n} ({missed} sessions; goal 0) -> {'MET' if bursts_met else 'MISSED'}"
@@ -432,7 +582,7 @@ def run_seed(seed: int, spare: int) -> Goals:
         )
     if unreachable:
         need = max(n for _, _, n in unreachable.values())
-        ideal = oracle(day, limits, need)
+        ideal = oracle(work, limits, need)
         print(
             f"  keeping {need} slots free at every second costs {ideal.pod_minutes:.0f} pod-min, "
             f"{100 * (ideal.pod_minutes / base.pod_minutes - 1):+.1f} % vs oracle,\n"
@@ -442,7 +592,7 @@ def run_seed(seed: int, spare: int) -> Goals:
         f"goal 2, builtin pod-minutes vs oracle: {100 * g.over:+.1f} % (goal <= +15 %) -> "
         f"{'MET' if cost_met else 'MISSED'}"
     )
-    print(f"both goals, seed {seed}, spareSessions {spare}: {'MET' if all(g.met) else 'MISSED'}")
+    print(f"both goals, {work.label}, spareSessions {spare}: {'MET' if all(g.met) else 'MISSED'}")
     return g
 
 
@@ -466,37 +616,52 @@ def print_summary(goals: list[Goals], spare: int) -> None:
     print(f"  both goals met on {len(met)} of {len(goals)} seeds: {met}")
 
 
-def main(seeds: list[int], spare: int, spare_table: bool) -> None:
+def peak_base_arrivals(work: Workload, window_s: int) -> int:
+    """The most sessions outside bursts that arrive within any `window_s` seconds."""
+    arrivals = [s.arrival for s in work.sessions if not s.burst]  # sorted: the sessions are
+    most, first = 0, 0
+    for last, at in enumerate(arrivals):
+        while at - arrivals[first] >= window_s:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
+
+
+def report(workloads: list[Workload], spare: int, spare_table: bool) -> None:
     t0 = time.perf_counter()
     goals = []
-    for seed in seeds:
-        goals.append(run_seed(seed, spare))
+    for work in workloads:
+        goals.append(run_workload(work, spare))
         print()
     if len(goals) > 1:
         print_summary(goals, spare)
+    first = workloads[0]
     if spare_table:
-        day = make_day(seeds[0])
-        print_spare_table(day, oracle(day, limits_for(spare)), seeds[0])
+        print_spare_table(first, oracle(first, limits_for(spare)))
     lag = DECISION_S + STARTUP_S
+    if first.trace is None:
+        at_peak = f"~{PEAK_RATE * lag:.0f} at peak"
+    else:
+        at_peak = f"up to {peak_base_arrivals(first, lag)} in this trace"
     print(f"why bursts <= spare can still miss: base arrivals use spare slots in the {lag} s between")
-    print(f"  a decision and its new pod being ready (~{PEAK_RATE * lag:.0f} at peak); the lead term keeps")
+    print(f"  a decision and its new pod being ready ({at_peak}); the lead term keeps")
     print("  the recent growth (each step capped at spareSessions) projected over the lead warm too, but")
     print("  Poisson clumps are not announced by a trend, and a burst right after another finds the spare")
     print("  used up before any pod asked for after the first can be ready")
-    print_assumptions()
+    print_assumptions(first)
     print(f"({time.perf_counter() - t0:.1f} s)")
 
 
-def print_spare_table(day: list[Session], base: Result, seed: int) -> None:
-    print(f"seed {seed}, builtin by spareSessions s, with the lead term and [without it]")
+def print_spare_table(work: Workload, base: Result) -> None:
+    print(f"{work.label}, builtin by spareSessions s, with the lead term and [without it]")
     print("  (bursts <= s: bursts with a miss / bursts (sessions missed)):")
     print(f"  {'spare':>5s} {'no warm slot':>16s} {'bursts <= s':>14s} {'vs oracle':>9s} {'[without]':>24s}")
     for spare in (2, 3, 4, 8):
         row = []
         for lead in (True, False):
             lim = limits_for(spare, lead)
-            r = simulate(f"spare {spare}", day, SessionScaler(lim, DECISION_S), lim)
-            n, hit, missed = small_bursts(day, r, spare)
+            r = simulate(f"spare {spare}", work, SessionScaler(lim, DECISION_S), lim)
+            n, hit, missed = small_bursts(work, r, spare)
             rel = f"{100 * (r.pod_minutes / base.pod_minutes - 1):+.1f} %"
             miss = f"{len(r.no_warm)} ({pct(len(r.no_warm), r.sessions)})"
             row.append((miss, f"{hit}/{n} ({missed})", rel))
@@ -504,7 +669,7 @@ def print_spare_table(day: list[Session], base: Result, seed: int) -> None:
         print(f"  {spare:5d} {m:>16s} {b:>14s} {o:>9s} {f'[{b0}, {o0}]':>24s}")
 
 
-def print_assumptions() -> None:
+def print_assumptions(work: Workload) -> None:
     print("assumptions:")
     for line in (
         f"1 s time step; a new pod is ready {STARTUP_S} s after the scaler asks; every scaler starts at min",
@@ -523,17 +688,45 @@ def print_assumptions() -> None:
         "  scale-down stabilization 300 s (max of window), scale-up at most max(2x, +4 pods) per sync",
         "oracle: ceil(active/spw) pods clamped to [min,max] every second, no spare, perfect packing,",
         f"  + {STARTUP_S} s of pod time per pod start (started ahead); never misses: a lower bound on cost",
-        "pod-minutes cover 24 h plus a 30 min tail for every scaler; events = changes of desired replicas",
     ):
         print(f"  {line}")
+    cover = f"pod-minutes cover {work.span} plus a {TAIL_S // 60} min tail for every scaler;"
+    events = "events = changes of desired replicas"
+    print(f"  {cover} {events}" if len(cover) + len(events) < 100 else f"  {cover}\n    {events}")
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> None:
+    """Parse the command line, load the workload(s), print the report; a bad trace exits 2 (argparse)."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--seed", type=int, nargs="+", default=[1], help="one or more seeds (days)")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="one or more seeds (days); with --trace one, for the HPA's CPU noise",
+    )
     parser.add_argument("--spare", type=int, default=2, help="spareSessions (CRD default 2)")
     parser.add_argument("--no-spare-table", action="store_true", help="skip the table by spareSessions")
-    args = parser.parse_args()
-    main(args.seed, args.spare, not args.no_spare_table)
+    parser.add_argument(
+        "--trace",
+        type=Path,
+        metavar="FILE.csv",
+        help="replay these sessions (header arrival_s,duration_s) instead of the synthetic day",
+    )
+    args = parser.parse_args(argv)
+    if args.trace is None:
+        workloads = [synthetic_day(seed) for seed in args.seed]
+    elif len(args.seed) > 1:
+        parser.error("--trace replays one workload: give at most one --seed (the HPA's CPU noise)")
+    else:
+        try:
+            workloads = [load_trace(args.trace, args.seed[0])]
+        except TraceError as e:
+            parser.error(str(e))
+    report(workloads, args.spare, not args.no_spare_table)
+
+
+if __name__ == "__main__":
+    main()
