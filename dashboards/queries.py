@@ -334,10 +334,16 @@ WORKER_POOLS = Dashboard(
         Panel(
             "Worker load",
             "percentunit",
-            (Query(f"max by (pod) (lk_agents_worker_load{{{NS}}})", "{{pod}}"),),
-            description="Share of each pod's session slots in use (sessions / pool.sessionsPerWorker), as "
-            "the worker reports it to LiveKit. At 100 % the pod takes no new call; every pod at 100 % means "
-            "the pool is full.",
+            (
+                Query(
+                    f"sum by (pod) ({m.SESSIONS_ACTIVE}{{{NS}}})\n"
+                    f"  / on (pod) max by (pod) ({m.SESSION_CAPACITY}{{{NS}}})",
+                    "{{pod}}",
+                ),
+            ),
+            description="Share of each pod's session slots in use (sessions / pool.sessionsPerWorker). At "
+            "100 % the pod takes no new call; every pod at 100 % means the pool is full. (The worker reports "
+            "half this share to LiveKit, lk_agents_worker_load, to stay below its target load.)",
         ),
         Panel(
             "Handoffs per second",

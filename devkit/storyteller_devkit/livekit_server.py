@@ -10,7 +10,6 @@ pods reach it); ``url_on(ip)`` is its URL there.
 from __future__ import annotations
 
 import contextlib
-import re
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -22,19 +21,6 @@ from storyteller_devkit.cluster import find_tool
 from storyteller_devkit.process import free_port, http_ok, stop_process, wait_until
 
 LIVEKIT_START_DEADLINE_S = 30
-TARGET_LOAD_SINCE = (1, 11, 0)  # the first livekit-server with agents.target_load
-
-
-def server_version(binary: Path) -> tuple[int, int, int]:
-    """A livekit-server binary's version, from `--version` ("livekit-server version 1.13.11")."""
-    out = subprocess.run(
-        [str(binary), "--version"], capture_output=True, text=True, check=True, timeout=30
-    ).stdout
-    found = re.search(r"(\d+)\.(\d+)\.(\d+)", out)
-    if found is None:
-        raise RuntimeError(f"{binary} --version printed no version: {out!r}")
-    major, minor, patch = (int(g) for g in found.groups())
-    return major, minor, patch
 
 
 @dataclass(frozen=True)
@@ -83,12 +69,6 @@ def running_livekit_server(
         f"rtc:\n  tcp_port: {tcp_port}\n  udp_port: {udp_port}\n  use_external_ip: false\n"
         "keys:\n  devkey: secret\n"
     )
-    # Since 1.11 the server offers a job only while some worker reports a load below agents.target_load
-    # (default 0.7), else it drops the dispatch. Workers report sessions / sessionsPerWorker and say
-    # "full" themselves at 1.0, so 1.0 gives every free slot a call, as older servers (which refuse the
-    # key) always did.
-    if server_version(binary) >= TARGET_LOAD_SINCE:
-        config += "agents:\n  target_load: 1.0\n"
     log_dir = Path(tempfile.mkdtemp(prefix="storyteller-livekit-"))
     log_path = log_dir / "livekit-server.log"
     with log_path.open("wb") as log:

@@ -176,6 +176,44 @@ build_kube_linter() {
   log "built kube-linter in $((SECONDS - t0)) s"
 }
 
+# livekit-server: newer releases (v1.13.11) replace pion's webrtc, dtls and ice modules with LiveKit's forks in
+# their go.mod, and `go install ...@version` refuses a module with replace directives. So, as for kube-linter,
+# build the downloaded source as the main module (its own go.mod and go.sum, replaces included) from a
+# writable copy. Where the module proxy does not serve the forks, build against the upstream pion versions the
+# go.mod requires instead: the forks only add WARP (rtc.enable_warp, experimental and off by default), so the
+# fork-only EnableSped call is dropped. A pinned version without replace directives (v1.9.12) uses go_install.
+# The command package is named "server"; install it under its usual name.
+install_livekit() {
+  [[ -x "$LIVEKIT_BIN/livekit-server" ]] && return 0
+  local module="github.com/livekit/livekit-server" dir
+  dir="$(go mod download -json "$module@$LIVEKIT_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+  [[ -f "$dir/go.mod" ]] || die "could not download $module@$LIVEKIT_VERSION"
+  if ! grep -Eq '^replace[[:space:](]' "$dir/go.mod"; then
+    go_install "$LIVEKIT_BIN" livekit-server "$module/cmd/server@$LIVEKIT_VERSION"
+    return
+  fi
+  local t0=$SECONDS src="$CACHE_ROOT/livekit-server-$LIVEKIT_VERSION/src" old new mod_flag=()
+  log "building livekit-server $LIVEKIT_VERSION from $dir (its go.mod has replace directives)"
+  rm -rf "$src"
+  mkdir -p "$src" "$LIVEKIT_BIN"
+  cp -R "$dir/." "$src/"
+  chmod -R u+w "$src"   # the module cache is read-only
+  # Each replace line: "[replace] OLD [VERSION] => NEW VERSION".
+  while read -r old new; do
+    go mod download "$new" 2>/dev/null && continue
+    log "livekit-server $LIVEKIT_VERSION: $new is not available, building with upstream $old"
+    (cd "$src" && go mod edit -dropreplace="$old")
+    mod_flag=(-mod=mod)   # go.sum gains the upstream module's hashes
+  done < <(awk '/=>/ && $(NF-1) != "=>" { print ($1 == "replace" ? $2 : $1), $(NF-1) "@" $NF }' "$src/go.mod")
+  if ((${#mod_flag[@]})); then
+    grep -rlZ --include='*.go' '\.EnableSped(' "$src/pkg" | xargs -0r sed -i '/\.EnableSped(/d'
+  fi
+  (cd "$src" && go build "${mod_flag[@]}" -trimpath -ldflags "-s -w" -o "$LIVEKIT_BIN/livekit-server.tmp" ./cmd/server)
+  mv "$LIVEKIT_BIN/livekit-server.tmp" "$LIVEKIT_BIN/livekit-server"   # atomic, as for kubernetes
+  rm -rf "$src"
+  log "built livekit-server in $((SECONDS - t0)) s"
+}
+
 # The API server's OpenAPI v2 document, from the same k8s.io/kubernetes module the control plane is built
 # from: storyteller_devkit.kube_schemas turns it into kubeconform's schemas (make lint, offline).
 install_openapi() {
@@ -214,10 +252,9 @@ go_install "$KWOK_BIN" kwok "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
 install_kwok_stages
 install_keda_crds
 go_install "$HELM_BIN" helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
-# The livekit-server command package is named "server"; install it under its usual name.
 # The real node's cluster DNS (Service names, as on any cluster); its go.mod has no replace directives.
 ((want_k8s)) && go_install "$COREDNS_BIN" coredns "github.com/coredns/coredns@$COREDNS_VERSION"
-go_install "$LIVEKIT_BIN" livekit-server "github.com/livekit/livekit-server/cmd/server@$LIVEKIT_VERSION"
+install_livekit
 # make lint (tests/cluster/lint-manifests.sh) and the chart README.
 go_install "$KUBECONFORM_BIN" kubeconform "github.com/yannh/kubeconform/cmd/kubeconform@$KUBECONFORM_VERSION" \
   "-X main.version=$KUBECONFORM_VERSION"

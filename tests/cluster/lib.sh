@@ -14,7 +14,8 @@ K8S_VERSION="${STORYTELLER_K8S_VERSION:-v1.35.4}"
 KWOK_VERSION="${STORYTELLER_KWOK_VERSION:-v0.8.0}"
 # helm 3 on purpose: helm 4 changed flags and behaviour the chart tests rely on.
 HELM_VERSION="${STORYTELLER_HELM_VERSION:-v3.22.0}"
-LIVEKIT_VERSION="${STORYTELLER_LIVEKIT_VERSION:-v1.9.12}"
+# Newer releases replace pion modules with LiveKit forks in go.mod: install.sh builds those from source.
+LIVEKIT_VERSION="${STORYTELLER_LIVEKIT_VERSION:-v1.13.11}"
 # Only KEDA's CRDs (no build): the cluster tests check the ScaledObjects the operator renders against them.
 KEDA_VERSION="${STORYTELLER_KEDA_VERSION:-v2.21.0}"
 COREDNS_VERSION="${STORYTELLER_COREDNS_VERSION:-v1.14.7}"

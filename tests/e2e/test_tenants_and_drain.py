@@ -4,6 +4,7 @@ mid-call whose session stops being counted."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -23,6 +24,7 @@ from storyteller_devkit.model_server import ThreadedServer
 from storyteller_devkit.process import free_port
 from storyteller_devkit.tenant_config import tenant_dict
 from storyteller_devkit.worker_process import WorkerProcess
+from storyteller_worker.server.capacity import REPORTED_FULL_LOAD
 
 
 @asynccontextmanager
@@ -68,6 +70,34 @@ async def test_each_dispatch_reaches_only_its_own_tenants_workers(
         assert model_server.recorder.chat_requests and other_models.recorder.chat_requests
     finally:
         other_models.stop()
+
+
+async def test_every_slot_of_a_pod_takes_a_call_on_a_default_livekit_server(
+    livekit_server: LiveKitServer,
+    model_server: ThreadedServer,
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    # livekit-server 1.11+ offers no job to workers at or above its target load (0.7 by default, as here):
+    # had the pod reported 3 of 4 slots as 0.75, the fourth call would have been dropped.
+    worker = start_worker(model_server.base_url, pool={"sessionsPerWorker": 4, "idleProcesses": 2})
+    three = 0.75 * REPORTED_FULL_LOAD
+    async with contextlib.AsyncExitStack() as calls:
+        for n in range(1, 5):
+            if n == 4:  # the server has the load of 3 calls: the worker sends it as it computes it
+                await asyncio.to_thread(worker.wait_until, lambda: _reported_load(worker) == three, "3/4", 30)
+            caller, _room = await calls.enter_async_context(
+                dispatched_call(livekit_server, "acme-storyteller")
+            )
+            await caller.wait_for(f"an agent in call {n} of 4", lambda c=caller: bool(c.agent_identity), 30)
+
+
+def _reported_load(worker: WorkerProcess) -> float | None:
+    """The load the worker last reported to LiveKit (the framework's gauge, set as it sends it)."""
+    for family in text_string_to_metric_families(worker.metrics()):
+        for sample in family.samples:
+            if sample.name == "lk_agents_worker_load":
+                return sample.value
+    return None
 
 
 async def test_sigterm_drains_the_running_session_and_refuses_new_ones(

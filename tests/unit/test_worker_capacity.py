@@ -12,7 +12,7 @@ from livekit.agents import AgentServer
 from storyteller_devkit.tenant_config import tenant_dict
 from storyteller_worker import framework
 from storyteller_worker.config import parse_tenant_config
-from storyteller_worker.server.capacity import LOAD_THRESHOLD, is_full, worker_load
+from storyteller_worker.server.capacity import LOAD_THRESHOLD, REPORTED_FULL_LOAD, is_full, worker_load
 from storyteller_worker.server.tenant_server import build_server
 
 
@@ -61,7 +61,11 @@ async def test_server_load_and_refusal_follow_sessions_per_worker(monkeypatch: p
     assert server.load_fnc is not None
 
     monkeypatch.setattr(AgentServer, "active_jobs", property(lambda _self: [object()] * 3))
-    assert server.load_fnc() == 1.0  # type: ignore[call-arg]
+    # Reported to LiveKit scaled: a full pod says 0.5, below livekit-server's default target load (0.7).
+    assert server.load_fnc() == REPORTED_FULL_LOAD == 0.5  # type: ignore[call-arg]
+    monkeypatch.setattr(AgentServer, "active_jobs", property(lambda _self: [object()] * 2))
+    assert server.load_fnc() < 0.7  # type: ignore[call-arg]
+    assert server._load_threshold == REPORTED_FULL_LOAD
     assert await _answer(server, 2, monkeypatch) == "accepted"
     # Full: refused without terminating, so the LiveKit server offers the job to another worker.
     assert await _answer(server, 3, monkeypatch) == "rejected(terminate=False)"
@@ -75,7 +79,7 @@ def test_launching_jobs_weigh_one_slot_each(monkeypatch: pytest.MonkeyPatch) -> 
     server = build_server(tenant)
     monkeypatch.setattr(AgentServer, "active_jobs", property(lambda _self: []))
     monkeypatch.setattr(framework, "launching_jobs", lambda _server: 1)
-    assert server.effective_load() == 0.25
+    assert server.effective_load() == 0.25 * REPORTED_FULL_LOAD
     monkeypatch.setattr(AgentServer, "active_jobs", property(lambda _self: [object()] * 2))
     monkeypatch.setattr(framework, "launching_jobs", lambda _server: 2)
-    assert server.effective_load() == 1.0  # 2 running + 2 launching = full
+    assert server.effective_load() == REPORTED_FULL_LOAD  # 2 running + 2 launching = full

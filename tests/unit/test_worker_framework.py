@@ -25,7 +25,7 @@ from livekit.plugins import deepgram, openai, silero
 from livekit.protocol import agent as lk_agent
 
 from storyteller_worker import framework
-from storyteller_worker.server.capacity import SessionCountingServer
+from storyteller_worker.server.capacity import REPORTED_FULL_LOAD, SessionCountingServer
 
 WORKER_PYPROJECT = Path(__file__).resolve().parents[2] / "worker" / "pyproject.toml"
 INSTALLED = importlib.metadata.version("livekit-agents")
@@ -102,12 +102,12 @@ def test_session_counting_server_is_what_the_framework_sees(monkeypatch: pytest.
     monkeypatch.setattr(AgentServer, "active_jobs", property(lambda _self: []))
     assert framework.launching_jobs(server) == 0  # before run(): the framework has not made the counter yet
     server._reserved_slots = 1  # what the framework's availability answer does
-    assert server._get_effective_load() == 0.25, _recheck(
+    assert server._get_effective_load() == 0.25 * REPORTED_FULL_LOAD, _recheck(
         EFFECTIVE_LOAD, "is not our replacement", EFFECTIVE_LOAD_USE
     )
     monkeypatch.setattr(AgentServer, "active_jobs", property(lambda _self: [object()] * 2))
     server._reserved_slots = 2
-    assert server._get_effective_load() == 1.0  # 2 running + 2 launching = full
+    assert server._get_effective_load() == REPORTED_FULL_LOAD  # 2 running + 2 launching = full
 
 
 async def test_reserved_slots_count_offered_jobs_and_decide_availability_through_the_replaced_load() -> None:

@@ -11,6 +11,12 @@ While a job is accepted but its process not yet running, the framework estimates
 `sessionsPerWorker` says. LiveKit does not retry a dispatch that finds no available worker, so a
 call arriving in that window is lost (seen on livekit-server 1.9.12). `SessionCountingServer` makes a
 launching job weigh exactly one session slot, like a running one.
+
+What the worker reports to LiveKit is that share scaled to `REPORTED_FULL_LOAD`. livekit-server 1.11+
+offers a job only to a node whose available workers report less than its `agents.target_load` (default
+0.7; `JobRequestAffinity` bids the sum of target - load) and drops the dispatch when every bid is 0: a
+pod with 3 of 4 slots taken (0.75) lost its fourth call on a default server. At half the share, every
+free slot stays below any target load from 0.5 up.
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ from livekit.agents import AgentServer
 
 from .. import framework
 
-LOAD_THRESHOLD = 1.0
+LOAD_THRESHOLD = 1.0  # of worker_load: every slot taken
+REPORTED_FULL_LOAD = 0.5  # the load reported to LiveKit for a full pod (see the module's docstring)
 
 
 def worker_load(active_sessions: int, sessions_per_worker: int) -> float:
@@ -40,16 +47,16 @@ class SessionCountingServer(AgentServer):
     """An AgentServer whose load is its share of `sessions_per_worker` slots in use."""
 
     def __init__(self, *, sessions_per_worker: int, **kwargs: Any) -> None:
-        super().__init__(load_threshold=LOAD_THRESHOLD, **kwargs)
+        super().__init__(load_threshold=LOAD_THRESHOLD * REPORTED_FULL_LOAD, **kwargs)
         self.sessions_per_worker = sessions_per_worker
         self.load_fnc = self.session_load
         framework.replace_effective_load(self, self.effective_load)
 
     def session_load(self) -> float:
-        """Running sessions: the load the framework reports to LiveKit."""
-        return worker_load(len(self.active_jobs), self.sessions_per_worker)
+        """Running sessions: the load the framework reports to LiveKit (scaled)."""
+        return worker_load(len(self.active_jobs), self.sessions_per_worker) * REPORTED_FULL_LOAD
 
     def effective_load(self) -> float:
-        """Running sessions plus the ones accepted and still launching: what decides "full"."""
+        """Running sessions plus the ones accepted and still launching: what decides "full" (scaled)."""
         launching = framework.launching_jobs(self)
-        return worker_load(len(self.active_jobs) + launching, self.sessions_per_worker)
+        return worker_load(len(self.active_jobs) + launching, self.sessions_per_worker) * REPORTED_FULL_LOAD
