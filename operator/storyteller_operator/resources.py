@@ -1,9 +1,12 @@
 """Pure: the worker container's default resources, and the memory each job process may use.
 
 The sizing rule (README, "Sizing a worker pod"): LiveKit's guidance for voice agents is about 4 cores and
-8 GB per 25 concurrent sessions, so 160m CPU and 320Mi per session slot; on top of that each pod runs the
-worker's main process and its forkserver (about 320Mi together) and `idleProcesses` prewarmed job
-processes (about 160Mi each, measured with smaps_rollup PSS). Requests cover that plan, so a pod is never
+8 GB per 25 concurrent sessions, so 160m CPU per session slot. Memory follows what `bench/memory.py`
+measures (smaps_rollup PSS): the worker's main process, resource tracker and forkserver take about 310Mi
+together, each prewarmed job process about 145Mi, and each busy one 150-170Mi (a session's process takes
+an idle one's place and the pool starts another): 320Mi, 160Mi per idle process and 192Mi per session
+slot. LiveKit's 320Mi per session is for agents in general; ours shares its libraries and the turn
+detector's weights with the forkserver. Requests cover that plan, so a pod is never
 BestEffort (first to be evicted, with no grace period); the memory limit leaves half again as much
 headroom; there is no CPU limit (throttling a speech pipeline is heard as stutter). Anything the tenant
 sets in spec.worker.resources wins, key by key.
@@ -23,7 +26,7 @@ CPU_BASE_MILLI = 100
 CPU_PER_SESSION_MILLI = 160
 MEMORY_BASE_MI = 320
 MEMORY_PER_IDLE_PROCESS_MI = 160
-MEMORY_PER_SESSION_MI = 320
+MEMORY_PER_SESSION_MI = 192
 MEMORY_LIMIT_HEADROOM = Decimal("1.5")
 
 

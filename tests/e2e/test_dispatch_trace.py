@@ -7,6 +7,7 @@ callbacks, as the job process exits. `bench/dispatch.py` reads the timeline from
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable
@@ -64,3 +65,14 @@ async def test_the_jobs_root_span_carries_the_dispatch_timeline(
         assert {"room_connect", "agent_session", "job_shutdown"} <= traced, traced
     finally:
         receiver.stop()
+
+
+def test_job_processes_share_the_jobs_code_imported_once_in_the_forkserver(
+    model_server: ThreadedServer, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    # The forkserver skips a preload module that fails to import without a word: each job process says
+    # whether it inherited `server.preload` (12-15 MiB of its own memory less when it did).
+    worker = start_worker(model_server.base_url, pool={"sessionsPerWorker": 2, "idleProcesses": 2})
+    worker.wait_until(lambda: worker.log().count('"process initialized"') >= 2, "2 idle processes", 60)
+    warming = [json.loads(line) for line in worker.log().splitlines() if '"job process warming"' in line]
+    assert len(warming) >= 2 and all(w["shared_from_forkserver"] is True for w in warming), warming

@@ -32,12 +32,12 @@ def container(s: TenantSpec) -> dict[str, Any]:
 
 
 def test_defaults_follow_the_sizing_rule() -> None:
-    # 4 sessions, 2 idle processes: 100m + 4 × 160m; 320Mi + 2 × 160Mi + 4 × 320Mi, limit half again.
+    # 4 sessions, 2 idle processes: 100m + 4 × 160m; 320Mi + 2 × 160Mi + 4 × 192Mi, limit half again.
     c = container(spec())
-    assert c["resources"] == {"requests": {"cpu": "740m", "memory": "1920Mi"}, "limits": {"memory": "2880Mi"}}
+    assert c["resources"] == {"requests": {"cpu": "740m", "memory": "1408Mi"}, "limits": {"memory": "2112Mi"}}
     env = {e["name"]: e.get("value") for e in c["env"]}
-    # (2880Mi − 320Mi − 2 × 160Mi) / 4 sessions
-    assert env[contract.JOB_MEMORY_LIMIT_ENV] == "560"
+    # (2112Mi − 320Mi − 2 × 160Mi) / 4 sessions
+    assert env[contract.JOB_MEMORY_LIMIT_ENV] == "368"
 
 
 @given(sessions=st.integers(1, 99), idle=st.integers(0, 16))
@@ -59,7 +59,7 @@ def test_requests_grow_with_the_pool_and_stay_within_the_limit(sessions: int, id
 def test_the_tenants_values_win_key_by_key() -> None:
     s = spec(worker={"resources": {"requests": {"cpu": "2"}}})
     r = resources.container_resources(s)
-    assert r["requests"] == {"cpu": "2", "memory": "1920Mi"}
+    assert r["requests"] == {"cpu": "2", "memory": "1408Mi"}
     s = spec(worker={"resources": {"requests": {"memory": "4Gi"}, "limits": {"memory": "6Gi", "cpu": "4"}}})
     r = resources.container_resources(s)
     assert r["requests"]["memory"] == "4Gi" and r["limits"] == {"memory": "6Gi", "cpu": "4"}

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+import sys
 
 from livekit.agents import JobProcess
 from livekit.plugins import silero
@@ -37,6 +39,12 @@ def warm_process() -> None:
         logger.warning("livekit-agents has no http_context._create_ssl_context; TLS not prewarmed")
 
 
+def _shared_from_forkserver() -> bool:
+    """Whether this process inherited `server.preload` from the forkserver rather than importing it."""
+    preload = sys.modules.get("storyteller_worker.server.preload")
+    return preload is not None and getattr(preload, "PRELOADED_IN", os.getpid()) != os.getpid()
+
+
 def prewarm(proc: JobProcess) -> None:
     """Runs once per job process before it is idle-ready (the AgentServer's `setup_fnc`).
 
@@ -44,7 +52,8 @@ def prewarm(proc: JobProcess) -> None:
     it leaves in `proc.userdata` is what `agents.entrypoint` reads.
     """
     tenant = load_tenant_config()
-    warm_process()
+    warm_process()  # done already where the forkserver preloaded `server.preload`: then a no-op
+    logger.info("job process warming", extra={"shared_from_forkserver": _shared_from_forkserver()})
     vad = silero.VAD.load()
     proc.userdata.update(tenant=tenant, vad=vad, models=build_session_models(tenant, vad))
     # Telemetry is per process: the tracer provider (framework hook) and this pod's capacity gauge.

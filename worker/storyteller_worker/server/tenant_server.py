@@ -22,6 +22,8 @@ from .readiness import serve_readiness
 
 logger = logging.getLogger("storyteller.worker.server")
 
+# Imported once in the forkserver, shared by every job process (see the module).
+PRELOAD_MODULE = "storyteller_worker.server.preload"
 HTTP_PORT = contract.HEALTH_PORT  # health (`GET /`) and status (`GET /worker`), probed by the kubelet
 
 
@@ -50,6 +52,7 @@ def build_server(
         drain_timeout=tenant.pool.drain_timeout_seconds,
         prometheus_port=tenant.observability.metrics_port,
         setup_fnc=prewarm,
+        preload_modules=[PRELOAD_MODULE],
         log_level=tenant.observability.log_level.upper(),
         **memory,
     )
