@@ -24,7 +24,7 @@ no slot is free). In MiB; asserts nothing. Library pages that other processes on
 (this bench's own, other workers') lower the worker's PSS a little: run it on a quiet machine.
 
     .venv/bin/python bench/memory.py [--idle 0 2] [--sessions-per-worker 4] [--calls 2] [--settle 3]
-        [--env NAME=VALUE ...]
+        [--turn-detection model|vad|stt] [--env NAME=VALUE ...]
 """
 
 from __future__ import annotations
@@ -338,6 +338,7 @@ async def measure_shape(
     busy_calls: list[int],
     settle_s: float,
     extra_env: dict[str, str],
+    turn_detection: str,
 ) -> list[Snapshot]:
     name = f"mem{idle}"
     config = tenant_dict(
@@ -347,6 +348,7 @@ async def measure_shape(
         agentName=f"{name}-storyteller",
         pool={"sessionsPerWorker": sessions_per_worker, "idleProcesses": idle},
         observability={"metricsPort": free_port()},
+        turnDetection=turn_detection,
     )
     worker = WorkerProcess(config, livekit, workdir, extra_env=extra_env).start()
     snaps: list[Snapshot] = []
@@ -375,7 +377,12 @@ async def measure_shape(
 
 
 async def main(
-    idles: list[int], sessions_per_worker: int, calls: int, settle_s: float, extra_env: dict[str, str]
+    idles: list[int],
+    sessions_per_worker: int,
+    calls: int,
+    settle_s: float,
+    extra_env: dict[str, str],
+    turn_detection: str,
 ) -> None:
     models = ThreadedServer().start()
     workdir = Path(tempfile.mkdtemp(prefix="storyteller-bench-"))
@@ -389,7 +396,15 @@ async def main(
                 shape = f"idleProcesses={idle}, spw={sessions_per_worker}"
                 print(f"pod shape {shape}")
                 snaps = await measure_shape(
-                    livekit, models.base_url, workdir, idle, sessions_per_worker, busy, settle_s, extra_env
+                    livekit,
+                    models.base_url,
+                    workdir,
+                    idle,
+                    sessions_per_worker,
+                    busy,
+                    settle_s,
+                    extra_env,
+                    turn_detection,
                 )
                 idle_uss = mean([p.uss for p in snaps[0].of(JOB_IDLE)])
                 for snap in snaps:
@@ -410,6 +425,12 @@ if __name__ == "__main__":
     parser.add_argument("--calls", type=int, default=2, help="concurrent calls of the last shape's busy run")
     parser.add_argument("--settle", type=float, default=3.0, help="seconds idle before each measurement")
     parser.add_argument(
+        "--turn-detection",
+        choices=("model", "vad", "stt"),
+        default="model",
+        help="the tenant's spec.turnDetection (vad and stt load no end-of-turn model)",
+    )
+    parser.add_argument(
         "--env",
         action="append",
         default=[],
@@ -421,4 +442,5 @@ if __name__ == "__main__":
     env = dict(item.split("=", 1) for item in args.env)
     if env:
         print("worker environment: " + " ".join(f"{k}={v}" for k, v in env.items()))
-    asyncio.run(main(args.idle, args.sessions_per_worker, args.calls, args.settle, env))
+    print(f"turnDetection: {args.turn_detection}")
+    asyncio.run(main(args.idle, args.sessions_per_worker, args.calls, args.settle, env, args.turn_detection))

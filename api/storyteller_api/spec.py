@@ -111,6 +111,7 @@ TTSProvider = Literal["openai", "deepgram"]
 REALTIME: LLMProvider = "openai-realtime"
 Autoscaler = Literal["builtin", "keda", "none"]
 BridgeMode = Literal["sequential", "overlapping"]
+TurnDetection = Literal["model", "vad", "stt"]
 # What the intro says as it hands the call to the story (the seed's handoff tool output).
 DEFAULT_BRIDGE = "Let's start the story!"
 # The most worker pods one tenant may run (min, max and spec.replicas).
@@ -774,6 +775,14 @@ class AgentSpec(SpecModel):
     story: StoryPhase = Field(default_factory=StoryPhase, description=StoryPhase.__doc__)
     pool: WorkerPool = Field(default_factory=WorkerPool, description=WorkerPool.__doc__)
     observability: Observability = Field(default_factory=Observability, description=Observability.__doc__)
+    turn_detection: TurnDetection = Field(
+        default="model",
+        max_length=8,
+        description="How the end of the caller's turn is found (a realtime model finds it itself). model: "
+        "the framework's end-of-turn model reads what was said (least likely to cut a caller off; its "
+        "weights take about 245 MiB per pod, shared by its job processes). vad: a pause in the caller's "
+        "voice ends the turn (no model loaded). stt: the speech-to-text service's own endpointing.",
+    )
 
     def model_blocks(self) -> Iterator[tuple[str, ModelBlock]]:
         """Every model block in use with its dotted field path, fallbacks included."""

@@ -645,6 +645,7 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
         "spec.intro.handoff.mode",
     ),
     ("bridge-mode-unknown", {"intro": {"handoff": {"mode": "parallel"}}}, "spec.intro.handoff.mode"),
+    ("turn-detection-unknown", {"turnDetection": "silence"}, "spec.turnDetection"),
     ("bridge-too-long", {"intro": {"handoff": {"bridge": "x" * 257}}}, "spec.intro.handoff.bridge"),
     (
         "realtime-intro-with-tts",

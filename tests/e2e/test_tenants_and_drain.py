@@ -105,7 +105,8 @@ async def test_sigterm_drains_the_running_session_and_refuses_new_ones(
     model_server: ThreadedServer,
     start_worker: Callable[..., WorkerProcess],
 ) -> None:
-    draining = start_worker(model_server.base_url)
+    # Its caller's turns end on pauses (spec.turnDetection: vad; the voice session test has the model's).
+    draining = start_worker(model_server.base_url, turnDetection="vad")
 
     async with dispatched_call(livekit_server, "acme-storyteller") as (caller, room):
         await caller.wait_for(

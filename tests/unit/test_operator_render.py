@@ -75,9 +75,11 @@ def test_worker_config_is_spec_minus_pod_fields_plus_identity() -> None:
         "story",
         "pool",
         "observability",
+        "turnDetection",
         "tenant",
         "namespace",
     }
+    assert cfg["turnDetection"] == "model"
     # camelCase keys and defaults exactly as stored
     assert cfg["pool"]["drainTimeoutSeconds"] == 900
     assert "tts" not in cfg["intro"]  # no schema default (a realtime intro has none); the worker fills it

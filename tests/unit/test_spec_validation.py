@@ -149,6 +149,7 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
         "intro.handoff.mode",
     ),
     ("bridge-mode-unknown", {"intro": {"handoff": {"mode": "parallel"}}}, "intro.handoff.mode"),
+    ("turn-detection-unknown", {"turnDetection": "silence"}, "turnDetection"),
     ("bridge-empty", {"intro": {"handoff": {"bridge": ""}}}, "intro.handoff.bridge"),
     (
         "media-cidr-host",

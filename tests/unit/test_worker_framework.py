@@ -297,3 +297,16 @@ def test_the_running_agent_is_the_activity_that_started_the_task() -> None:
         assert framework.running_agent() == "the intro agent"
     finally:
         var.reset(token)
+
+
+def test_the_local_inference_preload_reads_the_variable_we_set() -> None:
+    # Read as text: the module's import loads the models (the main process must never import it).
+    import livekit.agents.ipc
+
+    source = (Path(livekit.agents.ipc.__file__).parent / "_preload.py").read_text()
+    assert f'ENV_PRELOAD_LOCAL_INFERENCE = "{framework.ENV_PRELOAD_LOCAL_INFERENCE}"' in source, _recheck(
+        "ipc._preload.ENV_PRELOAD_LOCAL_INFERENCE",
+        "is not the variable we set",
+        "skip_local_inference_preload",
+    )
+    assert "os.environ.get(ENV_PRELOAD_LOCAL_INFERENCE)" in source

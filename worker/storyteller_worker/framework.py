@@ -25,11 +25,14 @@ the framework source it names, then bump `CHECKED_AGAINST`.
   calling code; the tasks a speech starts (a model's stream and its metrics, the tool reply) inherit it.
   After a handoff tool the old agent still speaks its reply to the tool output while the session's
   `current_agent` is already the new one; `running_agent` tells them apart.
+- `ipc._preload.ENV_PRELOAD_LOCAL_INFERENCE` (`LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE`): whether the
+  forkserver loads the local inference models (the end-of-turn model's ~245 MiB of weights) for its job
+  processes; a tenant that does not use that model sets it off (`skip_local_inference_preload`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 from livekit.agents import AgentServer
@@ -42,6 +45,8 @@ from livekit.agents.voice import agent_activity
 CHECKED_AGAINST = "1.8.9"
 
 UNREGISTERED_ID = "unregistered"
+# Read by livekit/agents/ipc/_preload.py, a side-effect module: importing it here would load the models.
+ENV_PRELOAD_LOCAL_INFERENCE = "LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE"
 
 # Each fallback adapter type and the attribute that holds its models.
 _FALLBACK_INSTANCES: tuple[tuple[type, str], ...] = (
@@ -63,6 +68,12 @@ def replace_effective_load(server: AgentServer, effective_load: Callable[[], flo
     """Make `effective_load()` the load `server` checks against its threshold and reports as its status."""
     # An instance attribute shadows the method for the framework's own `self._get_effective_load()` calls.
     server._get_effective_load = effective_load  # type: ignore[method-assign]
+
+
+def skip_local_inference_preload(environ: MutableMapping[str, str]) -> None:
+    """Tell the framework (before its server starts) not to load its local inference models in the
+    forkserver; a value already set wins."""
+    environ.setdefault(ENV_PRELOAD_LOCAL_INFERENCE, "0")
 
 
 def is_registered(server: AgentServer) -> bool:

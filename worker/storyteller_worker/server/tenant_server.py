@@ -8,12 +8,14 @@ before any job is assigned to it; `agents.entrypoint` then runs each conversatio
 from __future__ import annotations
 
 import logging
+import os
 
 from livekit.agents import JobRequest
 
 from storyteller_api import contract
 from storyteller_api.spec import WorkerConfig
 
+from .. import framework
 from ..agents.entrypoint import entrypoint
 from ..telemetry.metrics import record_capacity
 from .capacity import SessionCountingServer, is_full
@@ -41,6 +43,9 @@ def build_server(
     0: no limit. The framework warns at 80% of it.
     """
     sessions_per_worker = tenant.pool.sessions_per_worker
+    if tenant.turn_detection != "model":
+        # Nothing uses the end-of-turn model: keep its weights (about 245 MiB) out of the pod.
+        framework.skip_local_inference_preload(os.environ)
     memory: dict[str, float] = {}
     if job_memory_limit_mb:
         memory = {"job_memory_limit_mb": job_memory_limit_mb, "job_memory_warn_mb": job_memory_limit_mb * 0.8}
