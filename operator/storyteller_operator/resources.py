@@ -2,31 +2,48 @@
 
 The sizing rule (README, "Sizing a worker pod"): LiveKit's guidance for voice agents is about 4 cores and
 8 GB per 25 concurrent sessions, so 160m CPU per session slot. Memory follows what `bench/memory.py`
-measures (smaps_rollup PSS): the worker's main process, resource tracker and forkserver take about 310Mi
-together, each prewarmed job process about 145Mi, and each busy one 150-170Mi (a session's process takes
-an idle one's place and the pool starts another): 320Mi, 160Mi per idle process and 192Mi per session
-slot. LiveKit's 320Mi per session is for agents in general; ours shares its libraries and the turn
-detector's weights with the forkserver. Requests cover that plan, so a pod is never
-BestEffort (first to be evicted, with no grace period); the memory limit leaves half again as much
-headroom; there is no CPU limit (throttling a speech pipeline is heard as stutter). Anything the tenant
-sets in spec.worker.resources wins, key by key.
+measures (smaps_rollup PSS). With the end-of-turn model (spec.turnDetection: model), the worker's main
+process, resource tracker and forkserver take about 310Mi together, each prewarmed job process about
+145Mi, and each busy one 150-170Mi (a session's process takes an idle one's place and the pool starts
+another): 320Mi, 160Mi per idle process and 192Mi per session slot. Without it (vad, stt: its ~245 MiB
+of weights are not loaded), about 210Mi, 72Mi and 90-100Mi: 224Mi, 96Mi and 128Mi. LiveKit's 320Mi per
+session is for agents in general; ours shares its libraries with the forkserver. Requests cover that
+plan, so a pod is never BestEffort (first to be evicted, with no grace period); the memory limit
+leaves half again as much headroom; there is no CPU limit (throttling a speech pipeline is heard as
+stutter). Anything the tenant sets in spec.worker.resources wins, key by key.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from kubernetes.utils.quantity import parse_quantity
 
-from storyteller_api.spec import TenantSpec
+from storyteller_api.spec import TenantSpec, TurnDetection
 
 MI = 1024 * 1024
 CPU_BASE_MILLI = 100
 CPU_PER_SESSION_MILLI = 160
-MEMORY_BASE_MI = 320
-MEMORY_PER_IDLE_PROCESS_MI = 160
-MEMORY_PER_SESSION_MI = 192
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """MiB a pod's memory request plans for: the processes every pod runs, each idle job process, each
+    session slot."""
+
+    base: int
+    per_idle_process: int
+    per_session: int
+
+
+# By spec.turnDetection: whether the pod holds the end-of-turn model.
+MEMORY_PLANS: dict[TurnDetection, MemoryPlan] = {
+    "model": MemoryPlan(base=320, per_idle_process=160, per_session=192),
+    "vad": MemoryPlan(base=224, per_idle_process=96, per_session=128),
+    "stt": MemoryPlan(base=224, per_idle_process=96, per_session=128),
+}
 MEMORY_LIMIT_HEADROOM = Decimal("1.5")
 
 
@@ -40,12 +57,11 @@ def _mi(n: int | Decimal) -> str:
 
 
 def default_requests(spec: TenantSpec) -> dict[str, str]:
-    pool = spec.pool
+    pool, plan = spec.pool, MEMORY_PLANS[spec.turn_detection]
     cpu = CPU_BASE_MILLI + CPU_PER_SESSION_MILLI * pool.sessions_per_worker
     memory = (
-        MEMORY_BASE_MI + MEMORY_PER_IDLE_PROCESS_MI * pool.idle_processes
-        + MEMORY_PER_SESSION_MI * pool.sessions_per_worker
-    )  # fmt: skip
+        plan.base + plan.per_idle_process * pool.idle_processes + plan.per_session * pool.sessions_per_worker
+    )
     return {"cpu": f"{cpu}m", "memory": _mi(memory)}
 
 
@@ -70,7 +86,7 @@ def job_memory_limit_mb(spec: TenantSpec, resources: dict[str, Any]) -> int:
     limit = resources.get("limits", {}).get("memory")
     if limit is None:
         return 0
-    pool = spec.pool
-    base = (MEMORY_BASE_MI + MEMORY_PER_IDLE_PROCESS_MI * pool.idle_processes) * MI
+    pool, plan = spec.pool, MEMORY_PLANS[spec.turn_detection]
+    base = (plan.base + plan.per_idle_process * pool.idle_processes) * MI
     share = (_bytes(str(limit)) - base) / pool.sessions_per_worker / MI
-    return max(int(share), MEMORY_PER_SESSION_MI)
+    return max(int(share), plan.per_session)

@@ -53,7 +53,17 @@ def test_requests_grow_with_the_pool_and_stay_within_the_limit(sessions: int, id
     assert _bytes(bigger["requests"]["memory"]) > request
     assert _bytes(bigger["requests"]["cpu"]) > _bytes(r["requests"]["cpu"])
     # Each session may use at least its planned share before the worker kills its process.
-    assert resources.job_memory_limit_mb(s, r) >= resources.MEMORY_PER_SESSION_MI
+    assert resources.job_memory_limit_mb(s, r) >= resources.MEMORY_PLANS["model"].per_session
+
+
+def test_a_pod_without_the_end_of_turn_model_plans_for_less_memory() -> None:
+    # 4 sessions, 2 idle processes: 224Mi + 2 × 96Mi + 4 × 128Mi (bench/memory.py --turn-detection vad).
+    for mode in ("vad", "stt"):
+        c = container(spec(turnDetection=mode))
+        assert c["resources"]["requests"]["memory"] == "928Mi"
+        assert c["resources"]["limits"] == {"memory": "1392Mi"}
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        assert env[contract.JOB_MEMORY_LIMIT_ENV] == "244"  # (1392Mi − 224Mi − 2 × 96Mi) / 4 sessions
 
 
 def test_the_tenants_values_win_key_by_key() -> None:
