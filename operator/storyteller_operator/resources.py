@@ -38,11 +38,12 @@ class MemoryPlan:
     per_session: int
 
 
+_WITHOUT_THE_MODEL = MemoryPlan(base=224, per_idle_process=96, per_session=128)
 # By spec.turnDetection: whether the pod holds the end-of-turn model.
 MEMORY_PLANS: dict[TurnDetection, MemoryPlan] = {
     "model": MemoryPlan(base=320, per_idle_process=160, per_session=192),
-    "vad": MemoryPlan(base=224, per_idle_process=96, per_session=128),
-    "stt": MemoryPlan(base=224, per_idle_process=96, per_session=128),
+    "vad": _WITHOUT_THE_MODEL,
+    "stt": _WITHOUT_THE_MODEL,
 }
 MEMORY_LIMIT_HEADROOM = Decimal("1.5")
 

@@ -25,6 +25,10 @@ from ..telemetry.tracing import install_tracing
 
 logger = logging.getLogger("storyteller.worker.warmup")
 
+# Imported once in the forkserver, shared by every job process (see that module); named here, not
+# imported: its import is the preload itself.
+PRELOAD_MODULE = "storyteller_worker.server.preload"
+
 _LAZY_IMPORTS = (
     "anyio._backends._asyncio",  # httpx's async backend, imported on the first request
     "openai.types.chat.completions",
@@ -41,7 +45,7 @@ def warm_process() -> None:
 
 def _shared_from_forkserver() -> bool:
     """Whether this process inherited `server.preload` from the forkserver rather than importing it."""
-    preload = sys.modules.get("storyteller_worker.server.preload")
+    preload = sys.modules.get(PRELOAD_MODULE)
     return preload is not None and getattr(preload, "PRELOADED_IN", os.getpid()) != os.getpid()
 
 

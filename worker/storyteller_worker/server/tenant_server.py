@@ -19,13 +19,11 @@ from .. import framework
 from ..agents.entrypoint import entrypoint
 from ..telemetry.metrics import record_capacity
 from .capacity import SessionCountingServer, is_full
-from .prewarm import prewarm
+from .prewarm import PRELOAD_MODULE, prewarm
 from .readiness import serve_readiness
 
 logger = logging.getLogger("storyteller.worker.server")
 
-# Imported once in the forkserver, shared by every job process (see the module).
-PRELOAD_MODULE = "storyteller_worker.server.preload"
 HTTP_PORT = contract.HEALTH_PORT  # health (`GET /`) and status (`GET /worker`), probed by the kubelet
 
 
