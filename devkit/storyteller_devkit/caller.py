@@ -170,5 +170,30 @@ class Caller:
                 )
             await asyncio.sleep(0.05)
 
+    async def say_until_hang_up(self, text: str, attempts: int = 3, deadline_s: float = 60) -> int:
+        """Say `text` (a goodbye) until the agent hangs up; return how many times it took.
+
+        The offline recogniser on a loaded machine rarely mishears a goodbye (then the story goes on): the
+        caller says it again, as a person would. Tests of the recognition itself use `say` once.
+        """
+        for attempt in range(1, attempts + 1):
+            replies, spoken = len(self.transcripts), self.agent_states.count("speaking")
+            await self.say(text)
+
+            def answered(n: int = replies, s: int = spoken) -> bool:
+                # Hung up, or spoke a whole reply since (its transcript in, and listening again).
+                return self.disconnected.is_set() or (
+                    len(self.transcripts) > n
+                    and self.agent_states.count("speaking") > s
+                    and self.agent_states[-1:] == ["listening"]
+                )
+
+            await self.wait_for("the hang-up, or another reply", answered, deadline_s)
+            if any("Goodbye" in t for t in self.transcripts[replies:]):
+                await self.wait_for("the hang-up after the goodbye", self.disconnected.is_set, deadline_s)
+            if self.disconnected.is_set():
+                return attempt
+        raise AssertionError(f"no hang-up after saying {text!r} {attempts} times; heard {self.transcripts}")
+
     def transcript_text(self) -> str:
         return " ".join(self.transcripts)

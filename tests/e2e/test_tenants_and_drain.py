@@ -136,8 +136,10 @@ async def test_sigterm_drains_the_running_session_and_refuses_new_ones(
             60,
         )
         assert draining.proc is not None and draining.proc.poll() is None, "the worker did not wait"
-        await caller.say(CALLER_SCRIPT[1])
-        await caller.wait_for("the hang-up", caller.disconnected.is_set, 60)
+        try:
+            await caller.say_until_hang_up(CALLER_SCRIPT[1])
+        except AssertionError as err:  # what the caller's speech came back as tells a mishearing apart
+            raise AssertionError(f"{err}; speech-to-text heard {model_server.recorder.transcribed}") from None
 
     assert "Goodbye, Ada" in caller.transcript_text()
     assert draining.wait_exit(timeout=60) == 0

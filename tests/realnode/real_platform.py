@@ -103,8 +103,7 @@ class Call:
     async def finish(self) -> None:
         """Say thanks; the agent says goodbye and deletes the room."""
         caller = self._caller()
-        await caller.say(CALLER_SCRIPT[1])
-        await caller.wait_for("the room to be deleted", caller.disconnected.is_set, 90)
+        await caller.say_until_hang_up(CALLER_SCRIPT[1], deadline_s=90)
         assert "Goodbye, Ada" in caller.transcript_text()
         async with api.LiveKitAPI(self.livekit.http_url, self.livekit.api_key, self.livekit.api_secret) as lk:
             listed = await lk.room.list_rooms(api.ListRoomsRequest(names=[self.room]))
