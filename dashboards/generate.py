@@ -43,6 +43,8 @@ def _variables(d: Dashboard) -> list[dict[str, Any]]:
             "sort": 1,
         }
 
+    # The revisions of the chosen tenants: the numbers the operator gave what their pods ran.
+    revisions = f'label_values({d.tenant_metric}{{namespace=~"$namespace", tenant=~"$tenant"}}, revision)'
     return [
         {
             "name": "datasource",
@@ -54,6 +56,7 @@ def _variables(d: Dashboard) -> list[dict[str, Any]]:
         },
         query_var("namespace", "Namespace", f"label_values({d.tenant_metric}, namespace)"),
         query_var("tenant", "Tenant", f'label_values({d.tenant_metric}{{namespace=~"$namespace"}}, tenant)'),
+        *([query_var("revision", "Revision", revisions)] if d.revisions else []),
     ]
 
 

@@ -1,8 +1,9 @@
 """The dashboards' content: every panel's title, unit and PromQL, apart from the layout (generate.py).
 
-Selectors: worker series carry `tenant` (their own label) and `namespace` (the scrape's target label);
-the SDK's `lk_agents_*` series carry no tenant, so they are selected by namespace and shown per pod.
-Grafana variables used: $namespace, $tenant (multi-value regexes), $__rate_interval, $__range.
+Selectors: worker series carry `tenant` and `revision` (their own labels: the operator numbers what the
+pods run) and `namespace` (the scrape's target label); the SDK's `lk_agents_*` series carry no tenant, so
+they are selected by namespace and shown per pod.
+Grafana variables used: $namespace, $tenant, $revision (multi-value regexes), $__rate_interval, $__range.
 The price table is the recording rule `storyteller:price_usd_per_unit{provider, model, unit}` shipped in
 the chart's PrometheusRule (`dashboards/rules.yaml`); edit the prices there.
 """
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 
 from storyteller_api import metric_names as m
 
-W = 'namespace=~"$namespace", tenant=~"$tenant"'  # worker series of the chosen tenants
+W = 'namespace=~"$namespace", tenant=~"$tenant", revision=~"$revision"'  # worker series of the chosen ones
 NS = 'namespace=~"$namespace"'
 OP_POOL = 'namespace=~"$namespace", tenant=~"$tenant"'  # operator gauges carry both labels themselves
 
@@ -45,6 +46,7 @@ class Dashboard:
     title: str
     panels: tuple[Panel, ...]
     tenant_metric: str = m.SESSIONS_STARTED  # where $tenant's values come from
+    revisions: bool = True  # a $revision variable (worker series carry the label; the operator's do not)
     tags: tuple[str, ...] = field(default=("storyteller",))
 
 
@@ -378,6 +380,7 @@ OPERATOR = Dashboard(
     uid="storyteller-operator",
     title="Storyteller / Operator",
     tenant_metric=m.POOL_DESIRED_REPLICAS,
+    revisions=False,
     panels=(
         Panel(
             "Reconciles per second by result",
@@ -449,4 +452,75 @@ OPERATOR = Dashboard(
     ),
 )
 
-DASHBOARDS = (TENANT_USAGE, CONVERSATION_LATENCY, WORKER_POOLS, OPERATOR)
+
+def _share(part: str, whole: str, by: str = "tenant, revision", part_sel: str = W) -> str:
+    """part / whole over the selected range, per `by`: a rate of sessions (handoffs per session...)."""
+    return f"{_increase(part, by, part_sel)}\n/\n{_increase(whole, by)}"
+
+
+BY_REVISION = "{{tenant}} r{{revision}}"  # the legend of a series per tenant and revision
+
+REVISIONS = Dashboard(
+    uid="storyteller-revisions",
+    title="Storyteller / Revisions",
+    panels=(
+        Panel(
+            "Sessions started per minute by revision",
+            "short",
+            (Query(f"60 * {_rate(m.SESSIONS_STARTED, 'tenant, revision')}", BY_REVISION),),
+            description="New sessions per minute, per tenant and revision (the number the operator gave "
+            "what the pods run: status.revisions). While two revisions serve at once (a rolling update, a "
+            "canary) it shows the share of calls each one takes.",
+        ),
+        Panel(
+            "Handoff rate by revision",
+            "percentunit",
+            (Query(_share(m.HANDOFFS, m.SESSIONS_STARTED), BY_REVISION),),
+            kind="bargauge",
+            description="Sessions that reached the StoryAgent per session started, over the selected range, "
+            "per revision. A revision well below the one before it has an intro that does not hand off "
+            "(its instructions, or a model that does not call the tool): compare it before all callers get "
+            "it.",
+        ),
+        Panel(
+            "Sessions ended by error by revision",
+            "percentunit",
+            (
+                Query(
+                    _share(m.SESSIONS_ENDED, m.SESSIONS_STARTED, part_sel=f'{W}, reason="error"'),
+                    BY_REVISION,
+                ),
+            ),
+            kind="bargauge",
+            description="The share of sessions the framework closed with an error (no fallback left for a "
+            "failing model), over the selected range, per revision. Anything above zero is a caller who "
+            "heard the call fail; a revision above its predecessor brought it.",
+        ),
+        Panel(
+            "Provider errors per session by revision",
+            "short",
+            (Query(_share(m.PROVIDER_ERRORS, m.SESSIONS_STARTED), BY_REVISION),),
+            kind="bargauge",
+            description="Failed LLM, STT and TTS requests per session, over the selected range, per revision "
+            "(fallbacks may have hidden them from the caller). A revision with more than its predecessor "
+            "uses a model, voice or endpoint that fails.",
+        ),
+        Panel(
+            "Time to first audio p95 by revision",
+            "s",
+            (Query(_quantile(0.95, m.TIME_TO_FIRST_AUDIO, "tenant, revision"), BY_REVISION),),
+            description="95th percentile of the time from the end of the caller's speech to the agent's "
+            "first audio, per revision: what callers hear as slowness. A revision above its predecessor "
+            "has a slower model, voice or prompt.",
+        ),
+        Panel(
+            "LLM time to first token p95 by revision",
+            "s",
+            (Query(_quantile(0.95, m.LLM_TTFT, "tenant, revision"), BY_REVISION),),
+            description="95th percentile of the language model's time to first token (a realtime model: to "
+            "its first audio), per revision. Most of the time to first audio when it rises with it.",
+        ),
+    ),
+)
+
+DASHBOARDS = (TENANT_USAGE, CONVERSATION_LATENCY, WORKER_POOLS, REVISIONS, OPERATOR)

@@ -46,11 +46,12 @@ def panel_queries(source: str | None = None) -> Iterator[tuple[str, str]]:
                     yield f"{dashboard['uid']}/{panel['title']}/{target['refId']}", expr
 
 
-def substitute(expr: str, namespace: str, tenant: str) -> str:
-    """The query as Grafana sends it, with the template variables set."""
+def substitute(expr: str, namespace: str, tenant: str, revision: str = ".*") -> str:
+    """The query as Grafana sends it, with the template variables set (every revision: "All")."""
     return (
         expr.replace("$namespace", namespace)
         .replace("$tenant", tenant)
+        .replace("$revision", revision)
         .replace("$__rate_interval", "1m")
         .replace("$__range", "15m")
     )

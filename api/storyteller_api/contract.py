@@ -50,6 +50,11 @@ CONFIG_HASH_ANNOTATION: Final = f"{GROUP}/config-hash"
 # On the worker pods: a hash of the referenced Secrets' resourceVersions (a rotated key rolls the pool).
 SECRETS_HASH_ANNOTATION: Final = f"{GROUP}/secrets-hash"
 AUTOSCALER_ANNOTATION: Final = f"{GROUP}/autoscaler"
+# On the worker pods: the revision (status.revisions) they run; not in the Deployment's selector.
+REVISION_LABEL: Final = f"{GROUP}/revision"
+# On a canary's pods and in its Deployment's selector (storyteller_operator.render.canary_selector_labels).
+TRACK_LABEL: Final = f"{GROUP}/track"
+CANARY_TRACK: Final = "canary"
 # Label prefixes a tenant may not set on its pods (spec.worker.podLabels): the operator owns them.
 RESERVED_LABEL_PREFIXES: Final = ("app.kubernetes.io/", f"{GROUP}/")
 # Kubernetes' own: the ReplicaSet removes the cheapest pods first.
@@ -66,6 +71,8 @@ CONFIG_DIR: Final = "/etc/storyteller"
 CONFIG_KEY: Final = "tenant.json"
 DEFAULT_CONFIG_PATH: Final = f"{CONFIG_DIR}/{CONFIG_KEY}"
 READY_PORT_ENV: Final = "STORYTELLER_READY_PORT"
+# The revision the pod runs (the label above), for the worker's metrics.
+REVISION_ENV: Final = "STORYTELLER_REVISION"
 # The memory one job process (one session) may use, in MB, before the worker kills it (only that session
 # ends, not the pod's others); set by the operator from the pod's memory limit, 0 or unset: no limit.
 JOB_MEMORY_LIMIT_ENV: Final = "STORYTELLER_JOB_MEMORY_LIMIT_MB"

@@ -21,7 +21,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from storyteller_api import contract
-from storyteller_api.spec import TENANT_NAME, TENANT_NAME_MAX, SpecModel, TenantSpec
+from storyteller_api.spec import MAX_REVISION_HISTORY, TENANT_NAME, TENANT_NAME_MAX, SpecModel, TenantSpec
 
 Schema = dict[str, Any]
 STRING_MAP_MAX_PROPERTIES = 64
@@ -184,6 +184,74 @@ def status_schema() -> Schema:
         },
     }
     count = {"type": "integer", "format": "int32", "minimum": 0}
+    revision = {"type": "integer", "format": "int64", "minimum": 1}
+    ratio = {"type": "number", "minimum": 0}
+    figures = {
+        "type": "object",
+        "properties": {
+            "sessions": {**count, "description": "Sessions started."},
+            "handoffRate": {**ratio, "description": "Sessions that reached the StoryAgent, per session."},
+            "providerErrorRate": {**ratio, "description": "Failed LLM/STT/TTS requests per session."},
+            "errorEndRate": {**ratio, "description": "Sessions ended by an error, per session."},
+            "firstAudioP95Seconds": {**ratio, "description": "p95 time to first audio."},
+            "ttftP95Seconds": {**ratio, "description": "p95 LLM time to first token."},
+            "windowSeconds": {
+                "type": "integer",
+                "format": "int64",
+                "minimum": 0,
+                "description": "The window they were read over (in status.revisions).",
+            },
+        },
+    }
+    canary = {
+        "type": "object",
+        "description": "The canary revision running beside the stable one, and its analysis so far.",
+        "properties": {
+            "revision": {**revision, "description": "The canary's revision."},
+            "stableRevision": {**revision, "description": "The revision it is compared with."},
+            "started": _string("When it started: the analysis window's start.", 64, format="date-time"),
+            "weight": {**count, "description": "The share of new sessions it is sized for, in %."},
+            "replicas": {**count, "description": "Its pods."},
+            "readyReplicas": {**count, "description": "Its ready pods."},
+            "message": _string("The analysis so far.", 4096),
+            "canaryFigures": {**figures, "description": "The canary's figures since it started."},
+            "stableFigures": {
+                **figures,
+                "description": "The stable revision's figures over the same window.",
+            },
+        },
+    }
+    revision_entry = {
+        "type": "object",
+        "description": "One revision: what the pods of that number ran.",
+        "required": ["revision", "configHash", "image", "created"],
+        "properties": {
+            "revision": {**revision, "description": "Its number, counting up per tenant."},
+            "configHash": _string("Hash of the worker config it ran.", 128),
+            "image": _string("Worker image it ran.", 512),
+            "secretsHash": _string("Hash of the referenced Secrets' versions it read.", 128),
+            "change": _string("What it changed against the revision served before it, in one line.", 512),
+            "created": _string("When the operator first rendered it.", 64, format="date-time"),
+            "state": _string(
+                "Failed: its canary was rolled back; it is not tried again until the spec changes.", 16
+            ),
+            "failure": _string(
+                "Why its canary was rolled back: the figure that fell behind and by how much.", 4096
+            ),
+            "figures": {
+                **figures,
+                "description": "Its figures as last read: over its canary's window, else since it began "
+                "serving (at most 7 days): the sessions it served, and how they went.",
+            },
+            "digests": {
+                "type": "object",
+                "description": "Short digests of the parts of what it ran (config parts, image, each "
+                "Secret), for the next revision's change line.",
+                "maxProperties": 256,
+                "additionalProperties": _string("A digest.", 64),
+            },
+        },
+    }
     return {
         "type": "object",
         "description": "What the operator observed; written by the operator only.",
@@ -220,6 +288,14 @@ def status_schema() -> Schema:
             },
             "configHash": _string("Hash of the rendered worker config; changes roll the pool.", 128),
             "selector": _string("Label selector of the worker pods (for the scale subresource).", 1024),
+            "revision": {**revision, "description": "The revision the pods run (or are rolling to)."},
+            "canary": canary,
+            "revisions": {
+                "type": "array",
+                "description": "The last spec.revisionHistoryLimit revisions, newest first.",
+                "maxItems": MAX_REVISION_HISTORY,
+                "items": revision_entry,
+            },
         },
     }
 
@@ -256,6 +332,20 @@ def _printer_columns() -> list[Schema]:
             "type": "integer",
             "jsonPath": ".status.activeSessions",
             "description": "Sessions running across the pool.",
+        },
+        {
+            "name": "Revision",
+            "type": "integer",
+            "jsonPath": ".status.revision",
+            "description": "The revision the pods run (status.revisions).",
+            "priority": 1,
+        },
+        {
+            "name": "Canary",
+            "type": "integer",
+            "jsonPath": ".status.canary.revision",
+            "description": "The revision running as a canary, when one is.",
+            "priority": 1,
         },
         {
             "name": "Agent",

@@ -11,6 +11,8 @@ from typing import Final
 # ----------------------------------------------------------------------------- worker (per tenant)
 SESSIONS_STARTED: Final = "storyteller_sessions_started_total"
 SESSIONS_ACTIVE: Final = "storyteller_sessions_active"
+# Sessions that ended, by the framework's CloseReason (error, task_completed, participant_disconnected...).
+SESSIONS_ENDED: Final = "storyteller_sessions_ended_total"
 SESSION_DURATION: Final = "storyteller_session_duration_seconds"
 HANDOFFS: Final = "storyteller_handoffs_total"
 LLM_PROMPT_TOKENS: Final = "storyteller_llm_prompt_tokens_total"

@@ -116,6 +116,9 @@ TurnDetection = Literal["model", "vad", "stt"]
 DEFAULT_BRIDGE = "Let's start the story!"
 # The most worker pods one tenant may run (min, max and spec.replicas).
 MAX_REPLICAS = 1000
+DEFAULT_REVISION_HISTORY = 10  # status.revisions entries, like a Deployment's revisionHistoryLimit
+MAX_REVISION_HISTORY = 100
+MAX_REVISION = 1_000_000  # revisions count up per tenant; the CRD's integers are bounded
 # Autoscalers whose size is spec.replicas (written by kubectl scale or KEDA), not the operator's policy.
 MANUAL_AUTOSCALERS: tuple[Autoscaler, ...] = ("none", "keda")
 
@@ -797,6 +800,95 @@ class AgentSpec(SpecModel):
                     yield f"{phase_name}.{kind}.fallbacks[{i}]", fallback
 
 
+RolloutStrategy = Literal["Replace", "Canary"]
+
+
+class CanaryAnalysis(SpecModel):
+    """How a canary revision is judged against the stable one, on the same window (since the canary
+    started), from the workers' per-revision metrics in Prometheus (the operator's prometheus.url)."""
+
+    min_sessions: int = Field(
+        default=20,
+        ge=1,
+        le=100000,
+        description="Sessions the canary must have served before it is judged, 1 to 100000.",
+    )
+    max_duration_seconds: int = Field(
+        default=3600,
+        ge=60,
+        le=7 * 86400,
+        description="How long the canary may run without reaching minSessions; then it is rolled back "
+        "(not enough evidence), 60 to 604800.",
+    )
+    max_handoff_rate_drop: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description="How far the canary's handoff rate (sessions that reached the StoryAgent per session) "
+        "may fall below the stable revision's, 0 to 1.",
+    )
+    max_provider_error_rate_increase: float = Field(
+        default=0.1,
+        ge=0,
+        le=1000,
+        description="How many more failed LLM/STT/TTS requests per session than the stable revision the "
+        "canary may have.",
+    )
+    max_error_end_rate_increase: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="How much higher than the stable revision's the canary's share of sessions ended by an "
+        "error may be, 0 to 1.",
+    )
+    max_first_audio_p95_ratio: float = Field(
+        default=1.5,
+        ge=1,
+        le=100,
+        description="How many times the stable revision's p95 time to first audio the canary's may be.",
+    )
+    max_ttft_p95_ratio: float = Field(
+        default=1.5,
+        ge=1,
+        le=100,
+        description="How many times the stable revision's p95 LLM time to first token the canary's may be.",
+    )
+
+
+class Rollout(SpecModel):
+    """How a new revision (a change to what the pods run: config, image, a Secret) reaches the callers."""
+
+    strategy: RolloutStrategy = Field(
+        default="Replace",
+        max_length=8,
+        description="Replace: roll every pod to the new revision at once (the Deployment's rolling update). "
+        "Canary: run it first as a second Deployment taking about canaryWeight % of new sessions, judge it "
+        "against the stable revision (analysis), then promote it or roll it back.",
+    )
+    canary_weight: int = Field(
+        default=10,
+        ge=1,
+        le=50,
+        description="The share of new sessions the canary is sized to take, in %, 1 to 50 (LiveKit spreads "
+        "calls over the available workers: the canary gets this share of the pods, at least one).",
+    )
+    analysis: CanaryAnalysis = Field(default_factory=CanaryAnalysis, description=CanaryAnalysis.__doc__)
+    pinned_revision: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_REVISION,
+        description="Serve this revision from status.revisions (a rollback to an earlier one) and start no "
+        f"canary while it is set; unset it to serve the spec again. 1 to {MAX_REVISION}.",
+    )
+    promote_revision: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_REVISION,
+        description="Promote the canary now when it is this revision, without waiting for its analysis, "
+        f"1 to {MAX_REVISION}.",
+    )
+
+
 class TenantSpec(AgentSpec):
     """What the tenant wants: its LiveKit project, models, prompts and pool size."""
 
@@ -825,6 +917,14 @@ class TenantSpec(AgentSpec):
     worker: WorkerPod = Field(default_factory=WorkerPod, description=WorkerPod.__doc__)
     suspend: bool = Field(
         default=False, description="Scale the pool to zero and keep it there; everything else stays in place."
+    )
+    rollout: Rollout = Field(default_factory=Rollout, description=Rollout.__doc__)
+    revision_history_limit: int = Field(
+        default=DEFAULT_REVISION_HISTORY,
+        ge=1,
+        le=MAX_REVISION_HISTORY,
+        description="Revisions kept in status.revisions (what the pods ran: config, image, Secret versions), "
+        f"1 to {MAX_REVISION_HISTORY}.",
     )
 
     @property

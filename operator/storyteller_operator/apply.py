@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from kubernetes.client import ApiException
@@ -56,8 +56,8 @@ class Applier:
         # its live copy instead of applied again, so a forced resync writes only what differs.
         self.watched = watched
         self._applied: dict[ChildKey, AppliedChild] = {}
-        # tenant uid → the config revision at which no older revision was left: nothing to collect.
-        self._configs_collected: dict[str, str] = {}
+        # tenant uid → the config revisions kept when nothing else was left: nothing to collect.
+        self._configs_collected: dict[str, frozenset[str]] = {}
         self._guard = threading.Lock()
 
     # ------------------------------------------------------------------------------------- the cache
@@ -101,15 +101,24 @@ class Applier:
     def prune_scaled_object(self, tenant: Tenant) -> None:
         self.kube.delete(*render.KEDA_API, tenant.namespace, render.worker_name(tenant.name))
 
-    def collect_config_revisions(self, tenant: Tenant, keep: str) -> list[str]:
-        """Delete the tenant's older config revisions that no pod mounts any more; return their names.
+    def prune_canary(self, tenant: Tenant) -> None:
+        """Delete the canary Deployment: its pods drain their calls like any scale-in (preStop and the
+        termination grace), the garbage collector removes its ReplicaSets."""
+        name = render.canary_name(tenant.name)
+        self.kube.delete("apps/v1", "Deployment", tenant.namespace, name)
+        self.forget_child(tenant.uid, "Deployment", name)
+
+    def collect_config_revisions(self, tenant: Tenant, keep: Collection[str]) -> list[str]:
+        """Delete the tenant's config revisions that no pod mounts and `keep` does not name (the spec's and
+        those of status.revisions, which a pin may go back to); return their names.
 
         A pod of an older revision (draining its sessions, or a rollout's old ReplicaSet) keeps reading its
         own config until it is gone, so its ConfigMap stays until then. Only ConfigMaps the tenant owns are
-        touched. Once nothing older is left for revision `keep`, later calls read nothing.
+        touched. Once nothing else is left for these `keep`, later calls read nothing.
         """
+        kept = frozenset(keep)
         with self._guard:
-            if self._configs_collected.get(tenant.uid) == keep:
+            if self._configs_collected.get(tenant.uid) == kept:
                 return []
         ns, name = tenant.namespace, tenant.name
         selector = f"{contract.TENANT_LABEL}={name},{contract.LABEL_MANAGED_BY}={contract.MANAGER}"
@@ -117,7 +126,7 @@ class Applier:
             cm["metadata"]["name"]
             for cm in self.kube.list("v1", "ConfigMap", ns, selector)
             if render.is_config_map_of(name, cm["metadata"]["name"])
-            and cm["metadata"]["name"] != keep
+            and cm["metadata"]["name"] not in kept
             and owned_by(cm, tenant.uid)
         ]
         in_use = set()
@@ -139,7 +148,7 @@ class Applier:
             )
         if len(deleted) == len(old):
             with self._guard:
-                self._configs_collected[tenant.uid] = keep
+                self._configs_collected[tenant.uid] = kept
         return deleted
 
     def _drift(self, key: ChildKey, cached: AppliedChild, manifest: Mapping[str, Any]) -> str | None:
@@ -171,6 +180,7 @@ class Applier:
         changed: list[str] = []
         error: str | None = None
         deployment = current
+        canary: Mapping[str, Any] | None = None
         digests = plan.digests or tuple(render.manifest_hash(m) for m in plan.children)
         for manifest, digest in zip(plan.children, digests, strict=True):
             kind, child = manifest["kind"], manifest["metadata"]["name"]
@@ -203,6 +213,8 @@ class Applier:
                 changed.append(f"{kind}/{child}")
             with self._guard:
                 self._applied[key] = AppliedChild(digest, after, version_of(applied))
-            if kind == "Deployment":
+            if kind == "Deployment" and child == render.worker_name(t.name):
                 deployment = applied
-        return Applied(changed=changed, error=error, deployment=deployment)
+            elif kind == "Deployment":
+                canary = applied
+        return Applied(changed=changed, error=error, deployment=deployment, canary_deployment=canary)

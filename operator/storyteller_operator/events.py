@@ -30,7 +30,12 @@ def transitions(
     out: list[Event] = []
     if changed:
         message = "applied " + ", ".join(changed)
-        if old.get("configHash") and old.get("configHash") != new["configHash"]:
+        revision = new.get("revision")
+        if old.get("revision") and revision != old.get("revision"):
+            entries: list[Mapping[str, Any]] = new.get("revisions") or []
+            entry = next((e for e in entries if e.get("revision") == revision), {})
+            message += f"; revision {revision} ({entry.get('change', '')}), rolling the pool"
+        elif old.get("configHash") and old.get("configHash") != new["configHash"]:
             message += (
                 f"; worker config changed ({old['configHash']} → {new['configHash']}), rolling the pool"
             )

@@ -4,26 +4,32 @@ Reads go through the operator's client, whose caches (cached.py) answer from wat
 reconcile makes no request to the API server. The tenant, its worker Deployment, which referenced Secrets
 exist and their versions (metadata only: no key material enters the operator), its pods and the sessions
 their workers report, which optional APIs the cluster serves, and, when the tenant may have to give one
-up, its ScaledObject.
+up, its ScaledObject. For its rollout: the canary Deployment, the configs of the revisions that may run
+besides the spec's (their immutable ConfigMaps), and, while a canary runs, each revision's figures.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 import re
+import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from kubernetes.client import ApiException
 
 from storyteller_api import contract
-from storyteller_operator import render
+from storyteller_operator import render, revisions, rollout
 from storyteller_operator.agent_names import AgentNames
+from storyteller_operator.canary import Figures
 from storyteller_operator.discovery import ApiDiscovery
 from storyteller_operator.kube import KubeClient
+from storyteller_operator.revision_figures import FigureSource
 from storyteller_operator.sessions import SessionSource
-from storyteller_operator.tenant import Tenant
+from storyteller_operator.tenant import InvalidSpec, Tenant
 
 Obj = dict[str, Any]
 
@@ -54,6 +60,12 @@ class Snapshot:
     pods: list[Obj]  # the tenant's pods (listed only with a session source)
     sessions: Sessions | None  # None: no session source
     observed_at: datetime.datetime
+    canary_deployment: Obj | None = None  # the canary Deployment this tenant owns
+    # Revision → its worker config, for the revisions that may run besides the spec's (stable, pinned).
+    revision_configs: Mapping[int, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    figures: Mapping[int, Figures] | None = None  # per revision over figures_window_s, when read now
+    figures_window_s: float = 0.0
+    figures_source: bool = False  # the operator has somewhere to read figures (Prometheus)
 
     @property
     def sized_by(self) -> str:
@@ -92,6 +104,11 @@ def owned_by(obj: Mapping[str, Any] | None, uid: str) -> bool:
     return any(o.get("uid") == uid for o in owners)
 
 
+ANALYSIS_INTERVAL_S = 15.0  # a canary's figures are read at most this often (six Prometheus queries)
+FIGURES_INTERVAL_S = 60.0  # the stable revision's (the sessions it served) at most this often
+FIGURES_MAX_WINDOW_S = 7 * 86400.0  # ... over at most this long
+
+
 class Observer:
     def __init__(
         self,
@@ -103,6 +120,8 @@ class Observer:
         keda_configured: bool,
         agent_names: AgentNames | None = None,
         now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
+        figures: FigureSource | None = None,
+        analysis_interval_s: float = ANALYSIS_INTERVAL_S,
     ) -> None:
         self.kube = kube
         self.agent_names = agent_names or AgentNames()
@@ -111,6 +130,10 @@ class Observer:
         self.detect_pod_monitor = detect_pod_monitor
         self.keda_configured = keda_configured  # a Prometheus address for KEDA's trigger was given
         self.now = now
+        self.figures = figures
+        self.analysis_interval_s = analysis_interval_s
+        self._figures_read: dict[str, float] = {}  # tenant uid → when its figures were last read (monotonic)
+        self._guard = threading.Lock()
 
     def tenant_object(self, namespace: str, name: str) -> Obj | None:
         """The tenant (None when it is gone): the newest version the operator has seen, from its watch or
@@ -166,9 +189,13 @@ class Observer:
             # cannot start the worker container and says which Secret it did not find.
             absent = secrets_pods_cannot_find(pods)
             missing += [(secret, field) for secret, field in unreadable if secret in absent]
+        status = tenant.obj.get("status") or {}
+        canary = self.kube.get("apps/v1", "Deployment", ns, render.canary_name(name))
+        observed_at = self.now()
+        figures, window = self._figures(tenant, status, observed_at)
         return Snapshot(
             tenant=tenant,
-            status=tenant.obj.get("status") or {},
+            status=status,
             deployment=deployment,
             missing_secrets=missing,
             secret_versions=versions,
@@ -179,5 +206,68 @@ class Observer:
             scaled_object=scaled_object,
             pods=pods,
             sessions=sessions,
-            observed_at=self.now(),
+            observed_at=observed_at,
+            canary_deployment=canary if owned_by(canary, tenant.uid) else None,
+            revision_configs=self._revision_configs(tenant, status),
+            figures=figures,
+            figures_window_s=window,
+            figures_source=self.figures is not None,
         )
+
+    def forget(self, uid: str) -> None:
+        """A tenant is gone: drop what the observer remembers of it."""
+        with self._guard:
+            self._figures_read.pop(uid, None)
+
+    def _revision_configs(self, tenant: Tenant, status: Mapping[str, Any]) -> dict[int, Mapping[str, Any]]:
+        """The configs of the stable and the pinned revision, from their ConfigMaps (a missing or unreadable
+        one leaves its revision out: it cannot run again)."""
+        wanted = {status.get("revision"), tenant.spec.rollout.pinned_revision}
+        out: dict[int, Mapping[str, Any]] = {}
+        for entry in revisions.entries(status):
+            number = int(entry[revisions.NUMBER])
+            if number not in wanted:
+                continue
+            name = render.config_map_name(tenant.name, str(entry.get(revisions.CONFIG_HASH, "")))
+            cm = self.kube.get("v1", "ConfigMap", tenant.namespace, name)
+            try:
+                config = json.loads(((cm or {}).get("data") or {})[contract.CONFIG_KEY])
+            except (KeyError, TypeError, ValueError):
+                continue
+            if not owned_by(cm, tenant.uid) or not isinstance(config, dict):
+                continue
+            try:  # a config this operator's models refuse (written by an older release) cannot run again
+                render.revision_tenant(tenant, config, str(entry.get(revisions.IMAGE) or ""))
+            except InvalidSpec:
+                continue
+            out[number] = config
+        return out
+
+    def _figures(
+        self, tenant: Tenant, status: Mapping[str, Any], now: datetime.datetime
+    ) -> tuple[Mapping[int, Figures] | None, float]:
+        """Each revision's figures and their window: since the running canary started (its analysis, every
+        ANALYSIS_INTERVAL_S), else since the stable revision was created, at most FIGURES_MAX_WINDOW_S (the
+        sessions it served, every FIGURES_INTERVAL_S). None when not due or not readable."""
+        if self.figures is None:
+            return None, 0.0
+        block = status.get("canary")
+        revision = block.get("revision") if isinstance(block, Mapping) else None
+        started = rollout.canary_started(status, revision) if isinstance(revision, int) else None
+        interval = self.analysis_interval_s
+        if started is None:
+            entry = next(
+                (e for e in revisions.entries(status) if e[revisions.NUMBER] == status.get("revision")), {}
+            )
+            created = rollout.parse_time(entry.get(revisions.CREATED))
+            if created is None:
+                return None, 0.0
+            started = max(created, now - datetime.timedelta(seconds=FIGURES_MAX_WINDOW_S))
+            interval = FIGURES_INTERVAL_S
+        with self._guard:
+            last = self._figures_read.get(tenant.uid)
+            if last is not None and time.monotonic() - last < interval:
+                return None, 0.0
+            self._figures_read[tenant.uid] = time.monotonic()
+        window = max((now - started).total_seconds(), 1.0)
+        return self.figures.figures(tenant.namespace, tenant.name, window), window

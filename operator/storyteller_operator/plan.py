@@ -15,7 +15,7 @@ from typing import Any
 
 from storyteller_api import contract
 from storyteller_api.spec import MANUAL_AUTOSCALERS, TenantSpec
-from storyteller_operator import events, policy, render, scaling
+from storyteller_operator import events, policy, render, revisions, rollout, scaling
 from storyteller_operator import status as status_mod
 from storyteller_operator.observe import Snapshot, owned_by
 from storyteller_operator.tenant import Tenant
@@ -52,6 +52,11 @@ class Plan:
     scaling_problem: tuple[str, str] | None  # the sizing's or KEDA's (reason, message)
     config_hash: str
     memory: Memory
+    revision: int  # what the worker Deployment's pods are to run (status.revision)
+    revisions: list[dict[str, Any]]  # status.revisions with it, newest first
+    rollout: rollout.Decided  # the stable and canary revisions, and what the canary's analysis decided
+    spec_config_hash: str  # the spec's own config (config_hash is the stable revision's: what the pool runs)
+    prune_canary: bool  # delete the canary Deployment this tenant owns and no longer wants
     digests: tuple[str, ...] = ()  # render.manifest_hash of each child, in order
 
 
@@ -62,7 +67,28 @@ class Rendered:
 
     def __init__(self) -> None:
         self._last: dict[str, tuple[Hashable, tuple[list[render.Manifest], str, tuple[str, ...]]]] = {}
+        self._identities: dict[str, tuple[Hashable, revisions.Identity]] = {}
         self._guard = threading.Lock()
+
+    def identity(self, tenant: Tenant, secret_versions: Mapping[str, str]) -> revisions.Identity:
+        """What the tenant's pods would run (its revision's identity), computed once per version of it."""
+        key = (tenant.resource_version, tuple(sorted(secret_versions.items())))
+        with self._guard:
+            found = self._identities.get(tenant.uid)
+        if tenant.resource_version and found is not None and found[0] == key:
+            return found[1]
+        config = render.tenant_config(tenant)
+        made = revisions.identity(
+            config,
+            render.config_hash(config),
+            tenant.spec.worker.image,
+            secret_versions,
+            render.secrets_hash(secret_versions),
+        )
+        if tenant.resource_version:
+            with self._guard:
+                self._identities[tenant.uid] = (key, made)
+        return made
 
     def get(
         self, tenant: Tenant, key: Hashable, make: Callable[[], list[render.Manifest]]
@@ -85,6 +111,7 @@ class Rendered:
     def forget(self, uid: str) -> None:
         with self._guard:
             self._last.pop(uid, None)
+            self._identities.pop(uid, None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +121,7 @@ class Applied:
     changed: Sequence[str]  # "Kind/name" of the children whose owned fields changed
     error: str | None  # the first apply that failed, with the API server's message
     deployment: Mapping[str, Any] | None  # the worker Deployment as applied (else as observed)
+    canary_deployment: Mapping[str, Any] | None = None  # the canary Deployment as applied, when it was
 
 
 def _count(n: int, noun: str) -> str:
@@ -259,6 +287,35 @@ def plan(
     sizing, prices, memory = _size(snap, tenant.spec, memory, now)
     keda = keda_problem(snap, prometheus_url, sizing.desired)
     keda_url = None if keda else prometheus_url
+    rendered = rendered or Rendered()
+    serving = snap.status.get("revision")
+    assigned = revisions.assign(
+        revisions.entries(snap.status),
+        rendered.identity(tenant, snap.secret_versions),
+        serving=serving if isinstance(serving, int) else None,
+        now=snap.observed_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        limit=tenant.spec.revision_history_limit,
+    )
+    decided = rollout.decide(
+        spec_revision=assigned.number,
+        history=assigned.history,
+        status=snap.status,
+        rollout=tenant.spec.rollout,
+        suspended=tenant.spec.suspend,
+        runnable=set(snap.revision_configs),
+        figures=snap.figures,
+        figures_source=snap.figures_source,
+        now=snap.observed_at,
+        figures_window_s=snap.figures_window_s,
+    )
+    stable: Tenant | None = None
+    if decided.stable != assigned.number:
+        entry = next(e for e in decided.history if e[revisions.NUMBER] == decided.stable)
+        config = snap.revision_configs[decided.stable]
+        stable = render.revision_tenant(tenant, config, str(entry.get(revisions.IMAGE) or ""))
+    canary_replicas = (
+        rollout.canary_replicas(sizing.desired, tenant.spec.rollout.canary_weight) if decided.canary else 0
+    )
 
     def make() -> list[render.Manifest]:
         return render.children(
@@ -268,6 +325,10 @@ def plan(
             keda_prometheus_url=keda_url,
             # While a Secret is missing the pods cannot start anyway; its arrival then rolls them once.
             secret_versions=snap.secret_versions,
+            revision=decided.stable,
+            stable=stable,
+            canary_revision=decided.canary,
+            canary_replicas=canary_replicas,
         )
 
     key = (
@@ -277,8 +338,16 @@ def plan(
         snap.pod_monitor_served,
         keda_url,
         tuple(sorted(snap.secret_versions.items())),
+        decided.stable,
+        decided.canary,
+        canary_replicas,
+        stable.resource_version if stable else None,
+        render.config_hash(render.tenant_config(stable)) if stable else None,
     )
-    children, config_hash, digests = (rendered or Rendered()).get(tenant, key, make)
+    children, config_hash, digests = rendered.get(tenant, key, make)
+    spec_config_hash = config_hash
+    if stable is not None:
+        config_hash = render.config_hash(render.tenant_config(stable))  # what the pool runs
     return Plan(
         tenant=tenant,
         seed_replicas=seed,
@@ -291,6 +360,11 @@ def plan(
         scaling_problem=sizing.problem or keda,
         config_hash=config_hash,
         memory=memory,
+        revision=decided.stable,
+        revisions=decided.history,
+        rollout=decided,
+        spec_config_hash=spec_config_hash,
+        prune_canary=decided.canary is None and snap.canary_deployment is not None,
         digests=digests,
     )
 
@@ -326,6 +400,11 @@ def report(p: Plan, snap: Snapshot, applied: Applied, now: str) -> tuple[dict[st
         demand_replicas=p.sizing.demand,
         demand_source=p.sizing.demand_words,
         scaling_problem=p.scaling_problem,
+        revision=p.revision,
+        revisions=p.revisions,
+        canary=p.rollout.canary_status,
+        canary_deployment=applied.canary_deployment or snap.canary_deployment,
+        rollout_problem=p.rollout.problem,
     )
     new_status = status_mod.compute(obs, snap.status, now)
     posted = []
@@ -334,10 +413,49 @@ def report(p: Plan, snap: Snapshot, applied: Applied, now: str) -> tuple[dict[st
         posted.append(
             events.Event("Normal", "Deleted", f"deleted ScaledObject/{name}: pool.autoscaler is not keda")
         )
+    if p.prune_canary:
+        name = render.canary_name(p.tenant.name)
+        posted.append(events.Event("Normal", "Deleted", f"deleted Deployment/{name}: no canary runs"))
     rolled = events.transitions(
         snap.status, new_status, applied.changed, secrets_changed=_secrets_changed(p, snap)
     )
-    return new_status, posted + rolled
+    return new_status, posted + _rollout_events(p, snap) + rolled
+
+
+def _rollout_events(p: Plan, snap: Snapshot) -> list[events.Event]:
+    """A canary that starts, is promoted or is rolled back (with what its analysis found)."""
+    decided, before = p.rollout, snap.status.get("canary") or {}
+    verdict = decided.verdict
+    ran = before.get("revision")
+    if verdict is not None and verdict.decision == "promote":
+        return [
+            events.Event(
+                "Normal",
+                rollout.PROMOTED,
+                f"revision {ran} promoted ({verdict.reason}: {verdict.message}); the pool rolls to it",
+            )
+        ]
+    if verdict is not None and verdict.decision == "rollback":
+        return [
+            events.Event(
+                "Warning",
+                rollout.ROLLED_BACK,
+                f"revision {ran} rolled back ({verdict.reason}: {verdict.message}); revision "
+                f"{decided.stable} keeps serving",
+            )
+        ]
+    now = decided.canary_status
+    if now is not None and now.get("revision") != ran:
+        entry = next((e for e in decided.history if e[revisions.NUMBER] == decided.canary), {})
+        return [
+            events.Event(
+                "Normal",
+                "CanaryStarted",
+                f"revision {decided.canary} ({entry.get(revisions.CHANGE, '')}) runs as a canary for about "
+                f"{now['weight']}% of new sessions beside revision {decided.stable}",
+            )
+        ]
+    return []
 
 
 def _secrets_changed(p: Plan, snap: Snapshot) -> bool:

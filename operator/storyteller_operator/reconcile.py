@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from kubernetes.client import ApiException
 
 from storyteller_operator import events as events_mod
-from storyteller_operator import metrics, render
+from storyteller_operator import metrics, render, revisions
 from storyteller_operator import plan as planner
 from storyteller_operator import status as status_mod
 from storyteller_operator.agent_names import AgentNames, identity_of
@@ -29,6 +29,7 @@ from storyteller_operator.cached import CachedKube, Caches
 from storyteller_operator.discovery import ApiDiscovery
 from storyteller_operator.kube import KubeClient
 from storyteller_operator.observe import Observer
+from storyteller_operator.revision_figures import FigureSource, PrometheusFigures
 from storyteller_operator.runner import Key, Runner
 from storyteller_operator.sessions import SessionSource
 from storyteller_operator.tenant import InvalidSpec, Tenant
@@ -72,7 +73,10 @@ class Reconciler:
         sessions: SessionSource | None = None,
         prometheus_url: str | None = None,
         caches: Caches | None = None,
+        figures: FigureSource | None = None,
     ) -> None:
+        """`prometheus_url`: KEDA's trigger and canary analysis read there. `figures`: where canaries'
+        figures come from (default: that Prometheus; none without it)."""
         self.caches = caches
         # With caches, reads come from the informers' memory (cached.py) and writes go to `kube`.
         self.kube: KubeClient = kube if caches is None else CachedKube(kube, caches)
@@ -90,6 +94,7 @@ class Reconciler:
             detect_pod_monitor=detect_pod_monitor,
             keda_configured=bool(prometheus_url),
             agent_names=self.agent_names,
+            figures=figures or (PrometheusFigures(prometheus_url) if prometheus_url else None),
         )
         self.applier = Applier(kube) if caches is None else Applier(kube, caches.covers)
         self.runner = Runner(self._reconcile_phase)
@@ -126,6 +131,7 @@ class Reconciler:
         if uid:
             self.applier.forget_tenant(uid)
             self._rendered.forget(uid)
+            self.observer.forget(uid)
             with self._guard:
                 self._parsed.pop(uid, None)
                 self._terminating.discard(uid)
@@ -247,6 +253,8 @@ class Reconciler:
             self.applier.forget_child(tenant.uid, "ScaledObject", render.worker_name(name))
         if plan.prune_scaled_object:
             self.applier.prune_scaled_object(tenant)
+        if plan.prune_canary:
+            self.applier.prune_canary(tenant)
         try:
             applied = self.applier.apply_children(
                 plan,
@@ -260,7 +268,8 @@ class Reconciler:
                 self._terminating.add(tenant.uid)
             return None
         if applied.error is None:
-            self.applier.collect_config_revisions(tenant, render.config_map_name(name, plan.config_hash))
+            hashes = {plan.spec_config_hash, *(str(e.get(revisions.CONFIG_HASH)) for e in plan.revisions)}
+            self.applier.collect_config_revisions(tenant, {render.config_map_name(name, h) for h in hashes})
         if plan.sizing.active is not None:
             metrics.POOL_ACTIVE_SESSIONS.labels(tenant=name, namespace=namespace).set(plan.sizing.active)
 

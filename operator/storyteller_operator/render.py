@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -59,6 +59,11 @@ def worker_name(tenant: str) -> str:
     return f"{tenant}-worker"
 
 
+def canary_name(tenant: str) -> str:
+    """The canary Deployment: a new revision beside the stable one (see rollout.py)."""
+    return f"{worker_name(tenant)}-canary"
+
+
 def metrics_service_name(tenant: str) -> str:
     return f"{tenant}-metrics"
 
@@ -76,6 +81,13 @@ def common_labels(tenant: str) -> dict[str, str]:
         contract.LABEL_MANAGED_BY: contract.MANAGER,
         contract.TENANT_LABEL: tenant,
     }
+
+
+def canary_selector_labels(tenant: str) -> dict[str, str]:
+    """The canary Deployment's selector: the worker pods' plus the track, so its ReplicaSets never count the
+    stable pods (the stable selector, immutable, stays as it was and also matches the canary's pods: the
+    Service, the PodDisruptionBudget and the operator's session counts cover both)."""
+    return {**selector_labels(tenant), contract.TRACK_LABEL: contract.CANARY_TRACK}
 
 
 def selector_string(tenant: str) -> str:
@@ -186,6 +198,19 @@ def tenant_config(t: Tenant) -> dict[str, Any]:
     return worker_config(t.name, t.namespace, t.stored_spec)
 
 
+def revision_tenant(t: Tenant, config: Mapping[str, Any], image: str) -> Tenant:
+    """The tenant as it was when it rendered `config` with `image` (an earlier revision, to keep running
+    or to go back to): the config's agent-facing fields over the current pod-level ones, so
+    tenant_config() gives `config` back and the pods mount its ConfigMap."""
+    stored = {k: copy.deepcopy(v) for k, v in t.stored_spec.items() if k in POD_LEVEL_FIELDS}
+    agent = {k: copy.deepcopy(v) for k, v in config.items() if k not in ("tenant", "namespace")}
+    # The pool's sizing is the operator's (the current spec's), its worker part the config's.
+    sizing = {k: v for k, v in (t.stored_spec.get("pool") or {}).items() if k in OPERATOR_POOL_FIELDS}
+    pool = {**copy.deepcopy(sizing), **(agent.pop("pool", None) or {})}
+    worker = {**(stored.get("worker") or {}), "image": image}
+    return Tenant.from_object({**t.obj, "spec": {**stored, **agent, "pool": pool, "worker": worker}})
+
+
 def config_map(tenant: TenantLike) -> Manifest:
     """The config of the tenant's current revision. Immutable: a pod of an older revision keeps reading the
     config it started with (its job processes re-read the file) until it is gone; see apply.py for when
@@ -255,25 +280,37 @@ def _env(t: Tenant) -> list[dict[str, Any]]:
 
 
 def deployment(
-    tenant: TenantLike, replicas: int | None = None, secret_versions: Mapping[str, str] | None = None
+    tenant: TenantLike,
+    replicas: int | None = None,
+    secret_versions: Mapping[str, str] | None = None,
+    revision: int | None = None,
+    *,
+    canary: bool = False,
 ) -> Manifest:
     """The worker pool. Its pod template depends only on what the pods read (the worker's config, the pod
     fields, the referenced Secrets' versions): resizing the pool never rolls it.
 
     `secret_versions`: Secret name → resourceVersion of the referenced Secrets that exist.
+    `revision`: the number of what the pods run (see revisions.py), on the pods as a label and to the worker
+    as an environment variable; it changes only with what the pods run, so it rolls nothing by itself.
+    `canary`: the canary Deployment (its own name and selector, see canary_selector_labels).
     """
     t = as_tenant(tenant)
     name, spec = t.name, t.spec
     worker = spec.worker
     metrics_port = spec.observability.metrics_port
     drain = spec.pool.drain_timeout_seconds
-    revision = config_hash(tenant_config(t))
+    hashed_config = config_hash(tenant_config(t))
 
     # User labels/annotations first so ours win: the selector and the hash must never be overridden.
     pod_labels = {**(worker.pod_labels or {}), **common_labels(name)}
+    if revision is not None:
+        pod_labels[contract.REVISION_LABEL] = str(revision)
+    selector = canary_selector_labels(name) if canary else selector_labels(name)
+    pod_labels.update(selector)
     pod_annotations = {
         **(worker.pod_annotations or {}),
-        contract.CONFIG_HASH_ANNOTATION: revision,
+        contract.CONFIG_HASH_ANNOTATION: hashed_config,
         contract.SECRETS_HASH_ANNOTATION: secrets_hash(secret_versions or {}),
         "kubectl.kubernetes.io/default-container": "worker",
     }
@@ -318,6 +355,8 @@ def deployment(
         container["env"].append({"name": contract.JOB_MEMORY_LIMIT_ENV, "value": str(memory_limit)})
     if not container["envFrom"]:
         del container["envFrom"]
+    if revision is not None:
+        container["env"].append({"name": contract.REVISION_ENV, "value": str(revision)})
 
     pod_spec: dict[str, Any] = {
         "serviceAccountName": worker_name(name),
@@ -336,7 +375,7 @@ def deployment(
             {
                 "name": "config",
                 "configMap": {
-                    "name": config_map_name(name, revision),
+                    "name": config_map_name(name, hashed_config),
                     "items": [{"key": contract.CONFIG_KEY, "path": contract.CONFIG_KEY}],
                     "defaultMode": 0o444,
                 },
@@ -351,7 +390,7 @@ def deployment(
     }
     pod_spec.update({key: copy.deepcopy(value) for key, value in scheduling.items() if value})
 
-    metadata = _metadata(t, worker_name(name))
+    metadata = _metadata(t, canary_name(name) if canary else worker_name(name))
     # Who sized it: the next reconcile knows a switch from builtin (see plan.seed_replicas).
     metadata["annotations"] = {contract.AUTOSCALER_ANNOTATION: spec.pool.autoscaler}
     return {
@@ -360,7 +399,7 @@ def deployment(
         "metadata": metadata,
         "spec": {
             "replicas": scaling.desired_replicas(spec) if replicas is None else replicas,
-            "selector": {"matchLabels": selector_labels(name)},
+            "selector": {"matchLabels": selector},
             # Never take a serving worker away before its replacement is up: sessions are long-lived.
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}},
             "revisionHistoryLimit": 5,
@@ -420,14 +459,15 @@ def pod_disruption_budget(tenant: TenantLike) -> Manifest:
     }
 
 
-def network_policy(tenant: TenantLike) -> Manifest:
+def network_policy(tenant: TenantLike, also: Sequence[Tenant] = ()) -> Manifest:
     """Egress only to DNS, the LiveKit port, LiveKit's media ports, the providers' ports and the OTLP port.
 
     NetworkPolicy selects by address, not host name, and these endpoints are host names outside the
     cluster: the policy therefore restricts ports (any address), which still blocks the cluster's other
     services and the cloud metadata endpoint on port 80 unless a URL names that port. The media (WebRTC:
     ICE over UDP and TCP, TURN) goes to addresses the signalling hands out, so spec.worker.livekitMedia
-    names its ports, and may limit it to CIDRs.
+    names its ports, and may limit it to CIDRs. `also`: the tenant as other revisions that run beside this
+    one render it (the stable one during a canary): their LiveKit and providers' ports stay open too.
     """
     t = as_tenant(tenant)
     name, spec = t.name, t.spec
@@ -446,10 +486,10 @@ def network_policy(tenant: TenantLike) -> Manifest:
         media_rule["to"] = [{"ipBlock": {"cidr": cidr}} for cidr in media.cidrs]
     egress: list[dict[str, Any]] = [
         {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
-        {"ports": tcp([url_port(spec.livekit.url)])},
+        {"ports": tcp(sorted({url_port(x.spec.livekit.url) for x in (t, *also)}))},
         # Without it a worker registers (signalling) but never hears the room.
         media_rule,
-        {"ports": tcp(provider_ports(spec))},
+        {"ports": tcp(sorted({p for x in (t, *also) for p in provider_ports(x.spec)}))},
     ]
     otlp = spec.observability.tracing.otlp_endpoint
     if otlp:
@@ -545,22 +585,34 @@ def children(
     replicas: int | None = None,
     keda_prometheus_url: str | None = None,
     secret_versions: Mapping[str, str] | None = None,
+    revision: int | None = None,
+    stable: Tenant | None = None,
+    canary_revision: int | None = None,
+    canary_replicas: int = 0,
 ) -> list[Manifest]:
     """Everything a tenant owns, in apply order (what the pods mount and use exists before the pods).
 
     `replicas`: the autoscaler's decision; None for the static size (see scaling.static_size).
     `keda_prometheus_url`: where a ScaledObject's trigger queries; a keda tenant gets none without it.
-    `secret_versions`: the referenced Secrets' resourceVersions (see `deployment`).
+    `secret_versions`: the referenced Secrets' resourceVersions.
+    `stable`, `revision`: the tenant as the revision the worker Deployment runs renders it (revision_tenant;
+    None: the tenant itself) and that revision's number. `canary_revision`: the tenant's own revision run as
+    a canary of `canary_replicas` pods beside it (see rollout.py); None: no canary.
     """
     t = as_tenant(tenant)
+    s = stable or t
+    configs = [config_map(t)]
+    if tenant_config(s) != tenant_config(t):
+        configs.append(config_map(s))  # immutable and already there: applied so a deleted one comes back
     out = [
         service_account(t),
-        config_map(t),
+        *configs,
         metrics_service(t),
-        deployment(t, replicas, secret_versions),
-        pod_disruption_budget(t),
-        network_policy(t),
+        deployment(s, replicas, secret_versions, revision),
     ]
+    if canary_revision is not None:
+        out.append(deployment(t, canary_replicas, secret_versions, canary_revision, canary=True))
+    out += [pod_disruption_budget(t), network_policy(t, also=[s] if s is not t else [])]
     if pod_monitor_enabled:
         out.append(pod_monitor(t))
     if t.spec.pool.autoscaler == "keda" and keda_prometheus_url:

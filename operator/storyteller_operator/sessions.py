@@ -83,7 +83,7 @@ def _io_loop() -> asyncio.AbstractEventLoop:
         return _loop
 
 
-def _run(coro: Coroutine[Any, Any, T], wait_s: float) -> T:
+def run_io(coro: Coroutine[Any, Any, T], wait_s: float) -> T:
     """Run `coro` on the I/O loop from a reconcile's thread. The coroutine keeps its own deadline; `wait_s`
     is the backstop should the loop itself be stuck."""
     future = asyncio.run_coroutine_threadsafe(coro, _io_loop())
@@ -97,7 +97,7 @@ def _run(coro: Coroutine[Any, Any, T], wait_s: float) -> T:
 _shared: aiohttp.ClientSession | None = None
 
 
-def _session() -> aiohttp.ClientSession:
+def shared_session() -> aiohttp.ClientSession:
     """The one client session of the I/O loop (call on it): a session per request would cost a third of a
     request's CPU, times every pod of every tenant on every recheck.
 
@@ -122,7 +122,7 @@ def close() -> None:
     """Close the shared session, if there is one (at exit: aiohttp warns of one left open)."""
     if _shared is not None and not _shared.closed:
         with contextlib.suppress(Exception):  # a stuck loop at exit: nothing more to tidy
-            _run(_shared.close(), 5.0)
+            run_io(_shared.close(), 5.0)
 
 
 async def get_bytes(session: aiohttp.ClientSession, url: str, max_bytes: int) -> bytes:
@@ -243,7 +243,7 @@ class WorkerStatusSource:
 
     async def _ask_all(self, namespace: str, targets: list[tuple[str, str]]) -> dict[str, int]:
         limit = asyncio.Semaphore(self._concurrency)
-        session = _session()
+        session = shared_session()
         tasks = {
             asyncio.create_task(self._ask(session, limit, namespace, name, url)): name
             for name, url in targets
@@ -270,7 +270,7 @@ class WorkerStatusSource:
             return {}
         namespace = str(pods[0]["metadata"].get("namespace", ""))  # one tenant's pods: one namespace
         try:
-            return _run(self._ask_all(namespace, targets), self._tenant_deadline_s + _BACKSTOP_S)
+            return run_io(self._ask_all(namespace, targets), self._tenant_deadline_s + _BACKSTOP_S)
         # A failure here must not fail the reconcile: with no counts the planner holds the pool.
         except Exception as err:
             log.warning(
@@ -343,7 +343,7 @@ class PrometheusSessionSource:
         async with asyncio.timeout(self._deadline_s):
             if self._fetch is not None:
                 return await asyncio.to_thread(self._fetch, url)
-            return parse_json(await get_bytes(_session(), url, self._max_bytes))
+            return parse_json(await get_bytes(shared_session(), url, self._max_bytes))
 
     def active_sessions(self, pods: Sequence[Mapping[str, Any]]) -> dict[str, int]:
         expr = self.query(pods)
@@ -351,7 +351,7 @@ class PrometheusSessionSource:
             return {}
         url = f"{self._url}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"
         try:
-            return prometheus_sessions(_run(self._get_json(url), self._deadline_s + _BACKSTOP_S))
+            return prometheus_sessions(run_io(self._get_json(url), self._deadline_s + _BACKSTOP_S))
         # Prometheus down, slow, or saying nonsense: every pod unknown, which holds the pool.
         except Exception as err:
             log.warning(

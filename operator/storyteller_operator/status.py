@@ -40,6 +40,11 @@ class Observation:
     # Who asked, as a sentence's subject: what the builtin policy counted, or "spec.replicas" (none, keda).
     demand_source: str = "sessions"
     scaling_problem: tuple[str, str] | None = None  # (reason, message): the autoscaler cannot work at all
+    revision: int | None = None  # the revision the pods are to run; None: keep the stored one
+    revisions: Sequence[Mapping[str, Any]] | None = None  # status.revisions, newest first
+    canary: Mapping[str, Any] | None = None  # status.canary: the running canary; None: none
+    canary_deployment: Mapping[str, Any] | None = None  # the canary Deployment as read or applied
+    rollout_problem: tuple[str, str] | None = None  # (reason, message): the spec's revision is not served
 
 
 def _deployment_counts(dep: Mapping[str, Any] | None) -> dict[str, int]:
@@ -114,11 +119,30 @@ def compute(obs: Observation, previous: Mapping[str, Any] | None, now: str) -> d
         degraded = ("AgentNameConflict", obs.agent_name_conflict)
     elif obs.apply_error:
         degraded = ("ApplyFailed", obs.apply_error)
+    elif obs.rollout_problem:
+        degraded = obs.rollout_problem
     else:
         degraded = _deployment_failure(obs.deployment)
 
     ready_msg = f"{counts['readyReplicas']} of {desired} workers ready"
-    if rolled_out:
+    canary = dict(obs.canary) if obs.canary else None
+    if canary:
+        canary_counts = _deployment_counts(obs.canary_deployment)
+        canary["replicas"], canary["readyReplicas"] = (
+            canary_counts["replicas"],
+            canary_counts["readyReplicas"],
+        )
+        progressing = _condition(
+            PROGRESSING,
+            True,
+            "CanaryAnalysis",
+            f"revision {canary['revision']} runs as a canary ({canary['readyReplicas']} ready pods) beside "
+            f"revision {canary['stableRevision']}: {canary['message']}",
+            obs.generation,
+            prev_conditions,
+            now,
+        )
+    elif rolled_out:
         progressing = _condition(
             PROGRESSING,
             False,
@@ -162,7 +186,7 @@ def compute(obs: Observation, previous: Mapping[str, Any] | None, now: str) -> d
         phase = "Degraded"
     elif obs.deployment is None or not (obs.deployment.get("status") or {}).get("observedGeneration"):
         phase = "Pending"
-    elif not rolled_out:
+    elif not rolled_out or canary:
         phase = "Progressing"
     else:
         phase = "Ready"
@@ -206,6 +230,15 @@ def compute(obs: Observation, previous: Mapping[str, Any] | None, now: str) -> d
         last_scale = now
     if last_scale:
         out["lastScaleTime"] = last_scale
+    if obs.revision is not None:
+        out["revision"] = obs.revision
+        out["revisions"] = [dict(e) for e in obs.revisions or ()]
+        if canary:
+            out["canary"] = canary
+        elif "canary" in previous:
+            out["canary"] = None  # a merge patch deletes it
+    else:
+        out.update({k: previous[k] for k in ("revision", "revisions", "canary") if k in previous})
     if obs.active_sessions is not None:
         out["activeSessions"] = obs.active_sessions
     elif "activeSessions" in previous:  # not observed this time (e.g. a status-only refresh): keep it

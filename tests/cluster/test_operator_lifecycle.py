@@ -1000,6 +1000,7 @@ def test_resizing_the_pool_does_not_roll_it_and_a_rotated_key_does(
     )
     assert sd["status"]["configHash"] == config_hash
     assert replica_sets(cluster, namespace) == before, "resizing the pool must not roll it"
+    assert (sd["status"]["revision"], len(sd["status"]["revisions"])) == (1, 1), "nor make a revision"
 
     # A rotated key: the pods read it only when they start, so the pool rolls (with the usual drain).
     dep = cluster.kubectl_json("-n", namespace, "get", "deployment", "acme-worker")
@@ -1022,7 +1023,15 @@ def test_resizing_the_pool_does_not_roll_it_and_a_rotated_key_does(
     events = cluster.kubectl_json(
         "-n", namespace, "get", "events", "--field-selector", "involvedObject.name=acme"
     )
-    assert any("a referenced Secret changed, rolling the pool" in e["message"] for e in events["items"])
+    # A revision of its own, saying which Secret; the pods carry its number.
+    status = get_sd(cluster, namespace)["status"]
+    assert status["revision"] == 2 and status["revisions"][0]["change"] == "Secret acme-openai rotated"
+    assert dep["spec"]["template"]["metadata"]["labels"][contract.REVISION_LABEL] == "2"
+    said = "revision 2 (Secret acme-openai rotated), rolling the pool"
+    assert any(said in e["message"] for e in events["items"]), [e["message"] for e in events["items"]]
+    # `kubectl get sd -o wide` shows it (columns are aligned under their headers).
+    header, row = cluster.kubectl("-n", namespace, "get", "sd", "acme", "-o", "wide").stdout.splitlines()[:2]
+    assert row[header.index("REVISION") :].split()[0] == "2", (header, row)
 
 
 def test_two_tenants_with_one_agent_name_on_one_server_both_say_so(

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from livekit import api
 from prometheus_client.parser import text_string_to_metric_families
 
+from storyteller_api import contract
 from storyteller_devkit.caller import CALLER_SCRIPT, Caller, caller_token
 from storyteller_devkit.livekit_server import LiveKitServer
 from storyteller_devkit.model_server import ThreadedServer
@@ -32,6 +33,7 @@ from storyteller_operator.tenant import Tenant
 from tests.panel_queries import DASHBOARDS, assert_has_data, panel_queries, substitute
 
 OPEN_THE_DOOR = "Open the door"
+REVISION = "5"  # as the operator would number what the pod runs
 
 
 def _listening_after_speaking(caller: Caller, speeches: int) -> Callable[[], bool]:
@@ -71,7 +73,8 @@ async def test_dispatched_agent_greets_hands_off_tells_the_story_and_hangs_up(
         "llm": {"provider": "openai-realtime", "model": "gpt-realtime", "voice": "echo", "baseURL": base},
         "carryChatContext": False,
     }
-    worker = start_worker(base, intro=intro, story=story)
+    # As the operator starts it: its series carry the revision it runs.
+    worker = start_worker(base, intro=intro, story=story, env={contract.REVISION_ENV: REVISION})
     prometheus = prometheus_factory(
         {"storyteller-worker": [(f"127.0.0.1:{worker.metrics_port}", {"namespace": "acme", "pod": "w-0"})]},
         rule_files=(DASHBOARDS / "rules.yaml",),
@@ -188,22 +191,28 @@ async def test_dispatched_agent_greets_hands_off_tells_the_story_and_hangs_up(
 
     # The worker's /metrics counted this one session and one handoff, and the provider's failures.
     text = worker.metrics()
-    assert _samples(text, "storyteller_sessions_started_total") == {(("tenant", "acme"),): 1.0}
+    revision = ("revision", REVISION)
+    assert _samples(text, "storyteller_sessions_started_total") == {(revision, ("tenant", "acme")): 1.0}
     assert _samples(text, "storyteller_handoffs_total") == {
-        (("from_agent", "IntroAgent"), ("tenant", "acme"), ("to_agent", "StoryAgent")): 1.0
+        (("from_agent", "IntroAgent"), revision, ("tenant", "acme"), ("to_agent", "StoryAgent")): 1.0
     }
+    # It ended once, as the story meant it to (the hang-up: the user's or the room's close), not by an error.
+    ended = _samples(text, "storyteller_sessions_ended_total")
+    assert sum(ended.values()) == 1.0, ended
+    assert ended[(("reason", "error"), revision, ("tenant", "acme"))] == 0.0
     story_model = (
         ("agent", "StoryAgent"),
         ("model", "gpt-realtime"),
         ("provider", "openai-realtime"),
+        revision,
         ("tenant", "acme"),
     )
     assert _samples(text, "storyteller_llm_output_audio_tokens_total")[story_model] > 0
     # Two story parts and the goodbye (the story_finished call itself has no audio to be first).
     assert _samples(text, "storyteller_llm_ttft_seconds_count")[story_model] == 3
     first_audio = _samples(text, "storyteller_time_to_first_audio_seconds_count")
-    assert first_audio[(("agent", "StoryAgent"), ("tenant", "acme"))] >= 1
-    assert first_audio[(("agent", "IntroAgent"), ("tenant", "acme"))] >= 1
+    assert first_audio[(("agent", "StoryAgent"), revision, ("tenant", "acme"))] >= 1
+    assert first_audio[(("agent", "IntroAgent"), revision, ("tenant", "acme"))] >= 1
     errors = _samples(text, "storyteller_provider_errors_total")
     assert any(
         dict(k)["model"] == "broken-primary" and dict(k)["kind"] == "llm" and v >= 1

@@ -1,5 +1,6 @@
 """Stand-ins for worker pods' status endpoint (`GET :8081/worker`), on the pods' own addresses, and
-optionally their metrics endpoint (`GET :9100/metrics` with `storyteller_sessions_active`).
+optionally their metrics endpoint (`GET :9100/metrics` with `storyteller_sessions_active`, and the
+per-revision outcomes a canary is judged on when the test gives them).
 
 kwok gives pods loopback addresses (tests/cluster/lib.sh POD_CIDR), and runs no containers: a test
 plays each pod's worker by serving what the framework's worker serves, where the operator asks.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -25,6 +27,32 @@ def worker_info(active_jobs: int, agent_name: str = "acme") -> dict[str, Any]:
     return {**info, "sdk_version": "1.8.9", "protocol_version": 1}
 
 
+@dataclass
+class Outcomes:
+    """What a stand-in worker's sessions did, as the worker's counters say it (labelled by its revision)."""
+
+    revision: str
+    sessions: int = 0
+    handoffs: int = 0
+    provider_errors: int = 0
+    error_ends: int = 0
+
+    def metrics(self, tenant: str = "acme") -> str:
+        own = f'tenant="{tenant}",revision="{self.revision}"'
+        return (
+            "# TYPE storyteller_sessions_started_total counter\n"
+            f"storyteller_sessions_started_total{{{own}}} {self.sessions}\n"
+            "# TYPE storyteller_handoffs_total counter\n"
+            f'storyteller_handoffs_total{{{own},from_agent="IntroAgent",to_agent="StoryAgent"}} '
+            f"{self.handoffs}\n"
+            "# TYPE storyteller_provider_errors_total counter\n"
+            f'storyteller_provider_errors_total{{{own},agent="IntroAgent",kind="llm",provider="openai",'
+            f'model="gpt-4o-mini"}} {self.provider_errors}\n'
+            "# TYPE storyteller_sessions_ended_total counter\n"
+            f'storyteller_sessions_ended_total{{{own},reason="error"}} {self.error_ends}\n'
+        )
+
+
 class FakeWorkerStatus:
     """`GET /worker` on one pod's address with a settable `active_jobs`, and `GET /metrics` on
     `metrics_port` when given (what the worker's Prometheus endpoint says of the same sessions)."""
@@ -33,6 +61,7 @@ class FakeWorkerStatus:
         self, ip: str, active_jobs: int = 0, metrics_port: int | None = None, serve_status: bool = True
     ) -> None:
         self.active_jobs = active_jobs
+        self.outcomes: Outcomes | None = None  # per-revision counters on /metrics, when set
         status = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -41,6 +70,7 @@ class FakeWorkerStatus:
                     body = (
                         "# TYPE storyteller_sessions_active gauge\n"
                         f'storyteller_sessions_active{{tenant="acme"}} {status.active_jobs}\n'
+                        + (status.outcomes.metrics() if status.outcomes else "")
                     ).encode()
                     content_type = "text/plain; version=0.0.4"
                 else:

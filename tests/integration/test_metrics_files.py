@@ -30,6 +30,7 @@ from storyteller_devkit.model_server import ThreadedServer
 from storyteller_devkit.process import free_port
 from storyteller_devkit.tenant_config import tenant_dict
 from storyteller_devkit.worker_process import WorkerProcess
+from storyteller_worker.telemetry.metrics import NO_REVISION
 
 JOBS = 30
 FIRST_CHECK = 5  # sessions after which the directory is measured the first time
@@ -45,7 +46,7 @@ def _value(text: str, name: str) -> float:
     """The value of the tenant's sample `name` in a scrape (0 when absent)."""
     for family in text_string_to_metric_families(text):
         for s in family.samples:
-            if s.name == name and s.labels == {"tenant": "acme"}:
+            if s.name == name and s.labels == {"tenant": "acme", "revision": NO_REVISION}:
                 return float(s.value)
     return 0.0
 

@@ -20,17 +20,20 @@ from typing import Any
 
 import pytest
 
+from storyteller_api import contract
 from storyteller_devkit.model_server import DEV_API_KEY, DEV_API_SECRET, ThreadedServer
 from storyteller_devkit.otlp_receiver import OtlpReceiver, ReceivedSpan
 from storyteller_devkit.process import free_port, stop_process
 from storyteller_devkit.prometheus import Prometheus
 from storyteller_devkit.tenant_config import tenant_dict
+from storyteller_worker.telemetry.metrics import ALLOWED_LABELS
 from tests.panel_queries import OPERATOR, assert_has_data, panel_queries, substitute
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARDS = REPO / "dashboards"
 SECRET = "sk-obs-secret-never-in-telemetry-42"
 POD = "acme-worker-0"
+REVISION = "3"  # what the operator would have numbered the pod's revision
 USER_WORDS = ("Ada", "Lisbon", "My name is")
 
 
@@ -98,6 +101,7 @@ def observed(
         "LIVEKIT_API_SECRET": DEV_API_SECRET,
         "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
         "POD_NAME": POD,
+        contract.REVISION_ENV: REVISION,
         "POD_NAMESPACE": "acme",
     }
     # Stale files from "a previous run" must be cleaned at worker start.
@@ -159,7 +163,8 @@ def test_template_variables_have_values(observed: Observed) -> None:
             assert match, var["definition"]
             selector, label = substitute(match.group(1), "acme", "acme"), match.group(2)
             result = observed.prometheus.query(f"group by ({label}) ({selector})")
-            assert [s["metric"].get(label) for s in result] == ["acme"], (path.name, var["name"], result)
+            expected = REVISION if label == "revision" else "acme"
+            assert [s["metric"].get(label) for s in result] == [expected], (path.name, var["name"], result)
 
 
 def test_no_label_value_is_a_room_participant_or_user(observed: Observed) -> None:
@@ -171,9 +176,7 @@ def test_no_label_value_is_a_room_participant_or_user(observed: Observed) -> Non
             assert not any(re.search(rf"\b{w}\b", value) for w in forbidden_values), s["metric"]
             assert not value.startswith(("RM_", "PA_", "SRM_", "job-", "mock-job-")), s["metric"]
         names = set(s["metric"]) - {"__name__", "job", "instance", "namespace", "pod", "le"}
-        assert names <= {"tenant", "agent", "provider", "model", "from_agent", "to_agent", "kind"}, s[
-            "metric"
-        ]
+        assert names <= ALLOWED_LABELS, s["metric"]
 
 
 def test_sdk_metrics_stay_exported(observed: Observed) -> None:
@@ -183,10 +186,11 @@ def test_sdk_metrics_stay_exported(observed: Observed) -> None:
 
 def test_counters_from_every_job_process_reach_the_worker_endpoint(observed: Observed) -> None:
     # Two driver processes ran two sessions each: the worker process (which ran none) serves all four.
-    assert 'storyteller_sessions_started_total{tenant="acme"} 4.0' in observed.metrics_text
-    assert 'storyteller_handoffs_total{from_agent="IntroAgent",tenant="acme",to_agent="StoryAgent"} 4.0' in (
-        observed.metrics_text
-    )
+    # Under the revision the operator gave the pod (its environment).
+    text = observed.metrics_text
+    assert f'storyteller_sessions_started_total{{revision="{REVISION}",tenant="acme"}} 4.0' in text
+    handoff = f'from_agent="IntroAgent",revision="{REVISION}",tenant="acme",to_agent="StoryAgent"'
+    assert f"storyteller_handoffs_total{{{handoff}}} 4.0" in text
 
 
 def test_spans_carry_the_resource_and_the_handoff(observed: Observed) -> None:

@@ -273,11 +273,12 @@ def _assert_least_privilege(granted: dict[tuple[str, str], set[str]]) -> None:
     assert granted[("storyteller.dev", "storytellerdeployments/status")] == {"get", "patch"}
     assert granted[("", "pods")] == {"list", "watch", "patch"}  # never create or delete a pod
     # Nothing is deleted by the operator (owner references let the garbage collector do it), except old
-    # config revisions and the ScaledObject of a tenant that left keda (its HPA would keep writing).
+    # config revisions, a canary Deployment once promoted or rolled back, and the ScaledObject of a tenant
+    # that left keda (its HPA would keep writing).
     assert all(
         ("delete" not in verbs and "update" not in verbs)
         or res.endswith("/finalizers")
-        or (group, res) in {("keda.sh", "scaledobjects"), ("", "configmaps")}
+        or (group, res) in {("keda.sh", "scaledobjects"), ("", "configmaps"), ("apps", "deployments")}
         for (group, res), verbs in granted.items()
     )
     assert granted[("keda.sh", "scaledobjects")] == {"get", "create", "patch", "delete"}

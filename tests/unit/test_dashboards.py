@@ -23,6 +23,7 @@ EXPECTED_UIDS = {
     "storyteller-tenant-usage",
     "storyteller-conversation-latency",
     "storyteller-worker-pools",
+    "storyteller-revisions",
     "storyteller-operator",
 }
 
@@ -65,6 +66,8 @@ def test_stable_uids_and_template_variables() -> None:
         assert name == f"{d['uid']}.json"
         variables = {v["name"]: v for v in d["templating"]["list"]}
         assert {"datasource", "namespace", "tenant"} <= set(variables), name
+        # Worker series carry the pods' revision; the operator's do not.
+        assert ("revision" in variables) == (d["uid"] != "storyteller-operator"), name
         for panel in d["panels"]:
             assert panel["datasource"]["uid"] == "${datasource}", (name, panel["title"])
             assert panel["targets"], (name, panel["title"])
@@ -78,6 +81,9 @@ def test_worker_panels_filter_by_namespace_and_tenant() -> None:
             for target in panel["targets"]:
                 for selector in re.findall(r"(storyteller_(?!operator_)\w+)\{([^}]*)\}", target["expr"]):
                     assert 'namespace=~"$namespace"' in selector[1], (panel["title"], target["expr"])
+                    # The workers' own series (the SDK's carry no tenant, the operator's pools no revision).
+                    if 'tenant=~"$tenant"' in selector[1] and not selector[0].startswith("storyteller_pool_"):
+                        assert 'revision=~"$revision"' in selector[1], (panel["title"], target["expr"])
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
+from storyteller_api import contract
 from storyteller_devkit.tenant_config import tenant_dict
 from storyteller_worker.config import parse_tenant_config
 from storyteller_worker.telemetry import metrics
@@ -44,7 +45,13 @@ def test_labels_are_only_tenant_agent_provider_model_and_the_named_extras() -> N
     for name, metric in _defined().items():
         assert set(metric._labelnames) <= metrics.ALLOWED_LABELS, name
         assert "tenant" in metric._labelnames, name
-    assert set(_defined()["storyteller_handoffs"]._labelnames) == {"tenant", "from_agent", "to_agent"}
+        assert "revision" in metric._labelnames, name  # a canary's series apart from the stable pool's
+    assert set(_defined()["storyteller_handoffs"]._labelnames) == {
+        "tenant",
+        "revision",
+        "from_agent",
+        "to_agent",
+    }
     assert {"kind", "provider"} <= set(_defined()["storyteller_provider_errors"]._labelnames)
 
 
@@ -56,11 +63,19 @@ def test_provider_label_is_the_configs_provider_name_not_a_host() -> None:
     assert names[("tts", "gpt-4o-mini-tts")] == "openai"
 
 
-def test_handoff_counter_counts_from_and_to() -> None:
-    labels = {"tenant": "unit-handoff", "from_agent": "IntroAgent", "to_agent": "StoryAgent"}
+def test_handoff_counter_counts_from_and_to_under_the_pods_revision(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(contract.REVISION_ENV, "7")
+    tenant = parse_tenant_config(tenant_dict("http://127.0.0.1:1/v1", tenant="unit-handoff"))
+    labels = {"tenant": "unit-handoff", "revision": "7", "from_agent": "IntroAgent", "to_agent": "StoryAgent"}
     before = REGISTRY.get_sample_value("storyteller_handoffs_total", labels) or 0.0
-    metrics.record_handoff("unit-handoff", "IntroAgent", "StoryAgent")
+    metrics.record_handoff(tenant, "IntroAgent", "StoryAgent")
     assert REGISTRY.get_sample_value("storyteller_handoffs_total", labels) == before + 1
+
+
+def test_a_worker_the_operator_did_not_render_reports_revision_zero(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(contract.REVISION_ENV, raising=False)
+    tenant = parse_tenant_config(tenant_dict("http://127.0.0.1:1/v1", tenant="local"))
+    assert metrics.tenant_labels(tenant) == {"tenant": "local", "revision": metrics.NO_REVISION}
 
 
 def test_initialize_series_creates_the_configs_series_at_zero() -> None:
@@ -78,7 +93,9 @@ def test_initialize_series_creates_the_configs_series_at_zero() -> None:
     initialize_series(tenant)
 
     def value(name: str, **labels: str) -> float | None:
-        return REGISTRY.get_sample_value(name, {"tenant": "zeroes", **labels})
+        return REGISTRY.get_sample_value(
+            name, {"tenant": "zeroes", "revision": metrics.NO_REVISION, **labels}
+        )
 
     assert value("storyteller_handoffs_total", from_agent="IntroAgent", to_agent="StoryAgent") == 0.0
     assert value("storyteller_eou_delay_seconds_count", agent="StoryAgent") == 0.0
@@ -128,7 +145,13 @@ def test_a_realtime_story_is_watched_on_its_live_sessions(monkeypatch: pytest.Mo
     for observe in models.story.llm.session_observers:
         observe(live)  # type: ignore[arg-type]
     # Only the StoryAgent uses the realtime model: its figures are the StoryAgent's, whoever is current.
-    labels = {"tenant": "rt", "agent": "StoryAgent", "provider": "openai-realtime", "model": "gpt-realtime"}
+    labels = {
+        "tenant": "rt",
+        "revision": metrics.NO_REVISION,
+        "agent": "StoryAgent",
+        "provider": "openai-realtime",
+        "model": "gpt-realtime",
+    }
     before = REGISTRY.get_sample_value("storyteller_llm_ttft_seconds_count", labels) or 0.0
     report = lk_metrics.RealtimeModelMetrics(
         label="openai",
@@ -154,6 +177,7 @@ def test_a_realtime_story_is_watched_on_its_live_sessions(monkeypatch: pytest.Mo
     metrics.initialize_series(tenant)
     story_llm = {
         "tenant": "rt",
+        "revision": metrics.NO_REVISION,
         "agent": "StoryAgent",
         "provider": "openai-realtime",
         "model": "gpt-realtime",

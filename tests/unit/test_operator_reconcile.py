@@ -466,6 +466,12 @@ def test_config_revisions_are_immutable_and_collected_once_no_pod_mounts_them(
     del kube.objects[("Pod", "team-a", "old-pod")]  # drained
     kube.add(pod_of(second, "new-pod"))
     rec.reconcile("team-a", "acme", force_apply=False)
+    # Unmounted, but revision 1 is still in status.revisions: spec.rollout.pinnedRevision may go back to it.
+    assert config_maps(kube) == {first, second, "acme-config-foreign"}
+    t["spec"]["revisionHistoryLimit"] = 1
+    t["metadata"]["generation"] = 3
+    kube.add(t)  # a new resourceVersion, as the API server gives an edit
+    rec.reconcile("team-a", "acme", force_apply=False)  # the history keeps revision 2 only
     assert config_maps(kube) == {second, "acme-config-foreign"}
     assert f"delete ConfigMap/{first}" in kube.writes
 

@@ -96,14 +96,15 @@ def _string_constants(path: Path) -> set[str]:
 def test_no_module_but_the_api_package_spells_a_spec_default_or_key() -> None:
     """The operator and the worker read the spec through the models: no `"minReplicas"`-style key and no
     default model name written again in their sources."""
-    # The spec's own multi-word keys; the ones Kubernetes' pod spec shares (nodeSelector, imagePullPolicy)
-    # and agentName (worker_config sets it: the config's identity, like tenant and namespace) are left out.
+    # The spec's own multi-word keys; the ones Kubernetes' pod and Deployment specs share (nodeSelector,
+    # imagePullPolicy, revisionHistoryLimit) and agentName (worker_config sets it: the config's identity,
+    # like tenant and namespace) are left out.
     spec_keys = {
         f.alias or name
         for model in (TenantSpec, *(_nested_models(TenantSpec)))
         for name, f in model.model_fields.items()
         if (f.alias or name) != (f.alias or name).lower()
-    } - {"nodeSelector", "imagePullPolicy", "agentName"}
+    } - {"nodeSelector", "imagePullPolicy", "revisionHistoryLimit", "agentName"}
     defaults = {
         "gpt-4o-mini",
         "gpt-4o-mini-tts",

@@ -97,7 +97,8 @@ namespace. Every kind read is listed and watched once into the operator's memory
 operator/storyteller_operator/informer.py), children and pods by the managed-by label; get is the
 fallback while a cache fills. Children are written with server-side apply (PATCH; creating through apply
 also needs create); owner references delete them, so the operator deletes only
-what it must: old config revisions and the ScaledObject of a tenant that leaves pool.autoscaler keda.
+what it must: old config revisions, a canary Deployment once it is promoted or rolled back, and the
+ScaledObject of a tenant that leaves pool.autoscaler keda.
 */}}
 {{- define "storyteller.tenantRules" -}}
 # Tenants: watched (the reconciles read the watch's copy); the operator writes only their status.
@@ -133,10 +134,11 @@ what it must: old config revisions and the ScaledObject of a tenant that leaves 
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch", "patch"]
-# Deployments are watched too: their status becomes the tenant's readiness.
+# Deployments are watched too: their status becomes the tenant's readiness. delete: a canary Deployment
+# goes once its revision is promoted or rolled back (its pods drain like any scale-in).
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "list", "watch", "create", "patch"]

@@ -72,7 +72,7 @@ class IntroAgent(Agent):
             "handoff",
             extra={"from_agent": "IntroAgent", "to_agent": "StoryAgent", "tenant": self.tenant.tenant},
         )
-        record_handoff(self.tenant.tenant, "IntroAgent", "StoryAgent")
+        record_handoff(self.tenant, "IntroAgent", "StoryAgent")
         record_handoff_span(self.tenant.tenant, "IntroAgent", "StoryAgent")
         if self._bridge is not None:
             return story, None  # the story agent plays the rendered bridge: no reply of this agent's

@@ -54,6 +54,7 @@ from .metrics import (
     PROVIDER_ERRORS,
     SESSION_DURATION,
     SESSIONS_ACTIVE,
+    SESSIONS_ENDED,
     SESSIONS_STARTED,
     STT_AUDIO_SECONDS,
     TIME_TO_FIRST_AUDIO,
@@ -63,6 +64,7 @@ from .metrics import (
     ModelKind,
     model_owners,
     provider_names,
+    tenant_labels,
 )
 
 _UsageKey = tuple[str, str, str]  # (usage type, plugin provider, model)
@@ -83,6 +85,7 @@ class SessionMetrics:
     """Feeds the metrics from one AgentSession's events; `attach` it before `session.start`."""
 
     tenant: WorkerConfig
+    _own: dict[str, str] = field(init=False)  # tenant and revision, on every series
     _providers: dict[tuple[ModelKind, str], str] = field(init=False)
     _owners: dict[tuple[ModelKind, str], str] = field(init=False)
     _seen: dict[_UsageKey, dict[str, float]] = field(default_factory=dict, init=False)
@@ -92,6 +95,7 @@ class SessionMetrics:
     usage_by_agent: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
+        self._own = tenant_labels(self.tenant)
         self._providers = provider_names(self.tenant)
         self._owners = model_owners(self.tenant)
 
@@ -102,8 +106,8 @@ class SessionMetrics:
         session.on("error", self._on_error)
         session.on("close", self._on_close)
         self._started_at = time.monotonic()
-        SESSIONS_STARTED.labels(tenant=self.tenant.tenant).inc()
-        SESSIONS_ACTIVE.labels(tenant=self.tenant.tenant).inc()
+        SESSIONS_STARTED.labels(**self._own).inc()
+        SESSIONS_ACTIVE.labels(**self._own).inc()
 
     # -- labels
 
@@ -131,7 +135,7 @@ class SessionMetrics:
         model = model or "unknown"
         provider = self._providers.get((kind, model), "other")
         agent = self._agent_of(kind, model)
-        return {"tenant": self.tenant.tenant, "agent": agent, "provider": provider, "model": model}
+        return {**self._own, "agent": agent, "provider": provider, "model": model}
 
     # -- event handlers (synchronous: they run on the session's loop, between turns)
 
@@ -187,7 +191,7 @@ class SessionMetrics:
         if item.role == "assistant":
             if (latency := report.get("e2e_latency")) is not None and latency >= 0:
                 agent = self._speaking_agent()
-                TIME_TO_FIRST_AUDIO.labels(tenant=self.tenant.tenant, agent=agent).observe(latency)
+                TIME_TO_FIRST_AUDIO.labels(**self._own, agent=agent).observe(latency)
             if (ttft := report.get("llm_node_ttft")) is not None and ttft >= 0:
                 meta = report.get("llm_metadata") or {}
                 LLM_TTFT.labels(**self._labels("llm", meta.get("model_name", ""))).observe(ttft)
@@ -196,7 +200,7 @@ class SessionMetrics:
                 TTS_TTFB.labels(**self._labels("tts", meta.get("model_name", ""))).observe(ttfb)
         elif item.role == "user" and (eou := report.get("end_of_turn_delay")) is not None:
             # The turn is the current agent's: it hears it.
-            EOU_DELAY.labels(tenant=self.tenant.tenant, agent=self._agent()).observe(eou)
+            EOU_DELAY.labels(**self._own, agent=self._agent()).observe(eou)
 
     def watch_models(self, models: SessionModels) -> None:
         """Count every failed request of every model the session may use, fallbacks included."""
@@ -233,11 +237,12 @@ class SessionMetrics:
         if isinstance(ev.error, llm.RealtimeModelError) and isinstance(ev.source, llm.RealtimeModel):
             PROVIDER_ERRORS.labels(kind="llm", **self._labels("llm", str(ev.source.model))).inc()
 
-    def _on_close(self, _ev: CloseEvent) -> None:
+    def _on_close(self, ev: CloseEvent) -> None:
         if self._started_at is None:
             return
-        SESSIONS_ACTIVE.labels(tenant=self.tenant.tenant).dec()
-        SESSION_DURATION.labels(tenant=self.tenant.tenant).observe(time.monotonic() - self._started_at)
+        SESSIONS_ACTIVE.labels(**self._own).dec()
+        SESSIONS_ENDED.labels(**self._own, reason=ev.reason.value).inc()
+        SESSION_DURATION.labels(**self._own).observe(time.monotonic() - self._started_at)
         self._started_at = None  # a session closes once; never count it twice
 
 
