@@ -104,6 +104,22 @@ def owned_by(obj: Mapping[str, Any] | None, uid: str) -> bool:
     return any(o.get("uid") == uid for o in owners)
 
 
+def _runnable_config(tenant: Tenant, cm: Mapping[str, Any], image: str) -> Mapping[str, Any] | None:
+    """The worker config in a revision's ConfigMap, if the tenant can run it with `image` again (a config
+    this operator's models refuse, written by an older release, cannot)."""
+    try:
+        config = json.loads((cm.get("data") or {})[contract.CONFIG_KEY])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not isinstance(config, dict):
+        return None
+    try:
+        render.revision_tenant(tenant, config, image)
+    except InvalidSpec:
+        return None
+    return config
+
+
 ANALYSIS_INTERVAL_S = 15.0  # a canary's figures are read at most this often (six Prometheus queries)
 FIGURES_INTERVAL_S = 60.0  # the stable revision's (the sessions it served) at most this often
 FIGURES_MAX_WINDOW_S = 7 * 86400.0  # ... over at most this long
@@ -133,6 +149,8 @@ class Observer:
         self.figures = figures
         self.analysis_interval_s = analysis_interval_s
         self._figures_read: dict[str, float] = {}  # tenant uid → when its figures were last read (monotonic)
+        # (tenant uid, ConfigMap, its resourceVersion, image) → the revision's config, None: it cannot run.
+        self._configs: dict[tuple[str, str, str, str], Mapping[str, Any] | None] = {}
         self._guard = threading.Lock()
 
     def tenant_object(self, namespace: str, name: str) -> Obj | None:
@@ -218,11 +236,16 @@ class Observer:
         """A tenant is gone: drop what the observer remembers of it."""
         with self._guard:
             self._figures_read.pop(uid, None)
+            for key in [k for k in self._configs if k[0] == uid]:
+                del self._configs[key]
 
     def _revision_configs(self, tenant: Tenant, status: Mapping[str, Any]) -> dict[int, Mapping[str, Any]]:
-        """The configs of the stable and the pinned revision, from their ConfigMaps (a missing or unreadable
-        one leaves its revision out: it cannot run again)."""
-        wanted = {status.get("revision"), tenant.spec.rollout.pinned_revision}
+        """The configs of the revisions that may run besides the spec's (the pinned one; the stable one of a
+        canary tenant), from their ConfigMaps; a missing or unreadable one leaves its revision out: it
+        cannot run again. Read and checked once per version of the ConfigMap (it is immutable)."""
+        wanted = {tenant.spec.rollout.pinned_revision}
+        if tenant.spec.rollout.strategy == "Canary":
+            wanted.add(status.get("revision"))
         out: dict[int, Mapping[str, Any]] = {}
         for entry in revisions.entries(status):
             number = int(entry[revisions.NUMBER])
@@ -230,17 +253,19 @@ class Observer:
                 continue
             name = render.config_map_name(tenant.name, str(entry.get(revisions.CONFIG_HASH, "")))
             cm = self.kube.get("v1", "ConfigMap", tenant.namespace, name)
-            try:
-                config = json.loads(((cm or {}).get("data") or {})[contract.CONFIG_KEY])
-            except (KeyError, TypeError, ValueError):
+            if cm is None or not owned_by(cm, tenant.uid):
                 continue
-            if not owned_by(cm, tenant.uid) or not isinstance(config, dict):
-                continue
-            try:  # a config this operator's models refuse (written by an older release) cannot run again
-                render.revision_tenant(tenant, config, str(entry.get(revisions.IMAGE) or ""))
-            except InvalidSpec:
-                continue
-            out[number] = config
+            image = str(entry.get(revisions.IMAGE) or "")
+            key = (tenant.uid, name, str(cm["metadata"].get("resourceVersion", "")), image)
+            with self._guard:
+                known = key in self._configs
+                config = self._configs.get(key)
+            if not known:
+                config = _runnable_config(tenant, cm, image)
+                with self._guard:
+                    self._configs[key] = config
+            if config is not None:
+                out[number] = config
         return out
 
     def _figures(

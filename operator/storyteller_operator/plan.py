@@ -316,6 +316,7 @@ def plan(
     canary_replicas = (
         rollout.canary_replicas(sizing.desired, tenant.spec.rollout.canary_weight) if decided.canary else 0
     )
+    stable_hash = render.config_hash(render.tenant_config(stable)) if stable else None
 
     def make() -> list[render.Manifest]:
         return render.children(
@@ -341,13 +342,11 @@ def plan(
         decided.stable,
         decided.canary,
         canary_replicas,
-        stable.resource_version if stable else None,
-        render.config_hash(render.tenant_config(stable)) if stable else None,
+        stable_hash,
     )
     children, config_hash, digests = rendered.get(tenant, key, make)
     spec_config_hash = config_hash
-    if stable is not None:
-        config_hash = render.config_hash(render.tenant_config(stable))  # what the pool runs
+    config_hash = stable_hash or config_hash  # what the pool runs
     return Plan(
         tenant=tenant,
         seed_replicas=seed,
@@ -425,14 +424,13 @@ def report(p: Plan, snap: Snapshot, applied: Applied, now: str) -> tuple[dict[st
 def _rollout_events(p: Plan, snap: Snapshot) -> list[events.Event]:
     """A canary that starts, is promoted or is rolled back (with what its analysis found)."""
     decided, before = p.rollout, snap.status.get("canary") or {}
-    verdict = decided.verdict
-    ran = before.get("revision")
+    verdict, judged = decided.verdict, decided.judged
     if verdict is not None and verdict.decision == "promote":
         return [
             events.Event(
                 "Normal",
                 rollout.PROMOTED,
-                f"revision {ran} promoted ({verdict.reason}: {verdict.message}); the pool rolls to it",
+                f"revision {judged} promoted ({verdict.reason}: {verdict.message}); the pool rolls to it",
             )
         ]
     if verdict is not None and verdict.decision == "rollback":
@@ -440,12 +438,12 @@ def _rollout_events(p: Plan, snap: Snapshot) -> list[events.Event]:
             events.Event(
                 "Warning",
                 rollout.ROLLED_BACK,
-                f"revision {ran} rolled back ({verdict.reason}: {verdict.message}); revision "
+                f"revision {judged} rolled back ({verdict.reason}: {verdict.message}); revision "
                 f"{decided.stable} keeps serving",
             )
         ]
     now = decided.canary_status
-    if now is not None and now.get("revision") != ran:
+    if now is not None and now.get("revision") != before.get("revision"):
         entry = next((e for e in decided.history if e[revisions.NUMBER] == decided.canary), {})
         return [
             events.Event(

@@ -39,6 +39,7 @@ class Decided:
     history: list[dict[str, Any]]  # status.revisions with states and figures
     canary_status: dict[str, Any] | None  # status.canary
     verdict: Verdict | None = None  # a promotion or a rollback that happened now (for the Event)
+    judged: int | None = None  # the canary revision the verdict is about
     problem: tuple[str, str] | None = None  # (reason, message): the rollout cannot do what the spec asks
 
 
@@ -140,12 +141,12 @@ def decide(
     updated = with_figures(spec_revision, stable)
 
     if verdict is not None and verdict.decision == "promote":
-        return Decided(spec_revision, None, updated, None, verdict=verdict)
+        return Decided(spec_revision, None, updated, None, verdict=verdict, judged=spec_revision)
     if verdict is not None and verdict.decision == "rollback":
         failure = f"{verdict.reason}: {verdict.message}"
         failed = _with(updated, spec_revision, **{STATE: FAILED, FAILURE: failure})
         problem = _failed(spec_revision, failure, stable)
-        return Decided(stable, None, failed, None, verdict=verdict, problem=problem)
+        return Decided(stable, None, failed, None, verdict=verdict, problem=problem, judged=spec_revision)
 
     if verdict is not None:
         message = verdict.message

@@ -352,3 +352,18 @@ def test_an_earlier_revision_renders_with_its_own_config_and_image_and_todays_po
     assert render.tenant_config(revived) == old_config  # so its pods mount revision 1's ConfigMap
     assert revived.spec.worker.image == "worker:1"
     assert (revived.spec.pool.autoscaler, revived.spec.pool.max_replicas) == ("keda", 7)  # sizing: today's
+
+
+def test_a_manual_promote_names_the_revision_even_before_its_canary_ran() -> None:
+    from storyteller_operator import plan as planner
+
+    spec = {"rollout": {"strategy": "Canary", "promoteRevision": 2}}
+    first = make(snapshot(spec))
+    configs = {1: render.tenant_config(first.tenant)}
+    stored = {"revision": 1, "revisions": first.revisions}
+    observed = snapshot({**spec, "story": {"instructions": "New."}}, status=stored, revision_configs=configs)
+    promoted = make(observed)
+    assert (promoted.revision, promoted.rollout.canary) == (2, None)
+    _, posted = planner.report(promoted, observed, planner.Applied([], None, None), "2026-12-01T12:00:00Z")
+    (event,) = [e for e in posted if e.reason == rollout.PROMOTED]
+    assert event.message.startswith("revision 2 promoted (ManualPromote: spec.rollout.promoteRevision)")
