@@ -347,7 +347,8 @@ def test_instruction_change_rolls_the_pool_and_no_change_writes_nothing(
     )
     new_rs = {rs["metadata"]["name"] for rs in cluster.kubectl_json("-n", namespace, "get", "rs")["items"]}
     assert new_rs - old_rs, "a spec change must create a new ReplicaSet (the pool rolls)"
-    # Each config revision is its own immutable ConfigMap; the old one goes once no pod mounts it.
+    # Each config revision is its own immutable ConfigMap; an old one stays while status.revisions keeps
+    # its revision (a pin may go back to it), and goes once it leaves the history and no pod mounts it.
     cm = cluster.kubectl_json(
         "-n", namespace, "get", "configmap", render.config_map_name("acme", sd["status"]["configHash"])
     )
@@ -358,9 +359,18 @@ def test_instruction_change_rolls_the_pool_and_no_change_writes_nothing(
     )
     wait_for("the rollout to settle", lambda: quiescent(cluster, namespace))
     old_cm = render.config_map_name("acme", old_hash)
+    assert [e["revision"] for e in sd["status"]["revisions"]] == [2, 1]
+    assert old_cm in {c["metadata"]["name"] for c in children(cluster, namespace)["configmap"]}
+    cluster.kubectl(
+        "-n", namespace, "patch", "sd", "acme", "--type=merge", "-p", '{"spec": {"revisionHistoryLimit": 1}}'
+    )  # fmt: skip
     wait_for(
-        f"{old_cm} deleted once no pod mounts it",
+        f"{old_cm} deleted once revision 1 leaves the history and no pod mounts it",
         lambda: old_cm not in {c["metadata"]["name"] for c in children(cluster, namespace)["configmap"]},
+    )
+    wait_for(
+        "the history to keep revision 2 only",
+        lambda: [e["revision"] for e in get_sd(cluster, namespace)["status"]["revisions"]] == [2],
     )
 
     # Unchanged: re-apply the same manifest and let the operator re-apply everything (resync every 3 s).

@@ -171,7 +171,9 @@ async def test_rollout_during_a_call_finishes_it_on_the_old_pod_and_takes_the_ne
     node_livekit_server: LiveKitServer,
     node_model_server: ThreadedServer,
 ) -> None:
-    spec = tenant_spec(platform, node_livekit_server, node_model_server)
+    # One revision in the history: the old config may go as soon as no pod mounts it (a longer history
+    # keeps it for spec.rollout.pinnedRevision).
+    spec = {**tenant_spec(platform, node_livekit_server, node_model_server), "revisionHistoryLimit": 1}
     deploy_tenant(cluster, tenant_ns, spec)
     old_pod = the_one(worker_pods(cluster, tenant_ns), "worker pod")
     old = old_pod["metadata"]["name"]
