@@ -10,6 +10,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from storyteller_operator import revisions
 from storyteller_operator import status as status_mod
 
 
@@ -32,9 +33,8 @@ def transitions(
         message = "applied " + ", ".join(changed)
         revision = new.get("revision")
         if old.get("revision") and revision != old.get("revision"):
-            entries: list[Mapping[str, Any]] = new.get("revisions") or []
-            entry = next((e for e in entries if e.get("revision") == revision), {})
-            message += f"; revision {revision} ({entry.get('change', '')}), rolling the pool"
+            change = revisions.entry(revisions.entries(new), revision).get(revisions.CHANGE, "")
+            message += f"; revision {revision} ({change}), rolling the pool"
         elif old.get("configHash") and old.get("configHash") != new["configHash"]:
             message += (
                 f"; worker config changed ({old['configHash']} → {new['configHash']}), rolling the pool"

@@ -281,10 +281,8 @@ class Observer:
         started = rollout.canary_started(status, revision) if isinstance(revision, int) else None
         interval = self.analysis_interval_s
         if started is None:
-            entry = next(
-                (e for e in revisions.entries(status) if e[revisions.NUMBER] == status.get("revision")), {}
-            )
-            created = rollout.parse_time(entry.get(revisions.CREATED))
+            serving = revisions.entry(revisions.entries(status), status.get("revision"))
+            created = rollout.parse_time(serving.get(revisions.CREATED))
             if created is None:
                 return None, 0.0
             started = max(created, now - datetime.timedelta(seconds=FIGURES_MAX_WINDOW_S))

@@ -310,9 +310,9 @@ def plan(
     )
     stable: Tenant | None = None
     if decided.stable != assigned.number:
-        entry = next(e for e in decided.history if e[revisions.NUMBER] == decided.stable)
+        image = revisions.entry(decided.history, decided.stable).get(revisions.IMAGE)
         config = snap.revision_configs[decided.stable]
-        stable = render.revision_tenant(tenant, config, str(entry.get(revisions.IMAGE) or ""))
+        stable = render.revision_tenant(tenant, config, str(image or ""))
     canary_replicas = (
         rollout.canary_replicas(sizing.desired, tenant.spec.rollout.canary_weight) if decided.canary else 0
     )
@@ -444,7 +444,7 @@ def _rollout_events(p: Plan, snap: Snapshot) -> list[events.Event]:
         ]
     now = decided.canary_status
     if now is not None and now.get("revision") != before.get("revision"):
-        entry = next((e for e in decided.history if e[revisions.NUMBER] == decided.canary), {})
+        entry = revisions.entry(decided.history, decided.canary)
         return [
             events.Event(
                 "Normal",

@@ -111,6 +111,11 @@ class Assigned:
     created: bool  # a new number was handed out (not a return to an earlier one)
 
 
+def entry(history: Sequence[Mapping[str, Any]], number: Any) -> Mapping[str, Any]:
+    """The entry of revision `number` in `history` ({} when it has none)."""
+    return next((e for e in history if e.get(NUMBER) == number), {})
+
+
 def entries(status: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     """status.revisions as stored, the ones with a number (newest first)."""
     stored = status.get("revisions")

@@ -21,6 +21,7 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from storyteller_api.spec import Rollout
+from storyteller_operator import revisions
 from storyteller_operator.canary import Figures, Verdict, judge
 from storyteller_operator.revisions import NUMBER
 
@@ -120,7 +121,7 @@ def decide(
     if rollout.strategy == "Replace" or stable is None or stable == spec_revision:
         return plain(spec_revision)  # also the first revision: nothing to compare a canary with
 
-    entry = next(e for e in history if e[NUMBER] == spec_revision)
+    entry = revisions.entry(history, spec_revision)
     if entry.get(STATE) == FAILED:
         return plain(stable, _failed(spec_revision, str(entry.get(FAILURE, "")), stable))
     if suspended:
