@@ -37,6 +37,8 @@ RECONCILE_SECONDS: Final = "storyteller_operator_reconcile_seconds"
 POOL_DESIRED_REPLICAS: Final = "storyteller_pool_desired_replicas"
 POOL_ACTIVE_SESSIONS: Final = "storyteller_pool_active_sessions"
 POOL_MAX_REPLICAS: Final = "storyteller_pool_max_replicas"
+# 1 while a tenant's newest revision stands rolled back by its canary analysis (until the spec changes).
+CANARY_FAILED: Final = "storyteller_canary_failed"
 # Requests the operator sent the API server, by verb (GET, LIST, WATCH, PATCH...) and resource: in a steady
 # state only the watches' renewals and real changes.
 OPERATOR_API_REQUESTS: Final = "storyteller_operator_api_requests_total"

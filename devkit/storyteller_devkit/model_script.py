@@ -1,7 +1,8 @@
 """The scripted "model" behind the local model server: a pure function of the messages and tools.
 
 It plays the storyteller flow the way a real model would, so the real plugin, tools and handoff run:
-- offered `information_gathered` and told "my name is X ... (live in|from) Y" → calls it;
+- offered `information_gathered` and told "my name is X ... (live in|from) Y" → calls it, unless its
+  instructions say never to call a tool (a bad intro prompt): then it chats on instead (SMALL_TALK);
 - offered `story_finished` and told "no thanks / that is all / goodbye" → calls it;
 - answering a tool's output (the intro's handoff bridge) → says it;
 - otherwise a short text fitting the agent (greeting, story, goodbye) read from its instructions.
@@ -21,9 +22,12 @@ _PLACE = re.compile(r"\b(?:live in|living in|from|in) ([A-Z][\w-]*(?: [A-Z][\w-]
 _DONE = re.compile(r"\b(no thanks|that is all|that's all|goodbye|bye|the end|stop)\b", re.IGNORECASE)
 _USER_IN_INSTRUCTIONS = re.compile(r"The user's name is ([^,]+), from ([^.]+)\.")
 _GOODBYE = re.compile(r"say goodbye to (\S+)")
+# A prompt that forbids tools: a real model obeys it and never hands off.
+_NO_TOOLS = re.compile(r"\b(?:never|do not|don't) (?:call|use) (?:a |any )?(?:tools?|functions?)\b", re.I)
 
 GREETING = "Hello, I am Echo, your storyteller! What is your name, and where are you from?"
 ASK_AGAIN = "Lovely to hear you! Before we begin: what is your name, and where do you live?"
+SMALL_TALK = "How lovely to meet you! Tell me more about where you live."
 # The story goes on one part per turn, then keeps asking whether to go on.
 STORY = [
     "Once upon a time in {place}, {name} found a door that hummed. Should they open it, or walk on?",
@@ -70,6 +74,8 @@ def reply(messages: list[dict[str, Any]], tools: list[str]) -> Reply:
     if last.get("role") == "user":
         said = _text(last.get("content"))
         name, place = _NAME.search(said), _PLACE.search(said)
+        if "information_gathered" in tools and name and place and _NO_TOOLS.search(instructions):
+            return Reply(text=SMALL_TALK)
         if "information_gathered" in tools and name and place:
             args = json.dumps({"name": name.group(1), "location": place.group(1)})
             return Reply(tool_name="information_gathered", arguments=args)

@@ -3,8 +3,10 @@
 :meth:`Prometheus.start` runs one on a free port scraping every second (`targets`: job → list of
 (host:port, target labels); `scrape_configs`: more jobs as raw config, e.g. a Kubernetes service
 discovery), evaluating the given rule files every second too (group intervals are dropped so recording
-rules exist at once). A :class:`Prometheus` has ``query(expr)`` (the HTTP API's instant query),
-``wait_for(expr, predicate, timeout)`` and ``stop()``.
+rules exist at once), listening on loopback or on `host` (the real node's bridge address, for pods). A
+:class:`Prometheus` has ``query(expr)`` (the HTTP API's instant query), ``wait_for(expr, predicate,
+timeout)`` and ``stop()``. Debian builds it without Kubernetes service discovery: pod_discovery.py stands
+in for that.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class Prometheus:
         targets: Targets,
         rule_files: tuple[Path, ...] = (),
         scrape_configs: tuple[dict[str, Any], ...] = (),
+        host: str = "127.0.0.1",
     ) -> Prometheus:
         """A Prometheus with its config, rules, data and log in `workdir`, once it is ready.
 
@@ -79,12 +82,12 @@ class Prometheus:
                     binary,
                     f"--config.file={workdir / 'prometheus.yml'}",
                     f"--storage.tsdb.path={workdir / 'data'}",
-                    f"--web.listen-address=127.0.0.1:{port}",
+                    f"--web.listen-address={host}:{port}",
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
-        prom = cls(f"http://127.0.0.1:{port}", proc, log)
+        prom = cls(f"http://{host}:{port}", proc, log)
         try:
             wait_until(
                 "prometheus to be ready",

@@ -107,8 +107,11 @@ def restrict(cluster: Cluster, ns: str) -> None:
     cluster.kubectl("label", "namespace", ns, "--overwrite", *(f"{k}={v}" for k, v in RESTRICTED.items()))
 
 
-def install_chart(cluster: Cluster, node: RealNode, release: str, ns: str, **operator: Any) -> None:
-    """The chart with the operator image built here, its pod on the real node, in a restricted namespace."""
+def install_chart(
+    cluster: Cluster, node: RealNode, release: str, ns: str, prometheus_url: str = "", **operator: Any
+) -> None:
+    """The chart with the operator image built here, its pod on the real node, in a restricted namespace;
+    `prometheus_url`: the chart's prometheus.url (canary analysis reads it), reachable from the pod."""
     cluster.kubectl("create", "namespace", ns, check=False)
     restrict(cluster, ns)
     repository, tag = _image(node.operator_image)
@@ -117,7 +120,8 @@ def install_chart(cluster: Cluster, node: RealNode, release: str, ns: str, **ope
             "image": {"registry": "", "repository": repository, "tag": tag, "pullPolicy": "Never"},
             **node.placement,
             **operator,
-        }
+        },
+        "prometheus": {"url": prometheus_url},
     }
     cluster.helm(
         "upgrade", "--install", release, str(CHART), "--namespace", ns,

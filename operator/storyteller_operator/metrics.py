@@ -36,6 +36,14 @@ POOL_MAX_REPLICAS = Gauge(
     "The tenant's pool.maxReplicas.",
     ["tenant", "namespace"],
 )
+# A gauge from the tenant's status, not a counter of rollbacks: it survives operator restarts and clears
+# when the tenant's spec changes (what the StorytellerCanaryRolledBack alert waits for).
+CANARY_FAILED = Gauge(
+    metric_names.CANARY_FAILED,
+    "1 while the tenant's newest revision stands rolled back by its canary analysis (Degraded, "
+    "CanaryFailed) and an older revision serves; 0 otherwise.",
+    ["tenant", "namespace"],
+)
 
 API_REQUESTS = Counter(
     metric_names.OPERATOR_API_REQUESTS,
@@ -56,7 +64,7 @@ for _result in ("changed", "unchanged", "error"):
 
 def forget_tenant(tenant: str, namespace: str) -> None:
     """Drop a deleted tenant's series so they do not linger at their last value."""
-    for gauge in (POOL_DESIRED_REPLICAS, POOL_ACTIVE_SESSIONS, POOL_MAX_REPLICAS):
+    for gauge in (POOL_DESIRED_REPLICAS, POOL_ACTIVE_SESSIONS, POOL_MAX_REPLICAS, CANARY_FAILED):
         with contextlib.suppress(KeyError):
             gauge.remove(tenant, namespace)
 

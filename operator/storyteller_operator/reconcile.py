@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from kubernetes.client import ApiException
 
 from storyteller_operator import events as events_mod
-from storyteller_operator import metrics, render, revisions
+from storyteller_operator import metrics, render, revisions, rollout
 from storyteller_operator import plan as planner
 from storyteller_operator import status as status_mod
 from storyteller_operator.agent_names import AgentNames, identity_of
@@ -284,6 +284,9 @@ class Reconciler:
                     raise
         metrics.POOL_DESIRED_REPLICAS.labels(tenant=name, namespace=namespace).set(plan.sizing.desired)
         metrics.POOL_MAX_REPLICAS.labels(tenant=name, namespace=namespace).set(tenant.spec.pool.max_replicas)
+        problem = plan.rollout.problem
+        failed = problem is not None and problem[0] == rollout.CANARY_FAILED
+        metrics.CANARY_FAILED.labels(tenant=name, namespace=namespace).set(1 if failed else 0)
         for event in events:
             self.events(tenant.obj, type=event.type, reason=event.reason, message=event.message)
         # Most reconciles (every recheck of every tenant) change nothing: info only for news.

@@ -28,6 +28,7 @@ from storyteller_operator.revisions import NUMBER
 STATE = "state"  # status.revisions[].state: only "Failed" is written (the rest is status.revision/canary)
 FAILED = "Failed"
 FAILURE = "failure"  # why it failed, with the figures
+CANARY_FAILED = "CanaryFailed"  # the Degraded reason while a rolled-back revision is the newest
 FIGURES = "figures"  # its figures as last read: over its canary's window, or since it started serving
 WINDOW = "windowSeconds"  # in FIGURES: the window they were read over
 ROLLED_BACK, PROMOTED = "CanaryRolledBack", "CanaryPromoted"
@@ -69,7 +70,7 @@ def _with(history: Sequence[Mapping[str, Any]], revision: int, **fields: Any) ->
 
 def _failed(revision: int, failure: str, stable: int) -> tuple[str, str]:
     return (
-        "CanaryFailed",
+        CANARY_FAILED,
         f"revision {revision} was rolled back ({failure}); revision {stable} keeps serving until the spec "
         "changes",
     )

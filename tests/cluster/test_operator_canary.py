@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from storyteller_api import contract
+from storyteller_api import contract, metric_names
 from storyteller_devkit.cluster import Cluster
 from storyteller_devkit.prometheus import Prometheus
 from storyteller_operator import render
@@ -174,6 +174,8 @@ def test_a_canary_whose_intro_never_hands_off_is_rolled_back_after_the_minimum_s
     assert status["revision"] == 1 and template_revision(cluster, namespace) == "1"
     degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
     assert (degraded["status"], degraded["reason"]) == ("True", "CanaryFailed")
+    # What the StorytellerCanaryRolledBack alert reads.
+    assert operator.metric(metric_names.CANARY_FAILED, namespace=namespace, tenant="acme") == 1
     wait_for("the canary Deployment to go", lambda: canary_deployment_gone(cluster, namespace), deadline=30)
     warning = [e for e in events_of(cluster, namespace) if e["reason"] == "CanaryRolledBack"]
     assert warning and warning[0]["type"] == "Warning" and "handoff rate" in warning[0]["message"]
@@ -199,6 +201,7 @@ def test_a_healthy_canary_is_promoted_and_a_pin_rolls_back_by_hand(
     wait_for("the canary Deployment to go", lambda: canary_deployment_gone(cluster, namespace), deadline=30)
     promoted = [e for e in events_of(cluster, namespace) if e["reason"] == "CanaryPromoted"]
     assert promoted and "AnalysisPassed" in promoted[0]["message"]
+    assert f'{metric_names.CANARY_FAILED}{{namespace="{namespace}",tenant="acme"}} 0.0' in operator.metrics()
 
     # A manual rollback, as a GitOps repository would write it: revision 1's config and image come back.
     first_config = next(e["configHash"] for e in status["revisions"] if e["revision"] == 1)

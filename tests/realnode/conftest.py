@@ -1,8 +1,9 @@
 """Fixtures of the realnode tests.
 
 ``platform`` (session): ``helm install`` of the chart with the operator image built here, its pod on the
-real node in a namespace that enforces Pod Security ``restricted``, the chart's own RBAC; uninstalled at
-the end (so no operator pod outlives these tests). ``tenant_ns``: a fresh restricted namespace holding
+real node in a namespace that enforces Pod Security ``restricted``, the chart's own RBAC and
+``prometheus.url`` set to ``node_prometheus``; uninstalled at the end (so no operator pod outlives these
+tests). ``tenant_ns``: a fresh restricted namespace holding
 the LiveKit and provider Secrets.
 """
 
@@ -14,14 +15,15 @@ import pytest
 
 from storyteller_devkit.cluster import Cluster
 from storyteller_devkit.livekit_server import LiveKitServer
+from storyteller_devkit.prometheus import Prometheus
 from storyteller_devkit.real_node import RealNode
 from storyteller_devkit.real_platform import install_chart, provider_secrets, restrict
 from tests.realnode.real_platform import RELEASE, RELEASE_NS
 
 
 @pytest.fixture(scope="session")
-def platform(cluster: Cluster, real_node: RealNode) -> Iterator[RealNode]:
-    install_chart(cluster, real_node, RELEASE, RELEASE_NS, recheckSeconds=2)
+def platform(cluster: Cluster, real_node: RealNode, node_prometheus: Prometheus) -> Iterator[RealNode]:
+    install_chart(cluster, real_node, RELEASE, RELEASE_NS, node_prometheus.url, recheckSeconds=2)
     try:
         yield real_node
     finally:
