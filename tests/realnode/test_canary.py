@@ -18,7 +18,7 @@ from storyteller_api import contract
 from storyteller_devkit.caller import CALLER_SCRIPT
 from storyteller_devkit.cluster import Cluster
 from storyteller_devkit.livekit_server import LiveKitServer
-from storyteller_devkit.model_script import SMALL_TALK
+from storyteller_devkit.model_script import ASK_AGAIN, SMALL_TALK
 from storyteller_devkit.model_server import ThreadedServer
 from storyteller_devkit.prometheus import Prometheus
 from storyteller_devkit.real_node import RealNode
@@ -37,8 +37,8 @@ VERDICT_DEADLINE = 120.0
 
 
 def is_canary(cluster: Cluster, ns: str, pod: str) -> bool:
-    found = pod_phase(cluster, ns, pod)
-    return bool(found) and found["metadata"]["labels"].get(contract.TRACK_LABEL) == contract.CANARY_TRACK  # type: ignore[index]
+    labels = ((pod_phase(cluster, ns, pod) or {}).get("metadata") or {}).get("labels") or {}
+    return bool(labels.get(contract.TRACK_LABEL) == contract.CANARY_TRACK)
 
 
 async def test_a_revision_whose_intro_never_hands_off_is_rolled_back_without_cutting_its_call(
@@ -113,7 +113,12 @@ async def test_a_revision_whose_intro_never_hands_off_is_rolled_back_without_cut
         caller = bad.caller
         assert caller is not None
         await caller.say(CALLER_SCRIPT[0])
-        await caller.wait_for("the bad intro to answer", lambda: SMALL_TALK in caller.transcript_text(), 90)
+        # Its answer to a name and a city (or, had the recogniser missed one, its asking again): no story.
+        await caller.wait_for(
+            "the bad intro to answer",
+            lambda: SMALL_TALK in caller.transcript_text() or ASK_AGAIN in caller.transcript_text(),
+            90,
+        )
         assert "Once upon a time" not in caller.transcript_text()
         assert canary in busy_pods(cluster, tenant_ns), "the draining canary pod dropped its call"
     finally:
