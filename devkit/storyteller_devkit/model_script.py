@@ -74,9 +74,9 @@ def reply(messages: list[dict[str, Any]], tools: list[str]) -> Reply:
     if last.get("role") == "user":
         said = _text(last.get("content"))
         name, place = _NAME.search(said), _PLACE.search(said)
-        if "information_gathered" in tools and name and place and _NO_TOOLS.search(instructions):
-            return Reply(text=SMALL_TALK)
         if "information_gathered" in tools and name and place:
+            if _NO_TOOLS.search(instructions):
+                return Reply(text=SMALL_TALK)
             args = json.dumps({"name": name.group(1), "location": place.group(1)})
             return Reply(tool_name="information_gathered", arguments=args)
         if "story_finished" in tools and _DONE.search(said):

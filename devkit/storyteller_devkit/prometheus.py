@@ -1,12 +1,11 @@
 """Debian's ``prometheus``, run with a scrape config pointing at local processes.
 
 :meth:`Prometheus.start` runs one on a free port scraping every second (`targets`: job → list of
-(host:port, target labels); `scrape_configs`: more jobs as raw config, e.g. a Kubernetes service
-discovery), evaluating the given rule files every second too (group intervals are dropped so recording
-rules exist at once), listening on loopback or on `host` (the real node's bridge address, for pods). A
-:class:`Prometheus` has ``query(expr)`` (the HTTP API's instant query), ``wait_for(expr, predicate,
-timeout)`` and ``stop()``. Debian builds it without Kubernetes service discovery: pod_discovery.py stands
-in for that.
+(host:port, target labels); `scrape_configs`: more jobs as raw config, e.g. file_sd), evaluating the
+given rule files every second too (group intervals are dropped so recording rules exist at once),
+listening on loopback or on `host` (the real node's bridge address, for pods). A :class:`Prometheus` has
+``query(expr)`` (the HTTP API's instant query), ``wait_for(expr, predicate, timeout)`` and ``stop()``.
+Debian builds it without Kubernetes service discovery: pod_discovery.py stands in for that.
 """
 
 from __future__ import annotations
