@@ -12,7 +12,6 @@ rolled back; a healthy one is promoted; a pin rolls back by hand.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +29,7 @@ from tests.cluster.test_operator_lifecycle import (  # noqa: F401  (fixtures use
     deploy_ready_tenant,
     get_sd,
     operator,
+    patch_spec,
     wait_for,
     worker_pods,
 )
@@ -92,12 +92,6 @@ def workers(
     w = Workers(cluster, namespace, targets_file, prometheus)
     yield w
     w.close()
-
-
-def patch_spec(cluster: Cluster, namespace: str, spec: dict[str, Any]) -> None:
-    cluster.kubectl(
-        "-n", namespace, "patch", "sd", "acme", "--type=merge", "-p", json.dumps({"spec": spec})
-    )  # fmt: skip
 
 
 def start_canary(cluster: Cluster, namespace: str, workers: Workers) -> dict[str, Outcomes]:

@@ -4,9 +4,9 @@ cutting a call.
 Revision 1 serves; revision 2's intro prompt forbids tools, so the local model chats on and never calls
 the handoff tool (as a real model told so would). Revision 2 runs as the canary Deployment on the real
 node; its first real call makes its worker count a session that never reaches the StoryAgent; a real
-Prometheus (``node_prometheus``) scrapes that through Kubernetes service discovery; the operator pod reads
-it, rolls the canary back, and the canary's pod drains: its caller goes on talking to the bad intro until
-hanging up, and only then does the pod exit.
+Prometheus (``node_prometheus``, finding the pod through the API server as the PodMonitor selects it)
+scrapes that; the operator pod reads it, rolls the canary back, and the canary's pod drains: its caller
+goes on talking to the bad intro until hanging up, and only then does the pod exit.
 """
 
 from __future__ import annotations
