@@ -81,10 +81,12 @@ class OperatorProcess:
         except OSError:
             return False
 
-    def stop(self) -> None:
-        """SIGTERM (a pod's graceful stop: a leader releases its Lease), SIGKILL if it does not exit."""
-        if self.proc is not None:
-            stop_process(self.proc, 20, kill_timeout=10)
+    def stop(self) -> int | None:
+        """SIGTERM (a pod's graceful stop: a leader releases its Lease), SIGKILL if it does not exit within
+        20 s. Its exit status (0: it stopped by itself; -9: it had to be killed); None if never started."""
+        if self.proc is None:
+            return None
+        return stop_process(self.proc, 20, kill_timeout=10)
 
     def metrics(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:

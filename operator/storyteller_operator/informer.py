@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
@@ -207,10 +208,22 @@ class Informer:
 
     def stop(self) -> None:
         self._stop.set()
+        self._break_watch()
+
+    def _break_watch(self) -> None:
+        """End the open watch at once, as a dropped connection would (its thread resumes unless stopped).
+
+        Closing the response is not enough: it waits for the buffer lock the watch's blocked read holds
+        until the server next sends something (a bookmark: up to a minute). Shutting the socket down wakes
+        that read; a half-dead connection may fail to shut down, and the thread ends anyway."""
         response = self._response
-        if response is not None:
-            # Unblocks the watch's read; closing a half-dead connection may fail, the thread ends anyway.
-            with contextlib.suppress(Exception):
+        if response is None:
+            return
+        sock = getattr(getattr(response, "connection", None), "sock", None)  # urllib3's HTTPResponse
+        with contextlib.suppress(Exception):
+            if sock is not None:
+                sock.shutdown(socket.SHUT_RDWR)
+            else:
                 response.close()
 
     def wait_synced(self, timeout: float) -> bool:

@@ -5,6 +5,7 @@ account that may not list.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -102,7 +103,7 @@ def test_a_broken_watch_resumes_from_the_last_version_without_listing_again(
     wait_for("the first object", lambda: stored(informer, namespace, "one"))
     watches = watches_sent()
     wait_for("the watch to be open", lambda: informer._response is not None)
-    informer._response.close()  # as a dropped connection would
+    informer._break_watch()  # as a dropped connection would
     wait_for("a new watch", lambda: watches_sent() > watches)
     cluster.apply(config_map(namespace, "two", "1", {}))
     wait_for("an object created after the break", lambda: stored(informer, namespace, "two"))
@@ -139,6 +140,24 @@ def test_secrets_are_kept_as_metadata_without_their_keys(
     assert key not in repr(watched) and "data" not in watched
     live = cluster.kubectl_json("-n", namespace, "get", "secret", "openai")
     assert watched["metadata"]["resourceVersion"] == live["metadata"]["resourceVersion"]
+
+
+def test_stop_ends_an_open_watch_at_once(
+    cluster: Cluster, namespace: str, api: ApiClient, informers: list[Informer]
+) -> None:
+    """A quiet watch blocks in its read until the server sends something (a bookmark: about a minute); stop()
+    must not wait for that, or an operator's graceful stop would outlast its pod's grace period."""
+    informer = Informer(api, "/api/v1", "configmaps", namespace=namespace)
+    informers.append(informer.start())
+    assert informer.wait_synced(DEADLINE_S)
+    wait_for("the watch to be open", lambda: informer._response is not None)
+    stopper = threading.Thread(target=informer.stop, daemon=True)
+    stopper.start()
+    stopper.join(timeout=10)
+    assert not stopper.is_alive(), "stop() waits for the open watch to say something"
+    assert informer._thread is not None
+    informer._thread.join(timeout=10)
+    assert not informer._thread.is_alive(), "the watch thread still reads after stop()"
 
 
 def test_an_account_that_may_not_list_is_told_apart(

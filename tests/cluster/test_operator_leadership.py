@@ -123,7 +123,7 @@ def test_one_replica_reconciles_and_a_killed_or_stopped_leader_is_replaced(
         "replica c to follow b", lambda: [r for r in logged(c, "following") if r["holder"] == b.identity]
     )
     assert logged(c, "reconciled") == [] and reconciles_counted(c) == 0
-    b.stop()
+    assert b.stop() == 0, "a SIGTERM ends the leader by itself, after releasing its Lease"
     stopped = time.monotonic()
     assert logged(b, "lease released")
     generation = change_the_tenant(cluster, namespace, "Tell a short story about a lantern.")

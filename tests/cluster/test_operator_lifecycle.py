@@ -90,9 +90,13 @@ def operator(
     try:
         yield op
     finally:
-        op.stop()
+        status = op.stop()
         # Keep the log next to the test's tmp dir; print its tail when the test failed (pytest shows it).
         print(f"operator log: {op.log_path}\n" + op.log_path.read_text()[-4000:])
+    # Every test also proves a SIGTERM ends the operator by itself (a pod that does not would hold its
+    # node until the grace period's SIGKILL). Any exit status of its own counts: one that lost its Lease
+    # on a starved machine has exited before the SIGTERM, as it should.
+    assert status is not None and status >= 0, f"the operator had to be killed (exit status {status})"
 
 
 # ------------------------------------------------------------------------------------------------ helpers
