@@ -49,8 +49,17 @@ class ScriptFailed(ClusterError):
         self.script, self.returncode, self.stdout, self.stderr = script, returncode, stdout, stderr
 
 
+def plane_env(plane: int) -> dict[str, str]:
+    """What selects control plane `plane` for lib.sh and the scripts (0 is the default one).
+
+    Each plane has its own state directory, ports and kwok pod range (lib.sh derives them), so test
+    workers can each run one side by side; the real node joins plane 0 only.
+    """
+    return {"STORYTELLER_PLANE": str(plane)}
+
+
 @functools.cache
-def _lib_values() -> dict[str, str]:
+def _lib_values(plane: int = 0) -> dict[str, str]:
     """Paths from tests/cluster/lib.sh, so the shell scripts and Python share one definition."""
     names = {
         "tools_path": "TOOLS_PATH",
@@ -64,14 +73,18 @@ def _lib_values() -> dict[str, str]:
     }
     script = 'source "$1/lib.sh" && printf "%s\\n" ' + " ".join(f'"${v}"' for v in names.values())
     out = subprocess.run(
-        ["bash", "-c", script, "lib", str(CLUSTER_DIR)], check=True, capture_output=True, text=True
+        ["bash", "-c", script, "lib", str(CLUSTER_DIR)],
+        env={**os.environ, **plane_env(plane)},
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.splitlines()
     return dict(zip(names, out, strict=True))
 
 
-def lib_value(name: str) -> str:
+def lib_value(name: str, plane: int = 0) -> str:
     """One setting of tests/cluster/lib.sh: node_ip, real_node_name, operator_image, worker_image, ..."""
-    return _lib_values()[name]
+    return _lib_values(plane)[name]
 
 
 def keda_crd(name: str = "keda.sh_scaledobjects.yaml") -> Path:
@@ -99,9 +112,9 @@ def find_tool(name: str) -> Path:
     raise FileNotFoundError(f"{name} not found in {[str(d) for d in tool_dirs()]} or PATH: run `make tools`")
 
 
-def tools_env(kubeconfig: Path | None = None) -> dict[str, str]:
-    """The process environment with the cached tools first on PATH (and KUBECONFIG when given)."""
-    env = dict(os.environ)
+def tools_env(kubeconfig: Path | None = None, plane: int = 0) -> dict[str, str]:
+    """The process environment with the cached tools first on PATH (and KUBECONFIG when given), on `plane`."""
+    env = {**os.environ, **plane_env(plane)}
     env["PATH"] = os.pathsep.join([*(str(d) for d in tool_dirs()), env.get("PATH", "")])
     if kubeconfig is not None:
         env["KUBECONFIG"] = str(kubeconfig)
@@ -140,9 +153,9 @@ class Cluster:
         return tools_env()
 
     @classmethod
-    def at(cls, kubeconfig: Path, mode: str) -> Cluster:
-        """The cluster behind `kubeconfig`."""
-        return cls(kubeconfig, mode, tool_dirs(), tools_env(kubeconfig))
+    def at(cls, kubeconfig: Path, mode: str, plane: int = 0) -> Cluster:
+        """The cluster behind `kubeconfig` (the scripts run with `env` act on local control plane `plane`)."""
+        return cls(kubeconfig, mode, tool_dirs(), tools_env(kubeconfig, plane))
 
     def tool(self, name: str) -> Path:
         return find_tool(name)
@@ -215,21 +228,26 @@ def cluster_up(*args: str, env: dict[str, str] | None = None, timeout: float = U
     return Path(proc.stdout.strip().splitlines()[-1])
 
 
-def cluster_down(*, check: bool = False, timeout: float = DOWN_TIMEOUT_S) -> None:
+def cluster_down(
+    *, check: bool = False, timeout: float = DOWN_TIMEOUT_S, env: dict[str, str] | None = None
+) -> None:
     """Run ``tests/cluster/down.sh``: the control plane and the real node, with everything they made."""
-    proc = subprocess.run([str(CLUSTER_DIR / "down.sh")], capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [str(CLUSTER_DIR / "down.sh")], env=env, capture_output=True, text=True, timeout=timeout
+    )
     if check and proc.returncode != 0:
         raise ScriptFailed("tests/cluster/down.sh", proc.returncode, proc.stdout, proc.stderr)
 
 
 @contextlib.contextmanager
-def local_cluster(*, up_timeout: float = UP_TIMEOUT_S) -> Iterator[Cluster]:
+def local_cluster(*, up_timeout: float = UP_TIMEOUT_S, plane: int = 0) -> Iterator[Cluster]:
     """A reachable cluster for the length of the block.
 
     ``$STORYTELLER_KUBECONFIG`` when set (it must answer; never torn down), else the control plane
     ``up.sh`` already started (left running for whoever started it), else one started here with
     ``up.sh`` (local etcd + kube-apiserver + controller-manager + scheduler + kwok nodes, or kind when
     Docker and kind work) and stopped with ``down.sh`` at the end, also when the process exits early.
+    `plane` picks which local control plane (:func:`plane_env`).
 
     Raises :class:`ClusterUnavailable` when none can be started here, :class:`ClusterError` when the
     configured one does not answer or ``up.sh`` fails.
@@ -244,13 +262,14 @@ def local_cluster(*, up_timeout: float = UP_TIMEOUT_S) -> Iterator[Cluster]:
         yield Cluster.at(kubeconfig, "external")
         return
 
-    state_kubeconfig = Path(_lib_values()["kubeconfig"])
-    state_mode_file = Path(_lib_values()["state_dir"]) / "mode"
+    state_kubeconfig = Path(_lib_values(plane)["kubeconfig"])
+    state_mode_file = Path(_lib_values(plane)["state_dir"]) / "mode"
     if state_kubeconfig.exists() and reachable(state_kubeconfig):
         # Started by hand with up.sh: use it and leave it running for the user.
         mode = state_mode_file.read_text().strip() if state_mode_file.exists() else "local"
-        yield Cluster.at(state_kubeconfig, mode)
+        yield Cluster.at(state_kubeconfig, mode, plane)
         return
+    env = tools_env(plane=plane)
 
     reason = _can_start()
     if reason:
@@ -262,13 +281,13 @@ def local_cluster(*, up_timeout: float = UP_TIMEOUT_S) -> Iterator[Cluster]:
         nonlocal stopped
         if not stopped:
             stopped = True
-            cluster_down()
+            cluster_down(env=env)
 
     # atexit as well as the finally: covers an interrupted run that never reaches the end of the block.
     atexit.register(stop)
     try:
-        kubeconfig = cluster_up(timeout=up_timeout)
-        yield Cluster.at(kubeconfig, state_mode_file.read_text().strip())
+        kubeconfig = cluster_up(timeout=up_timeout, env=env)
+        yield Cluster.at(kubeconfig, state_mode_file.read_text().strip(), plane)
     finally:
         stop()
         atexit.unregister(stop)

@@ -41,9 +41,12 @@ POLL_ERRORS = (AssertionError, subprocess.CalledProcessError, KeyError, IndexErr
 
 
 def wait_for(
-    what: str, check: Callable[[], T | None], deadline: float = POLL_DEADLINE, every: float = 0.25
+    what: str, check: Callable[[], T | None], deadline: float = POLL_DEADLINE, every: float = 0.5
 ) -> T:
     """Poll `check` until it returns something truthy (returned); past the deadline, fail naming `what`.
+
+    Every half second by default: a check is usually a kubectl run or two (about 0.06 s of CPU each, and
+    several test workers poll at once), and what it waits on takes seconds.
 
     The errors of :data:`POLL_ERRORS` count as "not yet"; the last one is in the failure's message.
     """

@@ -8,6 +8,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 KIND_NAME="${STORYTELLER_KIND_NAME:-storyteller}"
+lock_plane
 
 if [[ -f "$STATE_DIR/mode" ]] && [[ "$(cat "$STATE_DIR/mode")" == kind ]]; then
   log "deleting kind cluster $KIND_NAME"

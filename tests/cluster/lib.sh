@@ -6,6 +6,9 @@
 #   STORYTELLER_STATE        where a running control plane keeps certs, etcd data, logs and pids
 #   STORYTELLER_K8S_VERSION  kube-apiserver/controller-manager/scheduler/kubectl version (k8s.io/kubernetes tag)
 #   STORYTELLER_ETCD_PORT / STORYTELLER_API_PORT  loopback ports (defaults avoid 8081, 9100 and 7880-7882)
+#   STORYTELLER_PLANE        0 (the default) or 1-9: one more local control plane beside the others, with its
+#                            own state directory, ports and kwok pod range (each test worker runs one; the
+#                            real node joins plane 0 only)
 
 CLUSTER_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$CLUSTER_DIR/../.." && pwd)"
@@ -45,15 +48,26 @@ PROMETHEUS_CRDS="$CACHE_ROOT/prometheus-operator-$PROMETHEUS_OPERATOR_VERSION/cr
 KUBE_SCHEMAS="$CACHE_ROOT/kube-schemas-$K8S_VERSION"
 TOOLS_PATH="$K8S_BIN:$KWOK_BIN:$HELM_BIN:$LIVEKIT_BIN:$COREDNS_BIN:$KUBECONFORM_BIN:$KUBE_LINTER_BIN:$HELM_DOCS_BIN"
 
-STATE_DIR="${STORYTELLER_STATE:-$REPO_ROOT/.state/cluster}"   # /.state/ is git-ignored
-ETCD_PORT="${STORYTELLER_ETCD_PORT:-23790}"
-ETCD_PEER_PORT="${STORYTELLER_ETCD_PEER_PORT:-23800}"
-API_PORT="${STORYTELLER_API_PORT:-16443}"
+PLANE="${STORYTELLER_PLANE:-0}"
+[[ "$PLANE" =~ ^[0-9]$ ]] || { printf '[cluster] ERROR: STORYTELLER_PLANE must be 0-9, not %s\n' "$PLANE" >&2; exit 1; }
+PORT_OFFSET=$((PLANE * 100))   # plane N's ports are plane 0's plus N*100
+if ((PLANE)); then
+  STATE_DIR="${STORYTELLER_STATE:-$REPO_ROOT/.state/cluster-$PLANE}"
+else
+  STATE_DIR="${STORYTELLER_STATE:-$REPO_ROOT/.state/cluster}"   # /.state/ is git-ignored
+fi
+ETCD_PORT="${STORYTELLER_ETCD_PORT:-$((23790 + PORT_OFFSET))}"
+ETCD_PEER_PORT="${STORYTELLER_ETCD_PEER_PORT:-$((23800 + PORT_OFFSET))}"
+API_PORT="${STORYTELLER_API_PORT:-$((16443 + PORT_OFFSET))}"
+# Not the default 10257/10259: a laptop may run a real cluster.
+KCM_PORT="${STORYTELLER_KCM_PORT:-$((16457 + PORT_OFFSET))}"
+SCHED_PORT="${STORYTELLER_SCHED_PORT:-$((16459 + PORT_OFFSET))}"
+KWOK_PORT="${STORYTELLER_KWOK_PORT:-$((16460 + PORT_OFFSET))}"
 KUBECONFIG_PATH="$STATE_DIR/kubeconfig"
 SERVICE_CIDR="10.0.0.0/24"   # its first address, 10.0.0.1, is in the serving certificate
 # kwok gives pods addresses from here. On loopback, so a test can stand in for a pod's HTTP endpoints
 # (the worker's :8081/worker the operator reads) by listening on that pod's own address.
-POD_CIDR="${STORYTELLER_POD_CIDR:-127.77.0.0/16}"
+POD_CIDR="${STORYTELLER_POD_CIDR:-127.$((77 + PLANE)).0.0/16}"
 FAKE_NODES="${STORYTELLER_FAKE_NODES:-2}"
 
 # Processes in start order; down.sh stops them in reverse (the apiserver before etcd, see stop_all).
@@ -85,6 +99,14 @@ pid_alive() {
 
 pid_gone() { ! pid_alive "$1"; }
 
+# lock_plane: one up.sh or down.sh at a time on this plane (test workers starting together, a terminal);
+# held until the script exits.
+lock_plane() {
+  mkdir -p "$(dirname "$STATE_DIR")"
+  exec 8>"$STATE_DIR.lock"
+  flock 8
+}
+
 # Processes a script starts: pid in $PROC_DIR/NAME.pid, output in $PROC_DIR/logs/NAME.log (up.sh and
 # down.sh: the control plane's $STATE_DIR; real-node.sh: its $NODE_DIR).
 PROC_DIR="$STATE_DIR"
@@ -95,7 +117,8 @@ AWAIT_DEADLINE=0   # the $SECONDS value `await` gives up at; each script sets it
 start_detached() {
   local name="$1"
   shift
-  setsid "$@" </dev/null >"$PROC_DIR/logs/$name.log" 2>&1 &
+  # 8>&-: not the plane's lock (lock_plane), which a long-lived process would otherwise hold for good.
+  setsid "$@" </dev/null >"$PROC_DIR/logs/$name.log" 2>&1 8>&- &
   echo $! >"$PROC_DIR/$name.pid"
 }
 

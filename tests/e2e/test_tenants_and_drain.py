@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -151,7 +152,10 @@ def test_a_worker_is_not_ready_until_it_has_registered(
 ) -> None:
     """Health (8081) answers before registration; readiness must not: LiveKit drops a dispatch that
     finds no worker, so a pod Ready too early loses calls."""
-    unreachable = f"ws://127.0.0.1:{free_port()}"  # nothing listens: the worker never registers
+    # A port held open without listening: connections are refused, and no other process can take it.
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    unreachable = f"ws://127.0.0.1:{held.getsockname()[1]}"  # the worker never registers
     config = tenant_dict(
         model_server.base_url, livekit_url=unreachable, observability={"metricsPort": free_port()}
     )
@@ -163,6 +167,7 @@ def test_a_worker_is_not_ready_until_it_has_registered(
             assert resp.status == 200, "the framework's health answers all the same"
     finally:
         worker.stop()
+        held.close()
 
     registered = WorkerProcess({**config, "livekit": {**config["livekit"], "url": livekit_server.url}},
                                livekit_server, tmp_path).start()  # fmt: skip
