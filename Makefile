@@ -40,8 +40,8 @@ lint: venv tools ## ruff, mypy; the chart's scenarios through kubeconform (stric
 test-unit: venv ## quick tests: no cluster, no server
 	$(PY) -m pytest -m unit -q
 
-test: venv tools lint ## the whole suite: unit, integration, cluster, end-to-end and real pods
-	$(PY) -m pytest -q
+test: ## the whole suite (installs, lint, unit, integration, cluster, end-to-end, real pods), side by side; phase times at the end
+	PY_PACKAGES="$(PY_PACKAGES)" tests/suite.sh
 
 demo: venv tools ## the main job: local cluster, chart, example tenant, and a voice call to it (offline)
 	$(PY) demo/platform_demo.py

@@ -10,6 +10,7 @@
 #                  symlink NAME.tar pointing at the current one.
 #   check          runs the operator's and the worker's commands in their images as their pods do (uid 1000,
 #                  read-only root, tmpfs /tmp): --help past their own checks, and Silero VAD loaded in the worker.
+#   apt            installs the Debian packages the build needs (build does it too; make test does it first)
 #   import [SOCK]  imports the current tars into that containerd (default: the real node's), namespace k8s.io,
 #                  skipping an image already there with the same config digest.
 #
@@ -19,7 +20,7 @@
 #   STORYTELLER_BUILDAH_DRIVER  overlay or vfs (default: overlay when the kernel allows it here, else vfs)
 #   STORYTELLER_DEBIAN_MIRROR   Debian mirror URL for the base (default: the host's apt sources, read at run time)
 #   STORYTELLER_DEBIAN_SECURITY_MIRROR  its security archive (default: none with STORYTELLER_DEBIAN_MIRROR)
-# Usage: tests/cluster/images.sh build | check | import [CONTAINERD_SOCKET]
+# Usage: tests/cluster/images.sh build | check | apt | import [CONTAINERD_SOCKET]
 set -euo pipefail
 # shellcheck source=tests/cluster/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -310,9 +311,9 @@ build_python() {
   local bud=(buildah bud --layers --pull=never --format docker -f "$REPO_ROOT/$dir/Dockerfile"
     --build-arg "BASE_IMAGE=$BASE_IMAGE" --build-arg PIP_CONFIG_FILE=/run/storyteller-build/pip.conf
     --volume "$work:/run/storyteller-build:ro")
-  # The build stage gets a name of its own (NAME-build:cache) so prune_storage keeps its layers: they are the
-  # cache of the dependency install. The second run reuses them and builds the final stage.
-  if ! { "${bud[@]}" --target build -t "$name-build:cache" "$REPO_ROOT" && "${bud[@]}" -t "$ref" "$REPO_ROOT"; } \
+  # The dependency stage gets a name of its own (NAME-deps:cache) so prune_storage keeps its layers: they are
+  # the cache of the dependency install. The second run reuses them and builds the code and the final stage.
+  if ! { "${bud[@]}" --target deps -t "$name-deps:cache" "$REPO_ROOT" && "${bud[@]}" -t "$ref" "$REPO_ROOT"; } \
     >"$work/build.log" 2>&1; then
     cat "$work/build.log" >&2
     rm -rf "$work"
@@ -327,6 +328,9 @@ build_python() {
 # Each pass removes the childless ones, which may leave their parents childless: repeat until none is left.
 prune_storage() {
   local pass
+  # A failed build leaves its working containers behind, and they pin the images they were made from.
+  # This storage is ours alone, and the lock keeps any other build out.
+  buildah rm --all >/dev/null 2>&1 || true
   for ((pass = 0; pass < 16; pass++)); do
     [[ -n "$(buildah images -a -q --filter dangling=true)" ]] || return 0
     buildah rmi --prune >/dev/null || return 0
@@ -468,9 +472,13 @@ print("silero VAD loaded")' || die "$WORKER_IMAGE could not load Silero VAD"
 case "${1:-}" in
   build) cmd_build ;;
   check) cmd_check ;;
+  apt)
+    ((EUID == 0)) || die "images.sh needs root (apt, buildah with chroot isolation)"
+    install_apt
+    ;;
   import)
     shift
     cmd_import "$@"
     ;;
-  *) die "usage: $0 build | check | import [CONTAINERD_SOCKET]" ;;
+  *) die "usage: $0 build | check | apt | import [CONTAINERD_SOCKET]" ;;
 esac

@@ -10,8 +10,9 @@
 #   * Inputs for make lint's schemas: the API server's OpenAPI document and the Prometheus Operator CRDs.
 #
 # Only the first run on a machine pays the Kubernetes build (about 10 minutes on 2 cores, ~3 GB Go cache).
-# Usage: tests/cluster/install.sh [--no-apt] [--no-k8s]
-#   --no-apt  skip the Debian packages (they are installed by other means)
+# Usage: tests/cluster/install.sh [--no-apt | --only-apt] [--no-k8s]
+#   --no-apt    skip the Debian packages (they are installed by other means)
+#   --only-apt  the Debian packages alone (make test installs them first, then builds beside other work)
 #   --no-k8s  skip building kube-apiserver & co., kubectl and the real node's parts (kind runs its own control
 #             plane and nodes, CI has kubectl)
 set -euo pipefail
@@ -24,11 +25,13 @@ APT_PACKAGES=(etcd-server prometheus espeak-ng sox openssl curl)
 NODE_APT_PACKAGES=(containerd runc containernetworking-plugins iptables iproute2 conntrack)
 want_apt=1
 want_k8s=1
+only_apt=0
 for arg in "$@"; do
   case "$arg" in
     --no-apt) want_apt=0 ;;
+    --only-apt) only_apt=1 ;;
     --no-k8s) want_k8s=0 ;;
-    *) die "usage: $0 [--no-apt] [--no-k8s]" ;;
+    *) die "usage: $0 [--no-apt | --only-apt] [--no-k8s]" ;;
   esac
 done
 
@@ -244,6 +247,7 @@ install_prometheus_crds() {
 
 ((want_k8s)) && APT_PACKAGES+=("${NODE_APT_PACKAGES[@]}")
 ((want_apt)) && install_apt
+((only_apt)) && exit 0
 # Go is preinstalled under /usr/local/go on many machines without being on a non-login PATH.
 if ! command -v go >/dev/null && [[ -x /usr/local/go/bin/go ]]; then PATH="$PATH:/usr/local/go/bin"; fi
 command -v go >/dev/null || die "Go is required to build the cluster binaries (https://go.dev/doc/install)"
