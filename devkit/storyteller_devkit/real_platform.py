@@ -53,6 +53,18 @@ def wait_for(
     return wait_until(what, check, deadline, every=every, retry_on=POLL_ERRORS)
 
 
+def wait_established(cluster: Cluster, crd: str, deadline: float = POLL_DEADLINE) -> None:
+    """Until the CRD `crd` is Established (served). Not `kubectl wait --for=condition=Established`: on a
+    CRD just created, status.conditions may still be null, and kubectl wait then fails at once
+    (".status.conditions accessor error: <nil>") instead of waiting."""
+
+    def established() -> bool:
+        conditions = (cluster.kubectl_json("get", "crd", crd).get("status") or {}).get("conditions") or []
+        return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
+
+    wait_for(f"CRD {crd} Established", established, deadline)
+
+
 def tenant_yaml(ns: str, name: str = "acme", **spec: Any) -> str:
     """A StorytellerDeployment manifest; every top-level field of `spec` replaces its default.
 

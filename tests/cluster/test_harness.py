@@ -19,6 +19,7 @@ from livekit import api as lkapi
 from storyteller_devkit.cluster import CLUSTER_DIR, Cluster, find_tool
 from storyteller_devkit.livekit_server import LiveKitServer
 from storyteller_devkit.process import free_port
+from storyteller_devkit.real_platform import wait_established
 
 # Restricted-PodSecurity-compliant pod spec: the same manifest passes on kwok nodes and on kind.
 # The image is never pulled on kwok; on kind it resolves through the engine's default registry.
@@ -89,7 +90,7 @@ spec:
 """
     )
     try:
-        cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd_name}", "--timeout=60s", timeout=90)
+        wait_established(cluster, crd_name)
         cluster.apply(
             "apiVersion: harness.storyteller.dev/v1\nkind: HarnessWidget\n"
             "metadata: {name: w1}\nspec: {size: 3}\n",

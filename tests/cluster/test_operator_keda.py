@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from storyteller_devkit.cluster import Cluster, keda_crd
+from storyteller_devkit.real_platform import wait_established
 from storyteller_operator import render
 from tests.cluster.test_operator_lifecycle import (  # noqa: F401  (fixtures used by name)
     OperatorProcess,
@@ -46,9 +47,12 @@ POOL = {
 def keda_crds(cluster: Cluster) -> Iterator[None]:
     path = keda_crd()
     cluster.kubectl("apply", "--server-side", "-f", str(path))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/scaledobjects.keda.sh", "--timeout=60s")
-    yield
-    cluster.kubectl("delete", "crd", "scaledobjects.keda.sh", "--wait=false", check=False)
+    try:
+        wait_established(cluster, "scaledobjects.keda.sh")
+        yield
+    finally:
+        # Also when the wait failed: a KEDA CRD left served changes what later tests' operators ask for.
+        cluster.kubectl("delete", "crd", "scaledobjects.keda.sh", "--wait=false", check=False)
 
 
 @pytest.fixture
