@@ -64,7 +64,8 @@ class Prometheus:
                 {
                     "job_name": job,
                     # The metrics' own labels (tenant, namespace on the operator's gauges) win over target
-                    # labels, as the chart's ServiceMonitor/PodMonitor should configure it.
+                    # labels, as the chart's ServiceMonitor for the operator says. Worker pods are not
+                    # trusted so: their jobs come in `scrape_configs`, from the operator's PodMonitor.
                     "honor_labels": True,
                     "static_configs": [{"targets": [addr], "labels": labels} for addr, labels in entries],
                 }

@@ -19,7 +19,7 @@ from kubernetes.client import ApiException
 
 from storyteller_api import contract
 from storyteller_operator import render
-from storyteller_operator.informer import Store, version_of
+from storyteller_operator.informer import version_of
 from storyteller_operator.kube import KubeClient, error_text
 from storyteller_operator.observe import owned_by
 from storyteller_operator.plan import Applied, Plan
@@ -32,8 +32,28 @@ ChildKey = tuple[str, str, str]  # (tenant uid, kind, name)
 Watched = Callable[[str, str, str], bool]  # (apiVersion, kind, namespace) → served from a watch
 
 
+NAME_CONFLICT = "NameConflict"  # the Degraded reason when a child's name is taken by an object not ours
+
+
 class NamespaceTerminating(Exception):
     """The tenant's namespace is being deleted, the tenant with it: nothing to converge to."""
+
+
+def foreign(live: Mapping[str, Any] | None, tenant: Tenant) -> str | None:
+    """Why the operator must leave `live` alone on `tenant`'s behalf (None: absent, or the tenant's own).
+
+    A server-side apply with force would take over any object of the child's name, and the garbage
+    collector would delete it with the tenant: a tenant named `payments` must not capture the
+    ServiceAccount `payments-worker` someone else made (its cloud identity with it)."""
+    if live is None or owned_by(live, tenant.uid):
+        return None
+    meta = live.get("metadata") or {}
+    owners = [f"{o.get('kind')} {o.get('name')}" for o in meta.get("ownerReferences") or []]
+    whose = f"owned by {', '.join(owners)}" if owners else "not created by this tenant"
+    return (
+        f"{live.get('kind')} {meta.get('name')} already exists in namespace {meta.get('namespace')} and is "
+        f"{whose}: the operator leaves it alone; rename or delete it, or give the tenant another name"
+    )
 
 
 def _nothing_watched(api_version: str, kind: str, namespace: str) -> bool:
@@ -50,11 +70,16 @@ class AppliedChild:
 
 
 class Applier:
-    def __init__(self, kube: KubeClient, watched: Watched = _nothing_watched) -> None:
+    def __init__(
+        self, kube: KubeClient, watched: Watched | None = None, *, direct: KubeClient | None = None
+    ) -> None:
         self.kube = kube
         # Kinds whose reads `kube` serves from a watch (cached.py): a child of such a kind is compared with
         # its live copy instead of applied again, so a forced resync writes only what differs.
-        self.watched = watched
+        self.watched = watched or _nothing_watched
+        # Reads past the watches: they see only objects labelled as ours, and the object whose name a child
+        # would take is exactly one that may not be.
+        self.direct = direct or kube
         self._applied: dict[ChildKey, AppliedChild] = {}
         # tenant uid → the config revisions kept when nothing else was left: nothing to collect.
         self._configs_collected: dict[str, frozenset[str]] = {}
@@ -98,14 +123,28 @@ class Applier:
         for pod, price in prices.items():
             self.kube.annotate("v1", "Pod", namespace, pod, {contract.POD_DELETION_COST: price})
 
+    def _delete_own(self, tenant: Tenant, api_version: str, kind: str, name: str) -> None:
+        """Delete the tenant's child `name`: only when the tenant owns it (an object of that name that is
+        someone else's stays)."""
+        live = self.kube.get(api_version, kind, tenant.namespace, name)
+        if live is None:
+            return
+        if foreign(live, tenant):
+            log.warning(
+                "not deleting an object the tenant does not own",
+                extra={"tenant": tenant.name, "namespace": tenant.namespace, "kind": kind, "object": name},
+            )
+            return
+        self.kube.delete(api_version, kind, tenant.namespace, name)
+
     def prune_scaled_object(self, tenant: Tenant) -> None:
-        self.kube.delete(*render.KEDA_API, tenant.namespace, render.worker_name(tenant.name))
+        self._delete_own(tenant, *render.KEDA_API, render.worker_name(tenant.name))
 
     def prune_canary(self, tenant: Tenant) -> None:
         """Delete the canary Deployment: its pods drain their calls like any scale-in (preStop and the
         termination grace), the garbage collector removes its ReplicaSets."""
         name = render.canary_name(tenant.name)
-        self.kube.delete("apps/v1", "Deployment", tenant.namespace, name)
+        self._delete_own(tenant, "apps/v1", "Deployment", name)
         self.forget_child(tenant.uid, "Deployment", name)
 
     def collect_config_revisions(self, tenant: Tenant, keep: Collection[str]) -> list[str]:
@@ -151,11 +190,12 @@ class Applier:
                 self._configs_collected[tenant.uid] = kept
         return deleted
 
-    def _drift(self, key: ChildKey, cached: AppliedChild, manifest: Mapping[str, Any]) -> str | None:
-        """None while the watched child still has every field `manifest` owns as this process applied it;
-        else the hash of those fields as they stand (a hand edit; "" for a deletion). Hashed once per new
-        version of the child."""
-        live = self.kube.get(manifest["apiVersion"], manifest["kind"], *Store.key(manifest))
+    def _drift(
+        self, key: ChildKey, cached: AppliedChild, manifest: Mapping[str, Any], live: Mapping[str, Any] | None
+    ) -> str | None:
+        """None while the watched child (`live`) still has every field `manifest` owns as this process
+        applied it; else the hash of those fields as they stand (a hand edit; "" for a deletion). Hashed once
+        per new version of the child."""
         if live is None:
             return ""
         version = version_of(live)
@@ -169,16 +209,17 @@ class Applier:
                 self._applied[key] = dataclasses.replace(cached, version=version)
         return None
 
-    def apply_children(
-        self, plan: Plan, *, force: bool, current: Mapping[str, Any] | None, first: bool
-    ) -> Applied:
+    def apply_children(self, plan: Plan, *, force: bool, current: Mapping[str, Any] | None) -> Applied:
         """Apply the plan's children in order; stop at the first failure (reported in the status).
 
-        `first`: the tenant was never reconciled (no child can exist yet, so none is read back first).
+        A child is read before this process first applies it (from a watch's memory where there is one):
+        one that exists and is not the tenant's is left alone and stops the apply (NameConflict), so the
+        pods never run with someone else's ServiceAccount or config.
         """
         t = plan.tenant
         changed: list[str] = []
         error: str | None = None
+        reason = "ApplyFailed"
         deployment = current
         canary: Mapping[str, Any] | None = None
         digests = plan.digests or tuple(render.manifest_hash(m) for m in plan.children)
@@ -188,19 +229,28 @@ class Applier:
             with self._guard:
                 cached = self._applied.get(key)
             before = cached.owned if cached else ""
+            watched = self.watched(manifest["apiVersion"], kind, t.namespace)
+            live: Mapping[str, Any] | None = None
+            if cached is None or watched:
+                # First sight since this process started (also so "changed" is exact after a restart), or
+                # free from the watch's memory: whose is it? Absent from the watch may still exist unlabelled.
+                live = self.kube.get(manifest["apiVersion"], kind, t.namespace, child)
+                if live is None and cached is None:
+                    live = self.direct.get(manifest["apiVersion"], kind, t.namespace, child)
+                conflict = foreign(live, t)
+                if conflict:
+                    error, reason = conflict, NAME_CONFLICT
+                    break
             if cached is not None and cached.digest == digest:
-                if self.watched(manifest["apiVersion"], kind, t.namespace):
-                    drift = self._drift(key, cached, manifest)
+                if watched:
+                    drift = self._drift(key, cached, manifest, live)
                     if drift is None:
                         continue  # forced or not: the live child has what was applied (read from memory)
                     before = drift
                 elif not force:
                     continue
-            if cached is None and not first:
-                # First sight since this process started: read it so "changed" is exact after a restart.
-                before = render.owned_hash(
-                    manifest, self.kube.get(manifest["apiVersion"], kind, t.namespace, child)
-                )
+            if cached is None:
+                before = render.owned_hash(manifest, live)
             try:
                 applied = self.kube.apply(manifest)
             except ApiException as err:
@@ -217,4 +267,6 @@ class Applier:
                 deployment = applied
             elif kind == "Deployment":
                 canary = applied
-        return Applied(changed=changed, error=error, deployment=deployment, canary_deployment=canary)
+        return Applied(
+            changed=changed, error=error, deployment=deployment, canary_deployment=canary, error_reason=reason
+        )

@@ -122,6 +122,7 @@ class Applied:
     error: str | None  # the first apply that failed, with the API server's message
     deployment: Mapping[str, Any] | None  # the worker Deployment as applied (else as observed)
     canary_deployment: Mapping[str, Any] | None = None  # the canary Deployment as applied, when it was
+    error_reason: str = "ApplyFailed"  # the Degraded reason `error` is reported under (or NameConflict)
 
 
 def _count(n: int, noun: str) -> str:
@@ -295,6 +296,7 @@ def plan(
         serving=serving if isinstance(serving, int) else None,
         now=snap.observed_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
         limit=tenant.spec.revision_history_limit,
+        keep=[r for r in (tenant.spec.rollout.pinned_revision,) if r is not None],
     )
     decided = rollout.decide(
         spec_revision=assigned.number,
@@ -393,6 +395,7 @@ def report(p: Plan, snap: Snapshot, applied: Applied, now: str) -> tuple[dict[st
         missing_secrets=snap.missing_secrets,
         agent_name_conflict=agent_name_conflict(snap),
         apply_error=applied.error,
+        apply_error_reason=applied.error_reason,
         deployment=applied.deployment,
         active_sessions=p.sizing.active,
         scaling_limited=p.sizing.limited,

@@ -79,6 +79,7 @@ class Reconciler:
         figures come from (default: that Prometheus; none without it)."""
         self.caches = caches
         # With caches, reads come from the informers' memory (cached.py) and writes go to `kube`.
+        direct = kube
         self.kube: KubeClient = kube if caches is None else CachedKube(kube, caches)
         kube = self.kube
         self.events = events
@@ -96,7 +97,7 @@ class Reconciler:
             agent_names=self.agent_names,
             figures=figures or (PrometheusFigures(prometheus_url) if prometheus_url else None),
         )
-        self.applier = Applier(kube) if caches is None else Applier(kube, caches.covers)
+        self.applier = Applier(kube, caches.covers if caches else None, direct=direct)
         self.runner = Runner(self._reconcile_phase)
         self._memory: dict[Key, planner.Memory] = {}
         self._rendered = planner.Rendered()
@@ -260,7 +261,6 @@ class Reconciler:
                 plan,
                 force=force_apply,
                 current=snap.deployment,
-                first="observedGeneration" not in snap.status,
             )
         except NamespaceTerminating:
             log.info("namespace terminating", extra={"tenant": name, "namespace": namespace})

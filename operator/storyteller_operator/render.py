@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -246,6 +247,12 @@ def service_account(tenant: TenantLike) -> Manifest:
     }
 
 
+def literal_env(value: str) -> str:
+    """`value` as the container sees it: the kubelet expands `$(NAME)` in env values (any earlier variable,
+    the Secrets' keys included) and turns `$$` into `$`, so every `$` from a spec is doubled."""
+    return value.replace("$", "$$")
+
+
 def _env(t: Tenant) -> list[dict[str, Any]]:
     creds = t.spec.livekit.credentials_secret
 
@@ -265,15 +272,16 @@ def _env(t: Tenant) -> list[dict[str, Any]]:
     tracing = t.spec.observability.tracing
     if tracing.otlp_endpoint:
         env += [
-            {"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": tracing.otlp_endpoint},
+            # A spec string: `$(OPENAI_API_KEY)` in it must reach the exporter as written, not as the key.
+            {"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": literal_env(tracing.otlp_endpoint)},
             {"name": "OTEL_SERVICE_NAME", "value": "storyteller-worker"},
             {"name": "OTEL_TRACES_SAMPLER", "value": "parentbased_traceidratio"},
             {"name": "OTEL_TRACES_SAMPLER_ARG", "value": str(float(tracing.sample_ratio))},
             {
                 # $(POD_NAME) is expanded by the kubelet because POD_NAME is defined earlier in the list.
                 "name": "OTEL_RESOURCE_ATTRIBUTES",
-                "value": f"storyteller.tenant={t.name},k8s.namespace.name={t.namespace},"
-                "k8s.pod.name=$(POD_NAME)",
+                "value": f"storyteller.tenant={literal_env(t.name)},"
+                f"k8s.namespace.name={literal_env(t.namespace)},k8s.pod.name=$(POD_NAME)",
             },
         ]
     return env
@@ -427,18 +435,39 @@ def metrics_service(tenant: TenantLike) -> Manifest:
     }
 
 
+# The series labels that decide anything (KEDA's query, the canary's figures, the sessions the operator
+# reads), each from the pod label the operator sets; `namespace` and `pod` are the target's own.
+SCRAPED_FROM_POD_LABELS = {"tenant": contract.TENANT_LABEL, "revision": contract.REVISION_LABEL}
+
+
+def pod_label_meta(label: str) -> str:
+    """Prometheus' Kubernetes discovery label for the pod label `label`."""
+    return "__meta_kubernetes_pod_label_" + re.sub(r"[^a-zA-Z0-9_]", "_", label)
+
+
 def pod_monitor(tenant: TenantLike) -> Manifest:
     t = as_tenant(tenant)
     name = t.name
+    # Never honorLabels: a pod that exports storyteller_sessions_active{namespace="b",tenant="b"} would write
+    # into tenant b's series (b's pool size, b's canary verdict). The target's labels win; what a pod
+    # exports under those names is dropped, so its series count only as its own.
+    relabelings = [
+        {"action": "replace", "sourceLabels": [pod_label_meta(label)], "targetLabel": target}
+        for target, label in SCRAPED_FROM_POD_LABELS.items()
+    ]
+    exported = "|".join(["namespace", "pod", *SCRAPED_FROM_POD_LABELS])
+    endpoint = {
+        "port": "metrics",
+        "path": "/metrics",
+        "honorLabels": False,
+        "relabelings": relabelings,
+        "metricRelabelings": [{"action": "labeldrop", "regex": f"exported_({exported})"}],
+    }
     return {
         "apiVersion": PODMONITOR_API[0],
         "kind": PODMONITOR_API[1],
         "metadata": _metadata(t, worker_name(name)),
-        "spec": {
-            "selector": {"matchLabels": selector_labels(name)},
-            # honorLabels: the worker's own `tenant` label must not become `exported_tenant`.
-            "podMetricsEndpoints": [{"port": "metrics", "path": "/metrics", "honorLabels": True}],
-        },
+        "spec": {"selector": {"matchLabels": selector_labels(name)}, "podMetricsEndpoints": [endpoint]},
     }
 
 

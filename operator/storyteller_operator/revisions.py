@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 # Keys of an entry in status.revisions (the CRD's status schema lists the same).
@@ -124,25 +124,38 @@ def entries(status: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return [e for e in stored if isinstance(e, Mapping) and isinstance(e.get(NUMBER), int)]
 
 
-def _kept(ordered: Sequence[Mapping[str, Any]], keep: Mapping[str, Any], limit: int) -> list[dict[str, Any]]:
-    """The newest `limit` entries, newest first, and `keep` (what the pods run) even when it is older."""
-    out = [dict(e) for e in ordered[:limit]]
-    if all(e[NUMBER] != keep[NUMBER] for e in out):
-        out[-1:] = [dict(keep)]
-    return out
+def _kept(ordered: Sequence[Mapping[str, Any]], keep: Collection[int], limit: int) -> list[dict[str, Any]]:
+    """Newest first: every entry numbered in `keep` however old (what the pods run or may run again), and
+    the newest others up to `limit` entries in all."""
+    room = max(limit - sum(1 for e in ordered if e[NUMBER] in keep), 0)
+    others = {int(e[NUMBER]) for e in ordered if e[NUMBER] not in keep}
+    newest_others = set(sorted(others, reverse=True)[:room])
+    return [dict(e) for e in ordered if e[NUMBER] in keep or e[NUMBER] in newest_others]
 
 
 def assign(
-    history: Sequence[Mapping[str, Any]], ident: Identity, *, serving: int | None, now: str, limit: int
+    history: Sequence[Mapping[str, Any]],
+    ident: Identity,
+    *,
+    serving: int | None,
+    now: str,
+    limit: int,
+    keep: Collection[int] = (),
 ) -> Assigned:
     """The revision `ident` is, and the history with it. A known identity keeps its number; a new one gets
     the next number and a change line against the revision being served (`serving`, else the newest).
-    Entries beyond `limit` (at least 1) go, oldest first, never the one the pods are to run."""
+
+    Entries beyond `limit` (at least 1) go, oldest first, but never the one the pods are to run, the one
+    they run (`serving`: the stable revision under a canary) or one in `keep` (a pinned revision): a
+    rollout must always find the entry of what it runs, so the history may hold up to three entries more
+    than a limit below three."""
     limit = max(limit, 1)
     ordered = sorted(history, key=lambda e: int(e[NUMBER]), reverse=True)
+    held = {*keep, *([serving] if serving is not None else [])}
     for entry in ordered:
         if ident.matches(entry):
-            return Assigned(int(entry[NUMBER]), _kept(ordered, entry, limit), created=False)
+            number = int(entry[NUMBER])
+            return Assigned(number, _kept(ordered, {*held, number}, limit), created=False)
     before = next((e for e in ordered if e[NUMBER] == serving), ordered[0] if ordered else None)
     number = (int(ordered[0][NUMBER]) + 1) if ordered else 1
     new = {
@@ -154,4 +167,4 @@ def assign(
         CREATED: now,
         DIGESTS: dict(ident.digests),
     }
-    return Assigned(number, _kept([new, *ordered], new, limit), created=True)
+    return Assigned(number, _kept([new, *ordered], {*held, number}, limit), created=True)

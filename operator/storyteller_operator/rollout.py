@@ -94,8 +94,11 @@ def decide(
     read this time (None: not read or unreadable); `figures_source`: whether the operator has a place to
     read them at all."""
     stored = status.get("revision")
-    stable = stored if isinstance(stored, int) and (stored == spec_revision or stored in runnable) else None
     known = {int(e[NUMBER]) for e in history}
+    # A revision runs again only with its config and its entry (its image): a history trimmed by an older
+    # release may have lost the entry, and then the spec's revision is served.
+    runnable = {r for r in runnable if r in known}
+    stable = stored if isinstance(stored, int) and (stored == spec_revision or stored in runnable) else None
 
     def with_figures(*running: int) -> list[dict[str, Any]]:
         """The history with the figures just read for the revisions that run."""

@@ -33,6 +33,7 @@ class Observation:
     # Other tenants registering the same agent name on the same LiveKit server, as a sentence; None: none.
     agent_name_conflict: str | None = None
     apply_error: str | None = None
+    apply_error_reason: str = "ApplyFailed"
     deployment: Mapping[str, Any] | None = None  # the worker Deployment as read or applied
     active_sessions: int | None = None  # summed over the pods that answered; None: not observed
     scaling_limited: str | None = None  # the autoscaler wanted more/fewer pods than max/min allow
@@ -118,7 +119,7 @@ def compute(obs: Observation, previous: Mapping[str, Any] | None, now: str) -> d
     elif obs.agent_name_conflict:
         degraded = ("AgentNameConflict", obs.agent_name_conflict)
     elif obs.apply_error:
-        degraded = ("ApplyFailed", obs.apply_error)
+        degraded = (obs.apply_error_reason, obs.apply_error)
     elif obs.rollout_problem:
         degraded = obs.rollout_problem
     else:

@@ -69,7 +69,7 @@ class Workers:
             worker = self.pool.workers[pod["metadata"]["name"]]
             if worker.outcomes is None:
                 worker.outcomes = Outcomes(pod["metadata"]["labels"][contract.REVISION_LABEL])
-        write_targets(self.targets, pods)
+        write_targets(self.targets, (get_sd(self.cluster, self.namespace), pods))
         names = sorted(p["metadata"]["name"] for p in pods)
         # Scraped at zero first: increase() over the canary's window then counts every session.
         selector = f'storyteller_sessions_started_total{{namespace="{self.namespace}"}}'

@@ -23,7 +23,14 @@ import yaml
 from storyteller_api import contract
 from storyteller_devkit.cluster import Cluster
 from storyteller_devkit.operator_process import OperatorProcess
-from storyteller_devkit.real_platform import condition, get_sd, is_ready, tenant_yaml, wait_for
+from storyteller_devkit.real_platform import (
+    condition,
+    get_sd,
+    is_ready,
+    tenant_yaml,
+    wait_established,
+    wait_for,
+)
 from storyteller_operator import render
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,7 +61,7 @@ def chart(cluster: Cluster) -> Iterator[None]:
         "upgrade", "--install", RELEASE, str(CHART),
         "--namespace", RELEASE_NS, "--create-namespace", "--reset-values", "--wait", "--timeout", "3m",
     )  # fmt: skip
-    cluster.kubectl("wait", "--for=condition=Established", "crd/storytellerdeployments.storyteller.dev")
+    wait_established(cluster, "storytellerdeployments.storyteller.dev")
     yield
 
 
@@ -275,7 +282,7 @@ def test_the_documented_crd_upgrade_updates_the_crd_helm_installed(
         shutil.copytree(CHART, newer)  # the chart as committed, applied the same way
         run_documented_command()
     assert description() != marker
-    cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd_name}")
+    wait_established(cluster, crd_name)
 
 
 def test_tenant_gets_owned_children_and_becomes_ready(
@@ -978,7 +985,7 @@ def pod_monitor_crd(cluster: Cluster) -> None:
     existing = cluster.kubectl("get", "crd", "podmonitors.monitoring.coreos.com", check=False)
     if existing.returncode != 0:
         cluster.apply(POD_MONITOR_CRD)
-    cluster.kubectl("wait", "--for=condition=Established", "crd/podmonitors.monitoring.coreos.com")
+    wait_established(cluster, "podmonitors.monitoring.coreos.com")
 
 
 def test_pod_monitor_when_the_prometheus_operator_crds_exist(
@@ -988,7 +995,8 @@ def test_pod_monitor_when_the_prometheus_operator_crds_exist(
     (pm,) = cluster.kubectl_json("-n", namespace, "get", "podmonitors.monitoring.coreos.com")["items"]
     assert pm["metadata"]["name"] == "acme-worker"
     assert pm["metadata"]["ownerReferences"][0]["uid"] == sd["metadata"]["uid"]
-    assert pm["spec"]["podMetricsEndpoints"] == [{"port": "metrics", "path": "/metrics", "honorLabels": True}]
+    assert pm["spec"]["podMetricsEndpoints"] == render.pod_monitor(sd)["spec"]["podMetricsEndpoints"]
+    assert pm["spec"]["podMetricsEndpoints"][0]["honorLabels"] is False
 
 
 # ------------------------------------------------------------------- what rolls the pool, and what must not

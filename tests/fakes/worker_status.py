@@ -62,6 +62,7 @@ class FakeWorkerStatus:
     ) -> None:
         self.active_jobs = active_jobs
         self.outcomes: Outcomes | None = None  # per-revision counters on /metrics, when set
+        self.extra_metrics = ""  # more exposition text on /metrics (a forger's series, say)
         status = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -71,6 +72,7 @@ class FakeWorkerStatus:
                         "# TYPE storyteller_sessions_active gauge\n"
                         f'storyteller_sessions_active{{tenant="acme"}} {status.active_jobs}\n'
                         + (status.outcomes.metrics() if status.outcomes else "")
+                        + status.extra_metrics
                     ).encode()
                     content_type = "text/plain; version=0.0.4"
                 else:

@@ -278,6 +278,38 @@ def test_the_planner_prunes_a_canary_it_no_longer_wants() -> None:
     assert p.prune_canary and "acme-worker-canary" not in _deployments(p)
 
 
+def test_a_canary_on_the_shortest_history_keeps_planning_edit_after_edit() -> None:
+    """revisionHistoryLimit 1 under a canary: the stable revision's entry (its image) must survive every
+    edit, or planning the stable Deployment fails and the tenant freezes."""
+    spec: dict[str, Any] = {"rollout": {"strategy": "Canary"}, "revisionHistoryLimit": 1}
+    first = make(snapshot(spec))
+    configs = {1: render.tenant_config(first.tenant)}
+    status: dict[str, Any] = {"revision": 1, "revisions": first.revisions}
+    for n in range(2, 6):
+        edited = {**spec, "story": {"instructions": f"Story {n}."}, "pool": {"minReplicas": n}}
+        p = make(snapshot(edited, status=status, revision_configs=configs))
+        assert (p.revision, p.rollout.canary) == (1, n)
+        assert [e[revisions.NUMBER] for e in p.revisions] == [n, 1]
+        stable = _deployments(p)["acme-worker"]
+        assert stable["spec"]["template"]["spec"]["containers"][0]["image"] == first.tenant.spec.worker.image
+        status = {"revision": 1, "revisions": p.revisions}
+
+
+def test_a_history_trimmed_by_an_older_release_serves_the_spec_instead_of_freezing() -> None:
+    # Status written before the stable entry was kept: revision 1 runs, its entry is gone.
+    spec: dict[str, Any] = {"rollout": {"strategy": "Canary"}, "revisionHistoryLimit": 1}
+    first = make(snapshot(spec))
+    configs = {1: render.tenant_config(first.tenant)}
+    edited = {**spec, "story": {"instructions": "Story 2."}}
+    two = make(
+        snapshot(edited, status={"revision": 1, "revisions": first.revisions}, revision_configs=configs)
+    )
+    trimmed = {"revision": 1, "revisions": [e for e in two.revisions if e[revisions.NUMBER] != 1]}
+    p = make(snapshot({**edited, "pool": {"minReplicas": 3}}, status=trimmed, revision_configs=configs))
+    assert (p.revision, p.rollout.canary) == (2, None)
+    assert _deployments(p)["acme-worker"]["spec"]["replicas"] == 3
+
+
 def test_a_rotated_secret_and_an_image_change_go_through_the_same_canary() -> None:
     spec = {"rollout": {"strategy": "Canary"}}
     first = make(snapshot(spec, secret_versions={"acme-openai": "1"}))

@@ -171,7 +171,13 @@ def test_pod_monitor_only_when_enabled() -> None:
     kinds = [k["kind"] for k in render.children(tenant(), pod_monitor_enabled=True)]
     assert kinds[-1] == "PodMonitor"
     pm = render.pod_monitor(tenant())
-    assert pm["spec"]["podMetricsEndpoints"] == [{"port": "metrics", "path": "/metrics", "honorLabels": True}]
+    (endpoint,) = pm["spec"]["podMetricsEndpoints"]
+    assert (endpoint["port"], endpoint["path"], endpoint["honorLabels"]) == ("metrics", "/metrics", False)
+    # The labels that decide anything come from the pod's operator-set labels, never from what it exports.
+    assert {(r["sourceLabels"][0], r["targetLabel"]) for r in endpoint["relabelings"]} == {
+        ("__meta_kubernetes_pod_label_storyteller_dev_tenant", "tenant"),
+        ("__meta_kubernetes_pod_label_storyteller_dev_revision", "revision"),
+    }
 
 
 def test_service_account_mounts_no_token() -> None:

@@ -93,6 +93,24 @@ def test_the_history_keeps_the_limit_and_never_drops_what_the_pods_run() -> None
     assert got.number == 3 and [e[NUMBER] for e in got.history] == [5, 3]
 
 
+def test_a_short_history_never_drops_the_served_or_a_pinned_revision() -> None:
+    # A canary on limit 1: the stable revision (served) stays while edit after edit becomes the canary.
+    history = revisions.assign([], ident(), serving=None, now=NOW, limit=1).history
+    for n in range(2, 6):
+        got = revisions.assign(history, ident(image=f"worker:{n}"), serving=1, now=NOW, limit=1)
+        history = got.history
+        assert got.number == n and [e[NUMBER] for e in history] == [n, 1]
+    # A pinned revision stays too, beside the served one and the spec's; the rest go, oldest first.
+    for n in range(6, 9):
+        history = revisions.assign(
+            history, ident(image=f"worker:{n}"), serving=5, now=NOW, limit=2, keep=[1]
+        ).history
+    assert [e[NUMBER] for e in history] == [8, 5, 1]
+    # Once nothing holds them, the limit applies again.
+    history = revisions.assign(history, ident(image="worker:8"), serving=8, now=NOW, limit=2).history
+    assert [e[NUMBER] for e in history] == [8, 5]
+
+
 def test_a_stored_history_that_is_not_a_list_of_numbered_entries_is_read_as_empty() -> None:
     assert revisions.entries({"revisions": "nonsense"}) == []
     assert revisions.entries({"revisions": [{"revision": "1"}, {"revision": 2}]}) == [{"revision": 2}]
