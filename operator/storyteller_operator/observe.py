@@ -50,8 +50,8 @@ class Snapshot:
     deployment: Obj | None  # the worker Deployment this tenant owns (None: absent or somebody else's)
     missing_secrets: list[tuple[str, str]]  # (Secret, spec field) for each referenced one that is absent
     secret_versions: dict[str, str]  # referenced Secret → its resourceVersion, for those that exist
-    # Other tenants (namespace, name) registering the same agent name on the same LiveKit server.
-    agent_name_conflicts: list[tuple[str, str]]
+    # Another tenant claimed this one's agent name on its LiveKit server first (agent_names.py).
+    agent_name_held: bool
     pod_monitor_served: bool  # the Prometheus Operator's PodMonitor is served (and detection is on)
     keda_served: bool | None  # KEDA's ScaledObject is served; None: not asked (not a keda tenant)
     # Whether the ScaledObject was looked up (a tenant that may have left keda), and what was found.
@@ -217,7 +217,7 @@ class Observer:
             deployment=deployment,
             missing_secrets=missing,
             secret_versions=versions,
-            agent_name_conflicts=self.agent_names.others((ns, name)),
+            agent_name_held=self.agent_names.held((ns, name)),
             pod_monitor_served=self.detect_pod_monitor and self.discovery.served(render.PODMONITOR_API),
             keda_served=keda_served,
             scaled_object_checked=checked,

@@ -18,7 +18,7 @@ from storyteller_api.spec import MANUAL_AUTOSCALERS, TenantSpec
 from storyteller_operator import events, policy, render, revisions, rollout, scaling
 from storyteller_operator import status as status_mod
 from storyteller_operator.observe import Snapshot, owned_by
-from storyteller_operator.tenant import Tenant
+from storyteller_operator.tenant import Tenant, held
 
 
 @dataclasses.dataclass(frozen=True)
@@ -285,6 +285,8 @@ def plan(
     renderings of earlier plans, reused while nothing they depend on changed."""
     seed = seed_replicas(snap)
     tenant = snap.tenant.with_replicas(seed) if seed is not None else snap.tenant
+    if snap.agent_name_held:
+        tenant = held(tenant)  # planned as if suspended: no worker registers under the taken name
     sizing, prices, memory = _size(snap, tenant.spec, memory, now)
     keda = keda_problem(snap, prometheus_url, sizing.desired)
     keda_url = None if keda else prometheus_url
@@ -371,15 +373,16 @@ def plan(
 
 
 def agent_name_conflict(snap: Snapshot) -> str | None:
-    """The Degraded message of a tenant that shares its agent name and LiveKit server with others."""
-    if not snap.agent_name_conflicts:
+    """The Degraded message of a tenant held because another claimed its agent name and LiveKit server
+    first. It names neither that tenant nor its namespace: they may be another team's."""
+    if not snap.agent_name_held:
         return None
     spec = snap.tenant.spec
-    others = ", ".join(f"{ns}/{name}" for ns, name in snap.agent_name_conflicts)
     agent = spec.agent_name or snap.tenant.name
     return (
-        f'agent name "{agent}" on {spec.livekit.url} is also registered by tenant {others}: LiveKit gives '
-        "each call to either tenant's workers; give one of them another spec.agentName"
+        f'agent name "{agent}" on {spec.livekit.url} is registered by another tenant that claimed it '
+        "first: this tenant runs no worker (LiveKit would give its calls to either tenant's workers); "
+        "give it another spec.agentName"
     )
 
 
@@ -387,7 +390,7 @@ def report(p: Plan, snap: Snapshot, applied: Applied, now: str) -> tuple[dict[st
     """The status to store and the Events to post, once the plan is applied. `now`: RFC 3339."""
     obs = status_mod.Observation(
         generation=p.tenant.generation,
-        suspended=p.tenant.spec.suspend,
+        suspended=snap.tenant.spec.suspend,  # the user's word: a held tenant says why it is not Ready
         sessions_per_worker=p.tenant.spec.pool.sessions_per_worker,
         name=p.tenant.name,
         desired_replicas=p.sizing.desired,

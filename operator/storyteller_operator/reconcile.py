@@ -23,7 +23,7 @@ from storyteller_operator import events as events_mod
 from storyteller_operator import metrics, render, revisions, rollout
 from storyteller_operator import plan as planner
 from storyteller_operator import status as status_mod
-from storyteller_operator.agent_names import AgentNames, identity_of
+from storyteller_operator.agent_names import AgentNames, claim_of, identity_of
 from storyteller_operator.apply import Applier, NamespaceTerminating
 from storyteller_operator.cached import CachedKube, Caches
 from storyteller_operator.discovery import ApiDiscovery
@@ -124,7 +124,8 @@ class Reconciler:
     def note_tenant(self, namespace: str, name: str, obj: Mapping[str, Any] | None) -> list[Key]:
         """Record the agent name and LiveKit server a tenant (None: deleted) registers under; return the
         other tenants that now start or stop sharing them, to be reconciled so their status says so."""
-        affected = self.agent_names.update((namespace, name), identity_of(obj) if obj is not None else None)
+        key = (namespace, name)
+        affected = self.agent_names.update(key, *((identity_of(obj), claim_of(obj)) if obj else (None,)))
         return sorted(affected)
 
     def forget(self, namespace: str, name: str, uid: str | None) -> None:

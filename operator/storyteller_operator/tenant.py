@@ -54,6 +54,15 @@ class Tenant:
         )
 
 
+def held(tenant: Tenant) -> Tenant:
+    """The same tenant planned as if suspended: no worker runs (spec.suspend is not part of what the pods
+    run, so this rolls nothing and the revision stays)."""
+    stored = {**tenant.stored_spec, "suspend": True}
+    return dataclasses.replace(
+        tenant, spec=tenant.spec.model_copy(update={"suspend": True}), stored_spec=stored
+    )
+
+
 def as_tenant(tenant: Tenant | Mapping[str, Any]) -> Tenant:
     """Builders take a parsed Tenant; a raw object (tests, one-off renders) is parsed here."""
     return tenant if isinstance(tenant, Tenant) else Tenant.from_object(tenant)

@@ -9,6 +9,7 @@ the ClusterRole grants enough. Waits are polls on observable state with deadline
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import secrets
 import shutil
@@ -1056,9 +1057,11 @@ def test_resizing_the_pool_does_not_roll_it_and_a_rotated_key_does(
     assert row[header.index("REVISION") :].split()[0] == "2", (header, row)
 
 
-def test_two_tenants_with_one_agent_name_on_one_server_both_say_so(
+def test_one_agent_name_on_one_server_stays_with_the_tenant_that_claimed_it_first(
     cluster: Cluster, namespace: str, operator: OperatorProcess
 ) -> None:
+    """A second tenant (another namespace) copies the first's agent name and LiveKit server: the first
+    keeps serving, the second runs no worker and says why without naming the first, until it is renamed."""
     other_ns = f"{namespace[:50]}-b"
     labels = {"storyteller.dev/test": "true"}
     cluster.apply(
@@ -1067,45 +1070,43 @@ def test_two_tenants_with_one_agent_name_on_one_server_both_say_so(
         )
     )
     try:
-        shared = {  # one LiveKit server for both
-            "url": f"ws://livekit.{namespace}.example.test:7880",
+        shared = {  # one LiveKit server for both, whose name says nothing of either namespace
+            "url": f"ws://livekit-{secrets.token_hex(4)}.example.test:7880",
             "credentialsSecret": "livekit-credentials",
         }
-        for ns in (namespace, other_ns):
-            cluster.apply(secrets_yaml(ns))
-            cluster.apply(tenant_yaml(ns, agentName="storyteller", livekit=shared))
-
-        def degraded_naming(ns: str, other: str) -> dict[str, Any] | None:
-            cond = condition(get_sd(cluster, ns), "Degraded")
-            ok = cond.get("reason") == "AgentNameConflict" and f"tenant {other}/acme" in cond.get(
-                "message", ""
-            )
-            return cond if ok else None
-
-        wait_for("both tenants to report the conflict", lambda: degraded_naming(namespace, other_ns))
-        wait_for("both tenants to report the conflict", lambda: degraded_naming(other_ns, namespace))
-        for ns, other in ((namespace, other_ns), (other_ns, namespace)):
-            events = cluster.kubectl_json(
-                "-n", ns, "get", "events", "--field-selector", "reason=AgentNameConflict"
-            )
-            assert any(e["type"] == "Warning" and f"{other}/acme" in e["message"] for e in events["items"])
-
-        # One of them takes another name: both are clear again.
-        cluster.kubectl(
-            "-n",
-            other_ns,
-            "patch",
-            "sd",
-            "acme",
-            "--type=merge",
-            "-p",
-            '{"spec": {"agentName": "storyteller-b"}}',
+        first = deploy_ready_tenant(cluster, namespace, agentName="storyteller", livekit=shared)
+        created = datetime.datetime.fromisoformat(first["metadata"]["creationTimestamp"])
+        # creationTimestamp counts whole seconds: the copy must be created in a later one to be later.
+        wait_for(
+            "a later second",
+            lambda: datetime.datetime.now(datetime.UTC) >= created + datetime.timedelta(seconds=1),
         )
-        for ns in (namespace, other_ns):
-            wait_for(
-                f"{ns} clear",
-                lambda ns=ns: condition(get_sd(cluster, ns), "Degraded").get("status") == "False",
-            )
+        cluster.apply(secrets_yaml(other_ns))
+        cluster.apply(tenant_yaml(other_ns, agentName="storyteller", livekit=shared))
+
+        def held() -> dict[str, Any] | None:
+            sd = get_sd(cluster, other_ns)
+            return sd if condition(sd, "Degraded").get("reason") == "AgentNameConflict" else None
+
+        sd = wait_for("the copy to be held", held)
+        message = condition(sd, "Degraded")["message"]
+        assert '"storyteller"' in message and namespace not in message, message
+        assert condition(sd, "Ready")["reason"] == "AgentNameConflict"
+        wait_for("the copy to run no worker", lambda: worker_replicas(cluster, other_ns) == 0)
+        events = cluster.kubectl_json(
+            "-n", other_ns, "get", "events", "--field-selector", "reason=AgentNameConflict"
+        )
+        assert events["items"] and all(namespace not in e["message"] for e in events["items"])
+        # The first is untouched: Ready, not Degraded, its worker running.
+        original = get_sd(cluster, namespace)
+        assert condition(original, "Degraded")["status"] == "False" and is_ready(cluster, namespace)
+        assert worker_replicas(cluster, namespace) == 1
+
+        # The copy takes another name: it serves too.
+        patch_spec(cluster, other_ns, {"agentName": "storyteller-b"})
+        wait_for("the copy Ready", lambda: is_ready(cluster, other_ns), deadline=POD_DEADLINE)
+        assert condition(get_sd(cluster, other_ns), "Degraded")["status"] == "False"
+        assert worker_replicas(cluster, other_ns) == 1
     finally:
         cluster.kubectl("delete", "namespace", other_ns, "--wait=false", "--ignore-not-found", check=False)
 

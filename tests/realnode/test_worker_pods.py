@@ -148,6 +148,9 @@ async def test_scale_in_during_a_call_removes_an_idle_pod_and_keeps_the_busy_one
         await second.leave()  # the second caller hangs up: one session is left, on `busy`
         peak = len(worker_pods(cluster, tenant_ns))
         assert peak >= 3, f"two sessions and a spare slot ask for three pods, got {peak}"
+        # Its session ends on its pod a moment after the caller leaves (the job shuts down); the pool may
+        # shrink before that (the autoscaler's slot for the rise expires), so wait for the end itself.
+        await poll("the second call's session to end", lambda: busy_pods(cluster, tenant_ns) == [busy])
 
         def scaled_in() -> bool:
             return len(worker_pods(cluster, tenant_ns)) < peak

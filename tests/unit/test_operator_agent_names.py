@@ -1,4 +1,5 @@
-"""Two tenants with the same agent name on the same LiveKit server take each other's calls: both are told."""
+"""Two tenants with the same agent name on the same LiveKit server would take each other's calls: the one
+that claimed it first keeps serving, a later one runs no worker and is told without naming the first."""
 
 from __future__ import annotations
 
@@ -48,39 +49,80 @@ def test_update_returns_whose_conflicts_changed() -> None:
     assert names.update(b, None) == {a}  # deleted
 
 
+def test_the_earlier_claim_holds_the_later_one() -> None:
+    names = AgentNames()
+    a, b = ("ns-a", "acme"), ("ns-b", "acme")
+    same = ("wss://lk:443", "acme")
+    names.update(a, same, ("2026-01-02T00:00:00Z", "uid-a"))
+    names.update(b, same, ("2026-01-01T00:00:00Z", "uid-b"))
+    assert (names.held(a), names.held(b)) == (True, False)
+    names.update(b, same, ("2026-01-02T00:00:00Z", "uid-0"))  # same second: the smaller uid is first
+    assert (names.held(a), names.held(b)) == (True, False)
+    names.update(b, None)
+    assert names.held(a) is False
+
+
 def two_tenants() -> tuple[FakeKube, Events, Reconciler]:
     kube, events = FakeKube(), Events()
     for ns in ("team-a", "team-b"):
         obj = tenant(namespace=ns)
         obj["metadata"]["uid"] = f"uid-{ns}"
+        # team-b's tenant is the older one: the claim goes by creation, not by name.
+        obj["metadata"]["creationTimestamp"] = {
+            "team-a": "2026-01-02T00:00:00Z",
+            "team-b": "2026-01-01T00:00:00Z",
+        }[ns]
         kube.add(obj)
         kube.add(secret("lk-creds", ns))
     rec = Reconciler(kube, events, clock=lambda: "2026-01-01T00:00:00Z", detect_pod_monitor=False)
     return kube, events, rec
 
 
-def test_both_tenants_report_the_conflict_naming_the_other_until_one_is_renamed() -> None:
-    kube, events, rec = two_tenants()
-    assert rec.note_tenant("team-a", "acme", kube.objects[("StorytellerDeployment", "team-a", "acme")]) == []
-    assert rec.note_tenant("team-b", "acme", kube.objects[("StorytellerDeployment", "team-b", "acme")]) == [
-        ("team-a", "acme")
-    ]
-    for ns, other in (("team-a", "team-b"), ("team-b", "team-a")):
-        rec.reconcile(ns, "acme")
-        status = kube.objects[("StorytellerDeployment", ns, "acme")]["status"]
-        degraded = st.condition(status, st.DEGRADED)
-        assert degraded is not None and degraded["status"] == "True"
-        assert degraded["reason"] == "AgentNameConflict"
-        assert f"tenant {other}/acme" in degraded["message"] and '"acme"' in degraded["message"]
-        assert status["phase"] == "Degraded"
-    warnings = [m for t, r, m in events.posted if (t, r) == ("Warning", "AgentNameConflict")]
-    assert len(warnings) == 2 and "team-b/acme" in warnings[0] and "team-a/acme" in warnings[1]
+def replicas(kube: FakeKube, ns: str) -> int:
+    return int(kube.objects[("Deployment", ns, "acme-worker")]["spec"]["replicas"])
 
-    renamed = kube.objects[("StorytellerDeployment", "team-b", "acme")]
-    renamed["spec"]["agentName"] = "acme-b"
-    renamed["metadata"]["generation"] = 2
-    assert rec.note_tenant("team-b", "acme", renamed) == [("team-a", "acme")]
+
+def test_the_first_claim_keeps_serving_and_a_later_one_runs_no_worker_until_renamed() -> None:
+    kube, events, rec = two_tenants()
+    sd = {ns: kube.objects[("StorytellerDeployment", ns, "acme")] for ns in ("team-a", "team-b")}
+    assert rec.note_tenant("team-a", "acme", sd["team-a"]) == []
+    assert rec.note_tenant("team-b", "acme", sd["team-b"]) == [("team-a", "acme")]
     for ns in ("team-a", "team-b"):
         rec.reconcile(ns, "acme")
-        degraded = st.condition(kube.objects[("StorytellerDeployment", ns, "acme")]["status"], st.DEGRADED)
-        assert degraded is not None and degraded["status"] == "False"
+    first = sd["team-b"]["status"]
+    assert (st.condition(first, st.DEGRADED) or {}).get("status") == "False" and replicas(kube, "team-b") == 1
+
+    later = sd["team-a"]["status"]
+    degraded = st.condition(later, st.DEGRADED) or {}
+    assert (degraded.get("status"), degraded.get("reason")) == ("True", "AgentNameConflict")
+    assert '"acme"' in degraded["message"] and "team-b" not in degraded["message"]
+    assert later["phase"] == "Degraded" and (st.condition(later, st.READY) or {}).get("reason") == (
+        "AgentNameConflict"
+    )
+    assert replicas(kube, "team-a") == 0  # no worker registers under the taken name
+    (warning,) = [m for t, r, m in events.posted if (t, r) == ("Warning", "AgentNameConflict")]
+    assert "team-b" not in warning
+    assert "suspend" not in sd["team-a"]["spec"] or sd["team-a"]["spec"]["suspend"] is False  # spec untouched
+
+    # The later one takes another name: it serves, and nobody is held.
+    sd["team-a"]["spec"]["agentName"] = "acme-a"
+    sd["team-a"]["metadata"]["generation"] = 2
+    assert rec.note_tenant("team-a", "acme", sd["team-a"]) == [("team-b", "acme")]
+    for ns in ("team-a", "team-b"):
+        rec.reconcile(ns, "acme")
+        status = sd[ns]["status"]
+        assert (st.condition(status, st.DEGRADED) or {}).get("status") == "False"
+        assert replicas(kube, ns) == 1
+
+
+def test_when_the_first_claimant_goes_the_next_one_serves() -> None:
+    kube, _, rec = two_tenants()
+    sd = {ns: kube.objects[("StorytellerDeployment", ns, "acme")] for ns in ("team-a", "team-b")}
+    for ns in ("team-a", "team-b"):
+        rec.note_tenant(ns, "acme", sd[ns])
+    rec.reconcile("team-a", "acme")
+    assert replicas(kube, "team-a") == 0
+    assert rec.note_tenant("team-b", "acme", None) == [("team-a", "acme")]
+    rec.reconcile("team-a", "acme")
+    assert replicas(kube, "team-a") == 1
+    assert (st.condition(sd["team-a"]["status"], st.DEGRADED) or {}).get("status") == "False"

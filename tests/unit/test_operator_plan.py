@@ -60,7 +60,7 @@ def snapshot(
         "deployment": dep,
         "missing_secrets": [],
         "secret_versions": {},
-        "agent_name_conflicts": [],
+        "agent_name_held": False,
         "pod_monitor_served": False,
         "keda_served": None,
         "scaled_object_checked": False,
