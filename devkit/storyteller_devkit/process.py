@@ -7,6 +7,8 @@ is the readiness check most of them poll; :func:`free_port` picks a loopback por
 
 from __future__ import annotations
 
+import itertools
+import os
 import socket
 import subprocess
 import time
@@ -22,12 +24,36 @@ class WaitFailed(RuntimeError):
     """A condition did not come about: its deadline passed, or the process it depended on exited."""
 
 
+# free_port hands out ports below the kernel's ephemeral range (net.ipv4.ip_local_port_range, from 32768 by
+# default) and above the control planes' (tests/cluster/lib.sh: up to 24800): a port the kernel picks for
+# bind(0) or for an outgoing connection is never one of these, so nothing else takes one between our pick
+# and the server's bind (a worker's readiness port was taken so, with tests running side by side). Each
+# pytest-xdist worker draws from its own slice, so two test processes never pick the same port.
+_PORTS_FROM, _SLICE, _SLICES = 25000, 600, 11
+# Where in the slice this process starts: a process it starts (the demo under a test) has its own start.
+_next_port = itertools.count(os.getpid() % _SLICE)
+
+
+def _port_slice() -> range:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # "gw0", "gw1", ...: slices 1, 2, ...
+    index = int(worker[2:]) + 1 if worker.startswith("gw") and worker[2:].isdigit() else 0
+    start = _PORTS_FROM + (index % _SLICES) * _SLICE
+    return range(start, start + _SLICE)
+
+
 def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (the caller binds it soon after)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A TCP port free on every address right now, which this process has not handed out before (until its
+    slice wraps), and which the kernel never hands out by itself (the caller binds it soon after)."""
+    ports = _port_slice()
+    for _ in range(len(ports)):
+        port = ports[next(_next_port) % len(ports)]
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:
+                continue  # taken (or lingering in TIME_WAIT): the next one
+            return port
+    raise OSError(f"no free TCP port in {ports.start}-{ports.stop - 1}")
 
 
 def http_ok(url: str, timeout: float = 2.0) -> bool:
