@@ -63,6 +63,7 @@ class Caller:
     _speech: asyncio.Queue[bytes] = field(default_factory=asyncio.Queue)
     _speaking_done: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _readers: list[asyncio.Task[None]] = field(default_factory=list)  # the transcripts' (also in _tasks)
 
     async def join(self) -> None:
         room = self.room
@@ -157,12 +158,22 @@ class Caller:
         opened = time.perf_counter()
 
         async def read() -> None:
-            text = await reader.read_all()
+            parts: list[str] = []
+            try:
+                async for chunk in reader:
+                    parts.append(chunk)
+            except rtc.StreamError:
+                # The agent deleted the room right after its last words (a hang-up) and the stream's end
+                # never came: what was received of them was said.
+                pass
+            text = "".join(parts)
             if participant_identity == self.agent_identity and text.strip():
                 self.transcripts.append(text)
                 self.transcript_times.append((opened, text))
 
-        self._tasks.append(asyncio.create_task(read()))
+        task = asyncio.create_task(read())
+        self._tasks.append(task)
+        self._readers.append(task)
 
     async def wait_for(self, what: str, predicate: Callable[[], bool], deadline_s: float) -> None:
         """Poll `predicate` until it holds, or fail naming `what` and what was seen so far."""
@@ -198,6 +209,10 @@ class Caller:
             if any("Goodbye" in t for t in self.transcripts[replies:]):
                 await self.wait_for("the hang-up after the goodbye", self.disconnected.is_set, deadline_s)
             if self.disconnected.is_set():
+                # The transcripts' streams end with the room: let their readers keep what they received.
+                pending = [t for t in self._readers if not t.done()]
+                if pending:
+                    await asyncio.wait(pending, timeout=10)
                 return attempt
         raise AssertionError(f"no hang-up after saying {text!r} {attempts} times; heard {self.transcripts}")
 

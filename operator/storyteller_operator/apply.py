@@ -10,6 +10,7 @@ rendered manifest is unchanged since this process last applied it is skipped unl
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import threading
 from collections.abc import Callable, Collection, Mapping
@@ -54,6 +55,20 @@ def foreign(live: Mapping[str, Any] | None, tenant: Tenant) -> str | None:
         f"{live.get('kind')} {meta.get('name')} already exists in namespace {meta.get('namespace')} and is "
         f"{whose}: the operator leaves it alone; rename or delete it, or give the tenant another name"
     )
+
+
+def _namespace_ends(err: ApiException) -> bool:
+    """The write was refused because the tenant's namespace is being deleted, or is gone already (the
+    tenant, still in a watch's memory, goes with it)."""
+    if err.status == 403:
+        return "being terminated" in str(err.body)
+    if err.status != 404:
+        return False
+    try:
+        details = json.loads(err.body or "{}").get("details") or {}
+    except (ValueError, AttributeError):
+        return False
+    return details.get("kind") == "namespaces"
 
 
 def _nothing_watched(api_version: str, kind: str, namespace: str) -> bool:
@@ -254,7 +269,7 @@ class Applier:
             try:
                 applied = self.kube.apply(manifest)
             except ApiException as err:
-                if err.status == 403 and "being terminated" in str(err.body):
+                if _namespace_ends(err):
                     raise NamespaceTerminating(t.namespace) from None
                 error = f"applying {kind} {child}: {error_text(err)}"
                 break
