@@ -24,6 +24,7 @@ from storyteller_operator.informer import version_of
 from storyteller_operator.kube import KubeClient, error_text
 from storyteller_operator.observe import owned_by
 from storyteller_operator.plan import Applied, Plan
+from storyteller_operator.status import APPLY_FAILED, NAME_CONFLICT
 from storyteller_operator.tenant import Tenant
 
 log = logging.getLogger("storyteller.operator.apply")
@@ -31,9 +32,6 @@ log = logging.getLogger("storyteller.operator.apply")
 
 ChildKey = tuple[str, str, str]  # (tenant uid, kind, name)
 Watched = Callable[[str, str, str], bool]  # (apiVersion, kind, namespace) → served from a watch
-
-
-NAME_CONFLICT = "NameConflict"  # the Degraded reason when a child's name is taken by an object not ours
 
 
 class NamespaceTerminating(Exception):
@@ -234,7 +232,7 @@ class Applier:
         t = plan.tenant
         changed: list[str] = []
         error: str | None = None
-        reason = "ApplyFailed"
+        reason = APPLY_FAILED
         deployment = current
         canary: Mapping[str, Any] | None = None
         digests = plan.digests or tuple(render.manifest_hash(m) for m in plan.children)
@@ -248,9 +246,10 @@ class Applier:
             live: Mapping[str, Any] | None = None
             if cached is None or watched:
                 # First sight since this process started (also so "changed" is exact after a restart), or
-                # free from the watch's memory: whose is it? Absent from the watch may still exist unlabelled.
+                # free from the watch's memory: whose is it? Absent from a watch's memory, it may still exist
+                # unlabelled: asked by name then (without a watch, the first read already was).
                 live = self.kube.get(manifest["apiVersion"], kind, t.namespace, child)
-                if live is None and cached is None:
+                if live is None and cached is None and watched:
                     live = self.direct.get(manifest["apiVersion"], kind, t.namespace, child)
                 conflict = foreign(live, t)
                 if conflict:

@@ -18,7 +18,7 @@ from storyteller_api.spec import MANUAL_AUTOSCALERS, TenantSpec
 from storyteller_operator import events, policy, render, revisions, rollout, scaling
 from storyteller_operator import status as status_mod
 from storyteller_operator.observe import Snapshot, owned_by
-from storyteller_operator.tenant import Tenant, held
+from storyteller_operator.tenant import Tenant
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,7 +122,7 @@ class Applied:
     error: str | None  # the first apply that failed, with the API server's message
     deployment: Mapping[str, Any] | None  # the worker Deployment as applied (else as observed)
     canary_deployment: Mapping[str, Any] | None = None  # the canary Deployment as applied, when it was
-    error_reason: str = "ApplyFailed"  # the Degraded reason `error` is reported under (or NameConflict)
+    error_reason: str = status_mod.APPLY_FAILED  # the Degraded reason `error` is reported under
 
 
 def _count(n: int, noun: str) -> str:
@@ -286,7 +286,7 @@ def plan(
     seed = seed_replicas(snap)
     tenant = snap.tenant.with_replicas(seed) if seed is not None else snap.tenant
     if snap.agent_name_held:
-        tenant = held(tenant)  # planned as if suspended: no worker registers under the taken name
+        tenant = tenant.held()  # planned as if suspended: no worker registers under the taken name
     sizing, prices, memory = _size(snap, tenant.spec, memory, now)
     keda = keda_problem(snap, prometheus_url, sizing.desired)
     keda_url = None if keda else prometheus_url

@@ -125,7 +125,10 @@ class Reconciler:
         """Record the agent name and LiveKit server a tenant (None: deleted) registers under; return the
         other tenants that now start or stop sharing them, to be reconciled so their status says so."""
         key = (namespace, name)
-        affected = self.agent_names.update(key, *((identity_of(obj), claim_of(obj)) if obj else (None,)))
+        if obj is None:
+            affected = self.agent_names.update(key, None)
+        else:
+            affected = self.agent_names.update(key, identity_of(obj), claim_of(obj))
         return sorted(affected)
 
     def forget(self, namespace: str, name: str, uid: str | None) -> None:

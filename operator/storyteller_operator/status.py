@@ -16,6 +16,10 @@ READY = "Ready"
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
 SCALING_LIMITED = "ScalingLimited"
+# Degraded reasons of a failed apply (apply.py): the API server refused a child, or its name is taken by an
+# object the tenant does not own.
+APPLY_FAILED = "ApplyFailed"
+NAME_CONFLICT = "NameConflict"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,7 +37,7 @@ class Observation:
     # Other tenants registering the same agent name on the same LiveKit server, as a sentence; None: none.
     agent_name_conflict: str | None = None
     apply_error: str | None = None
-    apply_error_reason: str = "ApplyFailed"
+    apply_error_reason: str = APPLY_FAILED
     deployment: Mapping[str, Any] | None = None  # the worker Deployment as read or applied
     active_sessions: int | None = None  # summed over the pods that answered; None: not observed
     scaling_limited: str | None = None  # the autoscaler wanted more/fewer pods than max/min allow

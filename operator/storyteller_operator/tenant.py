@@ -46,21 +46,19 @@ class Tenant:
             obj=obj,
         )
 
+    def _with_spec(self, **fields: Any) -> Tenant:
+        """The same tenant with these top-level spec fields (named alike in the stored spec) set."""
+        stored = {**self.stored_spec, **fields}
+        return dataclasses.replace(self, spec=self.spec.model_copy(update=fields), stored_spec=stored)
+
     def with_replicas(self, replicas: int) -> Tenant:
         """The same tenant with spec.replicas set (a seeded size, before the API server echoes it)."""
-        stored = {**self.stored_spec, "replicas": replicas}
-        return dataclasses.replace(
-            self, spec=self.spec.model_copy(update={"replicas": replicas}), stored_spec=stored
-        )
+        return self._with_spec(replicas=replicas)
 
-
-def held(tenant: Tenant) -> Tenant:
-    """The same tenant planned as if suspended: no worker runs (spec.suspend is not part of what the pods
-    run, so this rolls nothing and the revision stays)."""
-    stored = {**tenant.stored_spec, "suspend": True}
-    return dataclasses.replace(
-        tenant, spec=tenant.spec.model_copy(update={"suspend": True}), stored_spec=stored
-    )
+    def held(self) -> Tenant:
+        """The same tenant planned as if suspended: no worker runs (spec.suspend is not part of what the
+        pods run, so this rolls nothing and the revision stays)."""
+        return self._with_spec(suspend=True)
 
 
 def as_tenant(tenant: Tenant | Mapping[str, Any]) -> Tenant:
