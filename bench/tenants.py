@@ -54,6 +54,12 @@ deleted at the end of each size.
 
     .venv/bin/python bench/tenants.py [--sizes 1 50 200] [--steady-seconds 60] [--settle-seconds 20]
         [--load-steps 20] [--recheck-seconds 5] [--operator-pythonpath DIR[:DIR]]
+        [--hanging N] [--slow-prometheus SECONDS]
+
+--hanging N: during the scale-up steps, N other tenants' pods accept connections on :8081 and never
+answer; --slow-prometheus S: the operator's --prometheus-url is a local server that answers every query
+after S seconds (every tenant's revision figures are read there). Neither may delay another tenant's
+scale-up beyond one recheck interval (the hostile-tenant issue's fairness figure).
 
 --operator-pythonpath is prepended to the operator process's PYTHONPATH, to time another checkout's
 operator with the same bench (`--operator-pythonpath /tmp/before/operator:/tmp/before/api`); the chart
@@ -76,6 +82,7 @@ import json
 import math
 import os
 import re
+import socket
 import statistics
 import subprocess
 import sys
@@ -93,6 +100,7 @@ from kubernetes import client, config
 
 from storyteller_devkit.cluster import find_tool, local_cluster, reachable
 from storyteller_devkit.operator_process import OperatorProcess
+from storyteller_devkit.real_platform import tenant_secret
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -238,6 +246,8 @@ class Options:
     load_steps: int
     load_deadline_s: float
     recheck_s: float
+    hanging: int = 0  # tenants whose pods accept and never answer during the scale-up steps
+    slow_prometheus_s: float = 0.0  # a Prometheus answering after this long (0: none)
 
 
 @dataclass
@@ -313,6 +323,58 @@ def steady_state(kubeconfig: Path, op: OperatorProcess, tenants: int, window_s: 
 
 
 # ------------------------------------------------------------------------------------------- load steps
+
+
+class HangingPod:
+    """A pod's `:8081` that accepts connections and never answers (a tenant's broken or hostile worker)."""
+
+    def __init__(self, ip: str) -> None:
+        self.sock = socket.create_server((ip, WORKER_STATUS_PORT), backlog=64)
+        self.held: list[socket.socket] = []
+        self.closed = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.closed.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.held.append(conn)  # read nothing, answer nothing
+
+    def close(self) -> None:
+        self.closed.set()
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
+class SlowPrometheus:
+    """A Prometheus that takes `delay_s` to answer any query (an empty vector), on loopback."""
+
+    def __init__(self, delay_s: float) -> None:
+        body = b'{"status":"success","data":{"resultType":"vector","result":[]}}'
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                time.sleep(delay_s)  # the slowness being benchmarked, not a wait for anything
+                with contextlib.suppress(OSError):  # the operator gave up first: its deadline is shorter
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+
+            def log_message(self, *_: Any) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 class FakeWorker:
@@ -419,10 +481,25 @@ def scale_up(api: Any, ns: str, n: int, opts: Options) -> Load:
     spread over it, as real load does."""
     apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
     load = Load()
-    for k, i in enumerate(spread(n, opts.load_steps)):
-        time.sleep((k * GOLDEN) % 1 * opts.recheck_s)  # the phase offset, not a wait for anything
-        load_step(apps, core, ns, f"t{i:03d}", opts.load_deadline_s, load)
+    steps = spread(n, opts.load_steps)
+    hanging = [hang(core, ns, f"t{i:03d}") for i in range(n) if i not in steps][: opts.hanging]
+    try:
+        for k, i in enumerate(steps):
+            time.sleep((k * GOLDEN) % 1 * opts.recheck_s)  # the phase offset, not a wait for anything
+            load_step(apps, core, ns, f"t{i:03d}", opts.load_deadline_s, load)
+    finally:
+        for pod in hanging:
+            if pod is not None:
+                pod.close()
+    if opts.hanging:
+        print(f"  tenants whose pods hang during the steps: {sum(p is not None for p in hanging)}")
     return load
+
+
+def hang(core: Any, ns: str, tenant: str) -> HangingPod | None:
+    """The tenant's running pod accepts and never answers from now on."""
+    ip = running_pod_ip(core, ns, {"app.kubernetes.io/instance": tenant})
+    return HangingPod(ip) if ip and ipaddress.ip_address(ip).is_loopback else None
 
 
 # ------------------------------------------------------------------------------------------------ a size
@@ -431,18 +508,10 @@ def scale_up(api: Any, ns: str, n: int, opts: Options) -> Load:
 def manifests(ns: str, n: int) -> str:
     docs: list[dict[str, Any]] = [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "livekit-credentials", "namespace": ns},
-            "stringData": {"LIVEKIT_API_KEY": "devkey", "LIVEKIT_API_SECRET": "secret"},
-        },
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "openai", "namespace": ns},
-            "stringData": {"OPENAI_API_KEY": "sk-bench"},
-        },
+        tenant_secret(
+            ns, "livekit-credentials", {"LIVEKIT_API_KEY": "devkey", "LIVEKIT_API_SECRET": "secret"}
+        ),
+        tenant_secret(ns, "openai", {"OPENAI_API_KEY": "sk-bench"}),
     ]
     for i in range(n):
         docs.append(
@@ -598,6 +667,15 @@ def main() -> int:
     parser.add_argument("--load-deadline", type=float, default=60, help="seconds to wait per scale-up step")
     parser.add_argument("--recheck-seconds", type=float, default=5, help="the operator's recheck interval")
     parser.add_argument(
+        "--hanging", type=int, default=0, help="tenants whose pods accept and never answer during the steps"
+    )
+    parser.add_argument(
+        "--slow-prometheus",
+        type=float,
+        default=0.0,
+        help="seconds a local Prometheus (the operator's --prometheus-url) takes to answer; 0: none",
+    )
+    parser.add_argument(
         "--operator-pythonpath",
         default="",
         help="DIR[:DIR] prepended to the operator process's PYTHONPATH "
@@ -611,6 +689,8 @@ def main() -> int:
         args.load_steps,
         args.load_deadline,
         args.recheck_seconds,
+        args.hanging,
+        args.slow_prometheus,
     )
 
     with contextlib.ExitStack() as stack:
@@ -625,9 +705,8 @@ def main() -> int:
         return measure(kubeconfig, args.sizes, opts, args.operator_pythonpath)
 
 
-def measure(kubeconfig: Path, sizes: list[int], opts: Options, operator_pythonpath: str) -> int:
-    """Install the chart, start the operator, and measure each size; prints the figures."""
-    env = operator_env(kubeconfig, operator_pythonpath)
+def install_chart_without_operator(kubeconfig: Path) -> None:
+    """The chart's CRD and RBAC (release storyteller), for an operator the bench runs as a process."""
     helm = str(find_tool("helm"))
     subprocess.run(
         [helm, "--kubeconfig", str(kubeconfig), "upgrade", "--install", "storyteller",
@@ -635,12 +714,21 @@ def measure(kubeconfig: Path, sizes: list[int], opts: Options, operator_pythonpa
          "--set", "operator.enabled=false", "--wait"],
         check=True, capture_output=True, env={**os.environ, "KUBECONFIG": str(kubeconfig)},
     )  # fmt: skip
+
+
+def measure(kubeconfig: Path, sizes: list[int], opts: Options, operator_pythonpath: str) -> int:
+    """Install the chart, start the operator, and measure each size; prints the figures."""
+    env = operator_env(kubeconfig, operator_pythonpath)
+    install_chart_without_operator(kubeconfig)
     (REPO / ".state").mkdir(exist_ok=True)
     log_path = REPO / ".state" / "bench-operator.log"  # git-ignored
     log_path.unlink(missing_ok=True)  # this run's log only
     print(f"operator log: {log_path}")
     print(f"operator source: {operator_source(env)}")
     op_args = ["--log-level", "warning", "--recheck-seconds", f"{opts.recheck_s:g}"]
+    prometheus = SlowPrometheus(opts.slow_prometheus_s) if opts.slow_prometheus_s else None
+    if prometheus is not None:  # every tenant's figures are read there, every minute
+        op_args += ["--prometheus-url", prometheus.url]
     print(f"operator args: {' '.join(op_args)}")
     print(
         f"settle {opts.settle_s:g} s, steady window {opts.steady_s:g} s, {opts.load_steps} scale-up steps "
@@ -668,6 +756,8 @@ def measure(kubeconfig: Path, sizes: list[int], opts: Options, operator_pythonpa
     finally:
         op.stop()
         api.close()
+        if prometheus is not None:
+            prometheus.close()
         kubectl(kubeconfig, "delete", "node", "-l", BENCH_NODE_LABEL, "--wait=false")
     print("\n".join(["summaries:", *summaries]))
     return 0

@@ -204,7 +204,11 @@ def on_pods(stack: ExitStack, env: dict[str, str], real: bool) -> Servers:
     node_ip, placement = node.ip, node.placement
     repository, _, tag = node.operator_image.rpartition(":")
     image = {"registry": "", "repository": repository, "tag": tag, "pullPolicy": "Never"}
-    values = {"operator": {"image": image, **placement}}
+    # The example tenant tolerates the real node's taint: the platform allows that toleration key.
+    values = {
+        "operator": {"image": image, **placement},
+        "tenants": {"allowedTolerationKeys": [placement["tolerations"][0]["key"]]},
+    }
     step("helm install the chart (CRD, RBAC, operator): the operator runs from its image on the real node")
     run(find_tool("helm"), "upgrade", "--install", RELEASE, CHART, "-n", RELEASE_NS, "--create-namespace",
         "--wait", "--timeout", "5m", "--values", "-", env=env, input=yaml.safe_dump(values))  # fmt: skip

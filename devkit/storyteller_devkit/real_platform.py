@@ -137,6 +137,8 @@ def install_chart(
             **operator,
         },
         "prometheus": {"url": prometheus_url},
+        # The tenants here tolerate the real node's taint, as a platform team allows for a node pool.
+        "tenants": {"allowedTolerationKeys": [node.placement["tolerations"][0]["key"]]},
     }
     cluster.helm(
         "upgrade", "--install", release, str(CHART), "--namespace", ns,
@@ -144,21 +146,50 @@ def install_chart(
     )  # fmt: skip
 
 
-def provider_secrets(ns: str, livekit: LiveKitServer) -> str:
-    """The LiveKit credentials and the provider keys (the local servers take any) a tenant names."""
+# A Secret tenants may name carries this label (the operator's tenancy rules); "true": any tenant of its
+# namespace.
+TENANT_SECRET_LABEL = f"{contract.GROUP}/tenant-secret"
+
+
+def tenant_secret(ns: str, name: str, data: dict[str, str]) -> dict[str, Any]:
+    """A Secret as a namespace's owner gives it to the tenants there: labelled for them."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": ns, "labels": {TENANT_SECRET_LABEL: "true"}},
+        "stringData": data,
+    }
+
+
+def secret_metadata_grant(ns: str, release: str, release_ns: str) -> dict[str, Any]:
+    """What the chart README tells a namespace's owner to apply so the operator of `release` may read the
+    namespace's Secret metadata (whether a Secret exists, its labels and version; never its data)."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": f"{release}-secrets", "namespace": ns},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": f"{release}-secrets",
+        },
+        "subjects": [{"kind": "ServiceAccount", "name": release, "namespace": release_ns}],
+    }
+
+
+def provider_secrets(ns: str, livekit: LiveKitServer, release: str, release_ns: str) -> str:
+    """The LiveKit credentials and the provider keys (the local servers take any) a tenant names, given to
+    the tenants of `ns` and readable by the operator of `release`."""
     docs = [
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "livekit-credentials", "namespace": ns},
-            "stringData": {"LIVEKIT_API_KEY": livekit.api_key, "LIVEKIT_API_SECRET": livekit.api_secret},
-        },
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "providers", "namespace": ns},
-            "stringData": {"OPENAI_API_KEY": "sk-test-local", "DEEPGRAM_API_KEY": "dg-test-local"},
-        },
+        tenant_secret(
+            ns,
+            "livekit-credentials",
+            {"LIVEKIT_API_KEY": livekit.api_key, "LIVEKIT_API_SECRET": livekit.api_secret},
+        ),
+        tenant_secret(
+            ns, "providers", {"OPENAI_API_KEY": "sk-test-local", "DEEPGRAM_API_KEY": "dg-test-local"}
+        ),
+        secret_metadata_grant(ns, release, release_ns),
     ]
     return yaml.safe_dump_all(docs)
 

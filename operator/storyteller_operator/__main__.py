@@ -5,8 +5,9 @@ operator's Prometheus metrics (--metrics-port). Every flag has an environment va
 set it without a command line.
 
 Replicas elect a leader on a Lease (leadership.py): all of them watch, only the holder reconciles. A
-leader that loses the Lease exits with status 3 and comes back as a follower; a stopped one (SIGTERM)
-lets its running reconciles finish and releases the Lease, so another takes over within a second or two.
+leader that loses the Lease stays up: it starts no reconcile, its Kube client refuses every write (the
+fence), and it is a candidate again; a stopped one (SIGTERM) lets its running reconciles finish and
+releases the Lease, so another takes over within a second or two.
 """
 
 from __future__ import annotations
@@ -30,10 +31,9 @@ from storyteller_operator.handlers import Options, build_registry
 from storyteller_operator.leadership import LeaderElection, LeaderGate, LeaseLock
 from storyteller_operator.reconcile import Reconciler
 from storyteller_operator.sessions import PrometheusSessionSource, SessionSource, WorkerStatusSource
+from storyteller_operator.tenancy import TenancyRules
 
 log = logging.getLogger("storyteller.operator")
-
-EXIT_LEADERSHIP_LOST = 3
 
 
 def _env(name: str, default: str) -> str:
@@ -91,6 +91,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "without it) and by --sessions-source prometheus [STORYTELLER_OPERATOR_PROMETHEUS_URL]",
     )
     p.add_argument(
+        "--tenant-rules",
+        default=_env("TENANT_RULES", "{}"),
+        help="what tenants may use, as JSON (the chart's `tenants` value: secrets, maxPods, "
+        "allowedTolerationKeys, allowedResources, maxResourcesPerPod, allowedPodAnnotationPrefixes); "
+        "omitted keys take the safe defaults [STORYTELLER_OPERATOR_TENANT_RULES]",
+    )
+    p.add_argument(
         "--sessions-source",
         default=_env("SESSIONS_SOURCE", "workers"),
         choices=["workers", "prometheus"],
@@ -146,6 +153,11 @@ def main(argv: list[str] | None = None) -> int:
         # It is copied into every keda tenant's ScaledObject, which the tenant can read.
         log.error("--prometheus-url must not carry credentials [STORYTELLER_OPERATOR_PROMETHEUS_URL]")
         return 2
+    try:
+        rules = TenancyRules.from_json(args.tenant_rules)
+    except ValueError as err:
+        log.error("--tenant-rules: %s", err)
+        return 2
     # Sessions per pod: the workers' own status endpoint, or Prometheus (see sessions.py for why).
     sessions: SessionSource = WorkerStatusSource()
     if args.sessions_source == "prometheus":
@@ -163,9 +175,11 @@ def main(argv: list[str] | None = None) -> int:
         sessions=sessions,
         prometheus_url=args.prometheus_url or None,
         caches=caches,
+        rules=rules,
     )
     # A failing tenant's first retry comes one recheck later, then the backoff doubles.
     reconciler.runner.backoff = Backoff(base=args.recheck_seconds)
+    reconciler.applier.backoff = reconciler.runner.backoff  # a child that keeps failing, likewise
     election: LeaderElection | None = None
     leading: Callable[[], bool] = _always  # no election: this process leads
     lease = None
@@ -173,11 +187,13 @@ def main(argv: list[str] | None = None) -> int:
         lease_namespace = args.lease_namespace or leadership.operator_namespace()
         lease = f"{lease_namespace}/{args.lease_name}"
         lock = LeaseLock(leadership.lease_api_client(), lease_namespace, args.lease_name)
-        election = LeaderElection(
-            lock, args.identity, on_started=lambda _how: gate.take_over(), on_lost=_exit_leadership_lost
-        )
+        election = LeaderElection(lock, args.identity, on_started=lambda _how: gate.take_over())
         leading = election.leading
+        client.may_write = election.holds_lease  # the fence: no write once the Lease may be another's
     gate = LeaderGate(reconciler, leading, workers=args.workers)
+    # Watch events' reconciles run on the runner's pool, and start only while this replica leads.
+    reconciler.runner.workers = args.workers
+    reconciler.runner.may_run = leading
     registry = build_registry(
         gate,
         Options(
@@ -227,15 +243,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _always() -> bool:
     return True
-
-
-def _exit_leadership_lost() -> None:
-    """The Lease is lost (another replica took it, or it could not be renewed in time): end the process at
-    once. Reconciles may be mid-way on other threads, and only the process ending stops them all before the
-    next leader starts; the Deployment restarts it as a follower."""
-    for handler in logging.getLogger().handlers:
-        handler.flush()
-    os._exit(EXIT_LEADERSHIP_LOST)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
 """Apply: carry out a plan against the API server (writes only, in a safe order).
 
 Seed spec.replicas first (the size the plan used), price the pods, prune a ScaledObject the tenant no
-longer wants, then server-side apply the children in order, delete the config revisions no pod uses any
-more, then (reconcile.py) the status. A child whose
-rendered manifest is unchanged since this process last applied it is skipped unless the apply is forced;
-"changed" means the fields the operator owns changed, as read back from the API server.
+longer wants, then server-side apply the children in order, each on its own (one refused child does not
+stop the others, and the pool is resized even when its Deployment cannot be rolled), delete the config
+revisions no pod uses any more, then (reconcile.py) the status. A child whose rendered manifest is
+unchanged since this process last applied it is skipped unless the apply is forced; "changed" means the
+fields the operator owns changed, as read back from the API server.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import random
 import threading
+import time
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
@@ -20,6 +23,7 @@ from kubernetes.client import ApiException
 
 from storyteller_api import contract
 from storyteller_operator import render
+from storyteller_operator.backoff import Backoff
 from storyteller_operator.informer import version_of
 from storyteller_operator.kube import KubeClient, error_text
 from storyteller_operator.observe import owned_by
@@ -73,6 +77,26 @@ def _nothing_watched(api_version: str, kind: str, namespace: str) -> bool:
     return False
 
 
+# What the worker pods use: while one of these could not be applied, their Deployments are not rolled.
+NEEDED_BY_PODS = frozenset({"ServiceAccount", "ConfigMap", "NetworkPolicy"})
+
+
+@dataclasses.dataclass(frozen=True)
+class Failure:
+    """A child that could not be applied, and when to try it again."""
+
+    digest: str  # the manifest that failed: a changed one is tried at once
+    reason: str  # the Degraded reason (APPLY_FAILED, NAME_CONFLICT)
+    error: str
+    failures: int  # consecutive failures of this manifest
+    retry_at: float  # the clock time before which it is not tried again
+    kind: str = ""
+
+    @property
+    def needed_by_pods(self) -> bool:
+        return self.kind in NEEDED_BY_PODS
+
+
 @dataclasses.dataclass(frozen=True)
 class AppliedChild:
     """What this process last applied of a child, and the child as the API server answered."""
@@ -84,9 +108,22 @@ class AppliedChild:
 
 class Applier:
     def __init__(
-        self, kube: KubeClient, watched: Watched | None = None, *, direct: KubeClient | None = None
+        self,
+        kube: KubeClient,
+        watched: Watched | None = None,
+        *,
+        direct: KubeClient | None = None,
+        backoff: Backoff | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rand: Callable[[], float] = random.random,
     ) -> None:
         self.kube = kube
+        # A child that failed is tried again after this (the runner's backoff for the whole tenant before):
+        # the tenant's other children and its sizing do not wait on it.
+        self.backoff = backoff or Backoff()
+        self.clock = clock
+        self.rand = rand
+        self._failed: dict[ChildKey, Failure] = {}
         # Kinds whose reads `kube` serves from a watch (cached.py): a child of such a kind is compared with
         # its live copy instead of applied again, so a forced resync writes only what differs.
         self.watched = watched or _nothing_watched
@@ -108,11 +145,14 @@ class Applier:
         """A child was deleted behind our back (or pruned): the next apply must not skip it."""
         with self._guard:
             self._applied.pop((uid, kind, name), None)
+            self._failed.pop((uid, kind, name), None)
 
     def forget_tenant(self, uid: str) -> None:
         with self._guard:
             for key in [k for k in self._applied if k[0] == uid]:
                 del self._applied[key]
+            for key in [k for k in self._failed if k[0] == uid]:
+                del self._failed[key]
             self._configs_collected.pop(uid, None)
 
     # ------------------------------------------------------------------------------------ the writes
@@ -222,65 +262,153 @@ class Applier:
                 self._applied[key] = dataclasses.replace(cached, version=version)
         return None
 
-    def apply_children(self, plan: Plan, *, force: bool, current: Mapping[str, Any] | None) -> Applied:
-        """Apply the plan's children in order; stop at the first failure (reported in the status).
+    def resize(self, tenant: Tenant, name: str, replicas: int, live: Mapping[str, Any] | None) -> bool:
+        """Set an owned Deployment's spec.replicas through its scale subresource, leaving its template alone
+        (its pods are not rolled); True when it changed. For when the Deployment itself cannot be applied.
+        Raises ApiException when the API server refuses."""
+        if live is None or not owned_by(live, tenant.uid):
+            return False
+        if int((live.get("spec") or {}).get("replicas") or 0) == replicas:
+            return False
+        try:
+            self.kube.scale_deployment(tenant.namespace, name, replicas)
+        except ApiException as err:
+            if _namespace_ends(err):
+                raise NamespaceTerminating(tenant.namespace) from None
+            raise
+        log.info(
+            "resized without rolling",
+            extra={
+                "tenant": tenant.name,
+                "namespace": tenant.namespace,
+                "deployment": name,
+                "replicas": replicas,
+            },
+        )
+        return True
+
+    def _backing_off(self, key: ChildKey, digest: str) -> Failure | None:
+        """The child's last failure, while it is not to be tried again yet (the same manifest failed)."""
+        with self._guard:
+            failed = self._failed.get(key)
+        if failed is None or failed.digest != digest or self.clock() >= failed.retry_at:
+            return None
+        return failed
+
+    def _failure(self, key: ChildKey, digest: str, reason: str, error: str) -> Failure:
+        with self._guard:
+            before = self._failed.get(key)
+            count = before.failures + 1 if before is not None and before.digest == digest else 1
+            retry_at = self.clock() + self.backoff.delay(count, self.rand)
+            failed = Failure(digest, reason, error, count, retry_at, kind=key[1])
+            self._failed[key] = failed
+        return failed
+
+    def apply_children(
+        self, plan: Plan, *, force: bool, current: Mapping[str, Any] | None, hold_pods: str | None = None
+    ) -> Applied:
+        """Apply the plan's children in order, each on its own: one that fails does not stop the others.
+
+        The pods need their ServiceAccount, config and NetworkPolicy: while one of those failed (or
+        `hold_pods` says why the pods must not roll), the Deployments are not applied, only resized through
+        their scale subresource, so the pool keeps following load on its last template. A child that failed
+        is tried again after a backoff of its own (at once when its manifest changes); the tenant's
+        reconciles, and its sizing, go on meanwhile.
 
         A child is read before this process first applies it (from a watch's memory where there is one):
-        one that exists and is not the tenant's is left alone and stops the apply (NameConflict), so the
-        pods never run with someone else's ServiceAccount or config.
+        one that exists and is not the tenant's is left alone (NameConflict), so the pods never run with
+        someone else's ServiceAccount or config.
         """
         t = plan.tenant
         changed: list[str] = []
-        error: str | None = None
-        reason = APPLY_FAILED
+        failures: list[Failure] = []
         deployment = current
         canary: Mapping[str, Any] | None = None
         digests = plan.digests or tuple(render.manifest_hash(m) for m in plan.children)
         for manifest, digest in zip(plan.children, digests, strict=True):
             kind, child = manifest["kind"], manifest["metadata"]["name"]
-            key = (t.uid, kind, child)
-            with self._guard:
-                cached = self._applied.get(key)
-            before = cached.owned if cached else ""
-            watched = self.watched(manifest["apiVersion"], kind, t.namespace)
-            live: Mapping[str, Any] | None = None
-            if cached is None or watched:
-                # First sight since this process started (also so "changed" is exact after a restart), or
-                # free from the watch's memory: whose is it? Absent from a watch's memory, it may still exist
-                # unlabelled: asked by name then (without a watch, the first read already was).
-                live = self.kube.get(manifest["apiVersion"], kind, t.namespace, child)
-                if live is None and cached is None and watched:
-                    live = self.direct.get(manifest["apiVersion"], kind, t.namespace, child)
-                conflict = foreign(live, t)
-                if conflict:
-                    error, reason = conflict, NAME_CONFLICT
-                    break
-            if cached is not None and cached.digest == digest:
-                if watched:
-                    drift = self._drift(key, cached, manifest, live)
-                    if drift is None:
-                        continue  # forced or not: the live child has what was applied (read from memory)
-                    before = drift
-                elif not force:
-                    continue
-            if cached is None:
-                before = render.owned_hash(manifest, live)
-            try:
-                applied = self.kube.apply(manifest)
-            except ApiException as err:
-                if _namespace_ends(err):
-                    raise NamespaceTerminating(t.namespace) from None
-                error = f"applying {kind} {child}: {error_text(err)}"
-                break
-            after = render.owned_hash(manifest, applied)
-            if after != before:
-                changed.append(f"{kind}/{child}")
-            with self._guard:
-                self._applied[key] = AppliedChild(digest, after, version_of(applied))
-            if kind == "Deployment" and child == render.worker_name(t.name):
-                deployment = applied
-            elif kind == "Deployment":
-                canary = applied
+            worker = kind == "Deployment" and child == render.worker_name(t.name)
+            if kind == "Deployment" and (hold_pods or any(f.needed_by_pods for f in failures)):
+                live = current if worker else self.kube.get("apps/v1", "Deployment", t.namespace, child)
+                replicas = (manifest.get("spec") or {}).get("replicas")
+                try:
+                    if isinstance(replicas, int) and self.resize(t, child, replicas, live):
+                        changed.append(f"{kind}/{child}/scale")
+                except ApiException as err:
+                    message = f"resizing {kind} {child}: {error_text(err)}"
+                    failures.append(Failure(digest, APPLY_FAILED, message, 1, 0.0, kind=kind))
+                continue
+            result = self._apply_one(t, manifest, digest, force=force)
+            if isinstance(result, Failure):
+                failures.append(result)
+            elif result is not None:
+                applied, was_changed = result
+                if was_changed:
+                    changed.append(f"{kind}/{child}")
+                if worker:
+                    deployment = applied
+                elif kind == "Deployment":
+                    canary = applied
+        first = failures[0] if failures else None
         return Applied(
-            changed=changed, error=error, deployment=deployment, canary_deployment=canary, error_reason=reason
+            changed=changed,
+            error="; ".join(f.error for f in failures) or None,
+            deployment=deployment,
+            canary_deployment=canary,
+            error_reason=first.reason if first else APPLY_FAILED,
         )
+
+    def _apply_one(
+        self, t: Tenant, manifest: render.Manifest, digest: str, *, force: bool
+    ) -> Failure | tuple[Mapping[str, Any], bool] | None:
+        """Apply one child: its failure, or (the child as applied, whether its owned fields changed), or None
+        when it was skipped (unchanged since this process applied it)."""
+        kind, child = manifest["kind"], manifest["metadata"]["name"]
+        key = (t.uid, kind, child)
+        failed = self._backing_off(key, digest)
+        if failed is not None:
+            return failed
+        with self._guard:
+            cached = self._applied.get(key)
+        if cached is not None and cached.digest == digest and manifest.get("immutable"):
+            # Immutable and named after its content (a config revision): while it is there and the
+            # tenant's, it holds what was applied. Its metadata comes from a watch: no request.
+            meta = self.kube.metadata(manifest["apiVersion"], kind, t.namespace, child)
+            if meta is not None:
+                live_meta = {"kind": kind, "metadata": meta}
+                conflict = foreign(live_meta, t)
+                return self._failure(key, digest, NAME_CONFLICT, conflict) if conflict else None
+        before = cached.owned if cached else ""
+        watched = self.watched(manifest["apiVersion"], kind, t.namespace)
+        live: Mapping[str, Any] | None = None
+        if cached is None or watched:
+            # First sight since this process started (also so "changed" is exact after a restart), or
+            # free from the watch's memory: whose is it? Absent from a watch's memory, it may still exist
+            # unlabelled: asked by name then (without a watch, the first read already was).
+            live = self.kube.get(manifest["apiVersion"], kind, t.namespace, child)
+            if live is None and cached is None and watched:
+                live = self.direct.get(manifest["apiVersion"], kind, t.namespace, child)
+            conflict = foreign(live, t)
+            if conflict:
+                return self._failure(key, digest, NAME_CONFLICT, conflict)
+        if cached is not None and cached.digest == digest:
+            if watched:
+                drift = self._drift(key, cached, manifest, live)
+                if drift is None:
+                    return None  # forced or not: the live child has what was applied (read from memory)
+                before = drift
+            elif not force:
+                return None
+        if cached is None:
+            before = render.owned_hash(manifest, live)
+        try:
+            applied = self.kube.apply(manifest)
+        except ApiException as err:
+            if _namespace_ends(err):
+                raise NamespaceTerminating(t.namespace) from None
+            return self._failure(key, digest, APPLY_FAILED, f"applying {kind} {child}: {error_text(err)}")
+        after = render.owned_hash(manifest, applied)
+        with self._guard:
+            self._failed.pop(key, None)
+            self._applied[key] = AppliedChild(digest, after, version_of(applied))
+        return applied, after != before

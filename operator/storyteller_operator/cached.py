@@ -30,7 +30,9 @@ WATCHED: dict[tuple[str, str], tuple[str, str, bool]] = {
     (contract.API_VERSION, contract.KIND): ("", "", False),
     ("v1", "Secret"): ("", "", True),
     ("v1", "Pod"): (MANAGED, contract.LABEL_INSTANCE, False),
-    ("v1", "ConfigMap"): (MANAGED, contract.TENANT_LABEL, False),
+    # Metadata only: a tenant's history keeps up to revisionHistoryLimit configs of up to ~130 KB each. The
+    # one config a reconcile reads (a canary's stable, a pin) is asked for once per ConfigMap (observe.py).
+    ("v1", "ConfigMap"): (MANAGED, contract.TENANT_LABEL, True),
     ("v1", "ServiceAccount"): (MANAGED, "", False),
     ("v1", "Service"): (MANAGED, "", False),
     ("apps/v1", "Deployment"): (MANAGED, "", False),
@@ -86,6 +88,21 @@ class Caches:
             namespaced = [i for i, _ in self._namespaced.values()]
         for informer in [*self.informers.values(), *namespaced]:
             informer.stop()
+
+    def release(self, namespace: str) -> int:
+        """Stop the informers started on demand for `namespace` (its last tenant is gone: nothing there is
+        read any more); how many were stopped."""
+        with self._guard:
+            keys = [k for k in self._namespaced if k[2] == namespace]
+            stopped = [self._namespaced.pop(k)[0] for k in keys]
+        for informer in stopped:
+            informer.stop()
+        return len(stopped)
+
+    def on_demand(self) -> list[tuple[str, str, str]]:
+        """(apiVersion, kind, namespace) of the informers started on demand and running."""
+        with self._guard:
+            return sorted(self._namespaced)
 
     def remember(self, obj: Mapping[str, Any]) -> None:
         """Keep `obj` (a write's answer, a watch event seen elsewhere) unless a newer version is kept."""
@@ -146,6 +163,9 @@ class CachedKube:
 
     def scale(self, namespace: str, name: str, replicas: int, *, resource_version: str) -> None:
         self.kube.scale(namespace, name, replicas, resource_version=resource_version)
+
+    def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
+        self.kube.scale_deployment(namespace, name, replicas)
 
     # ----------------------------------------------------------------------------------------- reads
 

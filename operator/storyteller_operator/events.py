@@ -40,7 +40,11 @@ def transitions(
                 f"; worker config changed ({old['configHash']} → {new['configHash']}), rolling the pool"
             )
         elif secrets_changed:
-            message += "; a referenced Secret changed, rolling the pool"
+            # The pods read a Secret by name: every revision's pods get the new key (not canaried).
+            message += (
+                "; a referenced Secret changed, rolling every pod onto it (a canary's and the stable "
+                "revision's alike: a Secret rotation is not canaried)"
+            )
         out.append(Event("Normal", "Applied", message))
     old_deg = status_mod.condition(old, status_mod.DEGRADED) or {}
     new_deg = status_mod.condition(new, status_mod.DEGRADED) or {}

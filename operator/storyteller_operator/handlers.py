@@ -119,7 +119,7 @@ def build_registry(reconciler: Reconciles, options: Options) -> kopf.OperatorReg
         deleted = event["type"] == "DELETED"
         # Tenants that start or stop sharing this one's agent name and LiveKit server say so in their status.
         for other in reconciler.note_tenant(namespace, name, None if deleted else body):
-            reconciler.trigger(*other, force_apply=False)
+            reconciler.submit(*other, force_apply=False)
         if deleted:
             reconciler.forget(namespace, name, body.metadata.uid)
             return
@@ -130,10 +130,11 @@ def build_registry(reconciler: Reconciles, options: Options) -> kopf.OperatorReg
         # type None: the initial listing (operator start) — re-apply everything in case it changed meanwhile.
         # A spec change re-applies only the children whose rendering changed: KEDA writing spec.replicas
         # every few seconds must not re-apply every child each time.
+        # Submitted, not run here: kopf keeps every later event of this tenant until the handler returns.
         if event["type"] is None:
-            reconciler.trigger(namespace, name, force_apply=True)
+            reconciler.submit(namespace, name, force_apply=True)
         elif observed != body.metadata.get("generation"):
-            reconciler.trigger(namespace, name, force_apply=False)
+            reconciler.submit(namespace, name, force_apply=False)
         else:
             reconciler.touch(namespace, name)
 
@@ -157,7 +158,7 @@ def build_registry(reconciler: Reconciles, options: Options) -> kopf.OperatorReg
                 reconciler.forget_child(ref.get("uid", ""), "Deployment", name)
         else:
             reconciler.seen(event["object"])
-        reconciler.trigger(namespace, owner, force_apply=deleted)
+        reconciler.submit(namespace, owner, force_apply=deleted)
 
     @kopf.on.probe(id="tenants", registry=registry)
     def tenants_probe(**_: Any) -> int:

@@ -22,6 +22,7 @@ import json
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -81,14 +82,22 @@ def matches(obj: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
     return all(have.get(k) == v for k, v in labels.items())
 
 
+# How long a deleted object's version is remembered: far longer than any request that could answer with it.
+TOMBSTONE_S = 300.0
+
+
 class Store:
     """Objects by (namespace, name), indexed by (namespace, one label's value). Thread-safe."""
 
-    def __init__(self, index_label: str = "") -> None:
+    def __init__(self, index_label: str = "", *, clock: Callable[[], float] = time.monotonic) -> None:
         self._index_label = index_label
         self._objects: dict[Key, Obj] = {}
-        # Deleted objects' last versions: a write's answer read after the deletion must not bring one back.
-        self._deleted: dict[Key, int] = {}
+        # Deleted objects' last versions, and when: a write's answer read after the deletion must not bring
+        # one back. Such an answer is a request's, so older ones are forgotten (a namespace's pods come and
+        # go for ever: kept, they would grow without bound until the next relist).
+        self._deleted: dict[Key, tuple[int, float]] = {}
+        self._clock = clock
+        self._pruned_at = clock()
         self._index: dict[tuple[str, str], dict[str, Obj]] = {}
         self._lock = threading.Lock()
 
@@ -132,7 +141,8 @@ class Store:
             current = self._objects.get(key)
             if current is not None and version_of(current) > version:
                 return False
-            if version <= self._deleted.get(key, -1):
+            deleted = self._deleted.get(key)
+            if deleted is not None and version <= deleted[0]:
                 return False
             self._deleted.pop(key, None)
             self._put(obj)
@@ -140,9 +150,17 @@ class Store:
 
     def delete(self, obj: Mapping[str, Any]) -> None:
         key = self.key(obj)
+        now = self._clock()
         with self._lock:
             self._drop(key)
-            self._deleted[key] = version_of(obj)
+            self._deleted[key] = (version_of(obj), now)
+            if now - self._pruned_at >= TOMBSTONE_S:
+                self._deleted = {k: d for k, d in self._deleted.items() if now - d[1] < TOMBSTONE_S}
+                self._pruned_at = now
+
+    def tombstones(self) -> int:
+        with self._lock:
+            return len(self._deleted)
 
     def get(self, namespace: str, name: str) -> Obj | None:
         with self._lock:

@@ -75,6 +75,8 @@ class KubeClient(Protocol):
 
     def scale(self, namespace: str, name: str, replicas: int, *, resource_version: str) -> None: ...
 
+    def scale_deployment(self, namespace: str, name: str, replicas: int) -> None: ...
+
 
 def error_text(err: ApiException) -> str:
     """The API server's message (names the field), without the response headers."""
@@ -133,11 +135,16 @@ class Kube:
         *,
         recent_events: RecentEvents | None = None,
         now: Callable[[], str] = utc_now,
+        may_write: Callable[[], bool] | None = None,
     ) -> None:
         self.api = api
         self.field_manager = field_manager
         self.recent_events = RecentEvents() if recent_events is None else recent_events  # has a len()
         self._now = now  # an Event's timestamps (RFC 3339, seconds)
+        # The write fence (leader election: whether this replica still holds the Lease), asked before every
+        # request that writes: a reconcile still running when the Lease is lost cannot write on. None: no
+        # election, every write goes.
+        self.may_write = may_write
 
     def _request(
         self,
@@ -149,6 +156,10 @@ class Kube:
         content_type: str = "application/json",
         accept: str = "application/json",
     ) -> dict[str, Any]:
+        if method != "GET" and self.may_write is not None and not self.may_write():
+            # Status 0, as the client's own refusals: callers treat it as any failed write (logged, retried).
+            message = "this replica no longer holds the leader Lease: its writes are fenced"
+            raise ApiException(status=0, reason="Not leading", body=json.dumps({"message": message}))
         headers = {"Accept": accept}
         if body is not None:
             headers["Content-Type"] = content_type
@@ -243,6 +254,16 @@ class Kube:
             "PATCH",
             object_path(API_VERSION, KIND, namespace, name) + "/scale",
             body={"metadata": {"resourceVersion": resource_version}, "spec": {"replicas": replicas}},
+            content_type="application/merge-patch+json",
+        )
+
+    def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
+        """Set a Deployment's spec.replicas through its scale subresource: its template, and so its pods,
+        stay as they are."""
+        self._request(
+            "PATCH",
+            object_path("apps/v1", "Deployment", namespace, name) + "/scale",
+            body={"spec": {"replicas": replicas}},
             content_type="application/merge-patch+json",
         )
 

@@ -3,7 +3,9 @@
 Every replica runs kopf (watches, liveness, the recheck loop), but only the holder of a
 coordination.k8s.io/v1 Lease in the operator's namespace reconciles: `LeaderGate` turns the others'
 triggers into a note that the tenant exists, so a new leader knows every tenant at once. A leader that
-loses the Lease exits (the Deployment restarts it as a follower): nothing it had started can write after.
+loses the Lease stays up: its gate closes (no reconcile starts), its writes are fenced (the operator's Kube
+client refuses every write while `holds_lease()` is False, so a reconcile still running cannot write on),
+and it is a candidate again like the others; when it leads again it re-applies every tenant.
 
 Why a Lease and this module, not kopf peering or the Kubernetes client's `kubernetes.leaderelection`:
 kopf peering pauses operators of a lower priority and freezes every operator when priorities are equal,
@@ -12,8 +14,8 @@ LeaseLock, but its elector times leases on the wall clock, gives its API calls n
 is not bounded by the renew deadline), counts the renew deadline from the pause after a renewal instead of
 from the renewal, cannot be stopped or release the Lease on shutdown, and uses the process-wide default
 client.
-The algorithm is client-go's and small: `Elector` decides (pure, tested with a fake clock), `LeaseLock`
-reads and writes the Lease, `LeaderElection` is the thread between them.
+The algorithm and timings are client-go's and small: `Elector` decides (pure, tested with a fake clock),
+`LeaseLock` reads and writes the Lease, `LeaderElection` is the thread between them.
 
 The rules:
 - A candidate that finds the Lease held by another takes it once the record has not changed for the
@@ -21,11 +23,19 @@ The rules:
   from renewTime: two nodes' clocks differ), with a replace conditional on the resourceVersion it read, so
   of two candidates one wins and the other gets 409 Conflict.
 - The holder renews every RETRY_PERIOD_S and counts as leader until RENEW_DEADLINE_S after the START of its
-  last successful renewal. RENEW_DEADLINE_S + REQUEST_TIMEOUT_S < LEASE_DURATION_S: a leader cut off from
-  the API server has stopped (exited) before any candidate can have seen its last renewal expire.
-- A released Lease (no holder: the leader stopped gracefully) is taken after the 1 s duration the release
-  writes; a holder that finds its own identity there (the restarted container of the same pod, whose
-  previous process is gone) takes it back at once.
+  last successful renewal. A renewal that fails is tried again within the deadline: after the retry period,
+  or sooner after a quick refusal (429, 5xx, connection refused; a Retry-After is honoured), each attempt's
+  timeout cut so that it ends by the deadline. So a stalled API server (a pause of a few seconds, a burst of
+  429s) costs no leadership; only the deadline passing does.
+- At the deadline the gate and the write fence close by the clock, whatever the election thread is doing.
+  RENEW_DEADLINE_S + REQUEST_TIMEOUT_S < LEASE_DURATION_S: a leader cut off from the API server has stopped
+  acting (a write that passed the fence just before has a request's time to land) before any candidate can
+  have seen its last renewal expire. A write the API server already holds is beyond any client's reach:
+  like client-go, this bets on that margin.
+- A lost leader (overdue, or another holder seen) logs "leadership lost" and goes on as a candidate. A
+  released Lease (no holder: the leader stopped gracefully) is taken after the 1 s duration the release
+  writes; a candidate that finds its own identity there takes it back at once: the restarted container of
+  the same pod, or this process after a loss nobody else took over (its conditional replace proves that).
 """
 
 from __future__ import annotations
@@ -50,12 +60,17 @@ from storyteller_operator.runner import Key
 log = logging.getLogger("storyteller.operator.leadership")
 
 # ------------------------------------------------------------------------------------- the timing
-# Takeover after a leader dies without releasing: at most LEASE_DURATION_S + RETRY_PERIOD_S (the candidate
-# sees the last renewal within one poll, then wakes when it expires) plus one request, so about 10-12 s.
-LEASE_DURATION_S = 10  # leaseDurationSeconds: how long a candidate waits on an unchanged record
-RENEW_DEADLINE_S = 6.0  # a leader that could not renew for this long stops (exits)
-RETRY_PERIOD_S = 2.0  # renewals, and candidates' looks at the Lease
-REQUEST_TIMEOUT_S = 2.0  # each Lease request, no retries: the renew deadline must not wait on a hung one
+# client-go's. Takeover after a leader dies without releasing: at most LEASE_DURATION_S + RETRY_PERIOD_S
+# (the candidate sees the last renewal within one poll, then wakes when it expires) plus one request: about
+# 15 s, 19 at most.
+LEASE_DURATION_S = 15  # leaseDurationSeconds: how long a candidate waits on an unchanged record
+RENEW_DEADLINE_S = 10.0  # a leader that could not renew for this long stops leading
+RETRY_PERIOD_S = 2.0  # renewals, a timed-out renewal's retry, and candidates' looks at the Lease
+# Each Lease request at most (a leader's less: it must end by the renew deadline). Longer than a stall of
+# a few seconds, which then delays a renewal instead of failing it.
+REQUEST_TIMEOUT_S = 4.0
+FAST_RETRY_S = 0.5  # a leader's next try after a quick refusal (429, 5xx, connection refused)
+LAST_TRY_S = 1.0  # a leader's last retry starts at least this long before its deadline
 RELEASED_DURATION_S = 1  # what a graceful release writes: the others take the Lease a second later
 # On shutdown, how long running reconciles may finish before the Lease is released (never past the renew
 # deadline: nothing renews the Lease meanwhile).
@@ -130,6 +145,9 @@ class Elector:
         self._observed_at = 0.0  # when that record was first seen unchanged
         self._stored: LeaseRecord | None = None  # what our last write as holder stored, while we lead
         self._valid_until = 0.0
+        # Counts the spells of leading: a renewal that lands after the deadline starts a new one (the gate
+        # was closed meanwhile), which the election reports as a loss and a new start.
+        self.term = 0
 
     # --------------------------------------------------------------------------------- reading state
 
@@ -159,15 +177,35 @@ class Elector:
             return None
         return self._observed_at + self._duration(rec) - now
 
-    def wait_s(self, now: float) -> float:
-        """How long to sleep before the next look: a renewal period, or less when a deadline comes first."""
+    def wait_s(self, now: float, retry_in: float | None = None) -> float:
+        """How long to sleep before the next look: a renewal period, or less when a deadline comes first.
+
+        `retry_in`: the last request was refused quickly (429, 5xx, connection refused), try again after
+        that long (its Retry-After, or FAST_RETRY_S). A leader does, within its deadline; a candidate is in
+        no hurry and only ever waits longer for it.
+        """
         if self.leading(now):
-            return max(min(RETRY_PERIOD_S, self._valid_until - now), 0.0)
+            return self._renewal_wait(now, RETRY_PERIOD_S if retry_in is None else retry_in)
+        wait = RETRY_PERIOD_S
         expires = self.expires_in(now)
         if expires is not None and 0 < expires < RETRY_PERIOD_S:
             # Wake when the record expires rather than up to a whole period later: a faster takeover.
-            return expires + 0.01
-        return RETRY_PERIOD_S
+            wait = expires + 0.01
+        return max(wait, retry_in or 0.0)
+
+    def _renewal_wait(self, now: float, wait: float) -> float:
+        """`wait`, moved up so the last try before the deadline still has LAST_TRY_S to be answered."""
+        last_try = self._valid_until - LAST_TRY_S
+        if now <= last_try:
+            return min(wait, last_try - now)
+        return max(min(wait, self._valid_until - now), 0.0)
+
+    def request_timeout(self, now: float) -> float:
+        """How long the next Lease request may take: a leader's ends by its deadline (answered later, a
+        renewal could not have kept the gate open); <= 0 when that has passed."""
+        if self._stored is None:
+            return REQUEST_TIMEOUT_S
+        return min(REQUEST_TIMEOUT_S, self._valid_until - now)
 
     # ------------------------------------------------------------------------------------- deciding
 
@@ -214,15 +252,17 @@ class Elector:
     def _renewed(record: LeaseRecord, wall: str) -> LeaseRecord:
         return dataclasses.replace(record, duration_s=LEASE_DURATION_S, renew_time=wall)
 
-    def wrote(self, stored: LeaseRecord, started: float) -> None:
-        """A write as holder succeeded; `started`: when the attempt began (its read, if it read first).
+    def wrote(self, stored: LeaseRecord, sent: float, answered: float) -> None:
+        """A write as holder succeeded; `sent`: when it was sent, `answered`: when its answer came.
 
-        The deadline counts from the start, not the answer: a candidate can only have seen this version
+        The deadline counts from the sending, not the answer: a candidate can only have seen this version
         after it was stored, which is after we sent it.
         """
+        if not self.leading(answered):
+            self.term += 1  # not leading until now (or no longer, the gate closed meanwhile): a new spell
         self._stored = stored
-        self._observed, self._observed_at = stored, started
-        self._valid_until = started + RENEW_DEADLINE_S
+        self._observed, self._observed_at = stored, sent
+        self._valid_until = sent + RENEW_DEADLINE_S
 
     def release(self, wall: str) -> Attempt | None:
         """What a graceful stop writes: no holder, a 1 s duration (None when we do not hold it)."""
@@ -245,20 +285,28 @@ class LeaseConflict(Exception):
 
 
 class LeaseUnavailable(Exception):
-    """The Lease could not be read or written (API server unreachable, a timeout, 403): try again later."""
+    """The Lease could not be read or written (API server unreachable, a timeout, 403): try again later.
+
+    `retry_in`: refused quickly (429, 5xx, connection refused), so worth trying again after that long
+    (Retry-After, or FAST_RETRY_S); None when the request hung or a retry would fare no better (403).
+    """
+
+    def __init__(self, problem: str, retry_in: float | None = None) -> None:
+        super().__init__(problem)
+        self.retry_in = retry_in
 
 
 class Lock(Protocol):
-    """The Lease's reads and writes; tests pass a fake."""
+    """The Lease's reads and writes, each within `timeout` seconds; tests pass a fake."""
 
-    def get(self) -> LeaseRecord | None: ...
+    def get(self, timeout: float) -> LeaseRecord | None: ...
 
-    def write(self, record: LeaseRecord) -> LeaseRecord: ...
+    def write(self, record: LeaseRecord, timeout: float) -> LeaseRecord: ...
 
 
 def lease_api_client() -> ApiClient:
-    """The election's own client: its own connections (a reconcile storm must not delay a renewal) and no
-    retries (one attempt, bounded by REQUEST_TIMEOUT_S, and the loop decides what next)."""
+    """The election's own client: its own connections (a reconcile storm must not delay a renewal), no
+    retries (one attempt, bounded by its timeout, and the loop decides what next) and no write fence."""
     base = kube.load_api_client(pool_size=2)
     config = base.configuration
     config.retries = False
@@ -293,7 +341,7 @@ class LeaseLock:
         self.namespace = namespace
         self.name = name
 
-    def _request(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+    def _request(self, method: str, path: str, timeout: float, body: Any = None) -> dict[str, Any]:
         headers = {"Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = "application/json"
@@ -301,18 +349,18 @@ class LeaseLock:
             m, url, hdrs, data, post = self.api.param_serialize(
                 method, path, header_params=headers, body=body, auth_settings=["BearerToken"]
             )
-            resp = self.api.call_api(m, url, hdrs, data, post, _request_timeout=REQUEST_TIMEOUT_S)
+            resp = self.api.call_api(m, url, hdrs, data, post, _request_timeout=timeout)
             resp.read()  # type: ignore[no-untyped-call]
-        except (urllib3.exceptions.HTTPError, OSError) as err:
-            raise LeaseUnavailable(f"{type(err).__name__}: {err}") from err
+        except (urllib3.exceptions.HTTPError, OSError, ApiException) as err:  # ApiException: a TLS error
+            raise LeaseUnavailable(f"{type(err).__name__}: {err}", _retry_in(err)) from err
         if resp.status == 409 or (resp.status == 404 and method == "PUT"):
             # Another write came first, or the Lease was deleted: read it again (and create it if gone).
             raise LeaseConflict(self.name)
         if resp.status == 404 and method == "GET":
             return {}
         if not 200 <= resp.status <= 299:
-            refused = ApiException.from_response(http_resp=resp, body=None, data=None)
-            raise LeaseUnavailable(kube.error_text(refused))
+            refused = ApiException(http_resp=resp)  # not from_response(), which raises it
+            raise LeaseUnavailable(kube.error_text(refused), _retry_after(resp.status, resp.headers))
         result: dict[str, Any] = json.loads(resp.data or b"{}")
         return result
 
@@ -320,29 +368,52 @@ class LeaseLock:
         path = f"{LEASE_API}/namespaces/{self.namespace}/leases"
         return f"{path}/{name}" if name else path
 
-    def get(self) -> LeaseRecord | None:
-        obj = self._request("GET", self._path(self.name))
+    def get(self, timeout: float) -> LeaseRecord | None:
+        obj = self._request("GET", self._path(self.name), timeout)
         return LeaseRecord.from_object(obj) if obj else None
 
-    def write(self, record: LeaseRecord) -> LeaseRecord:
+    def write(self, record: LeaseRecord, timeout: float) -> LeaseRecord:
         """Create the Lease (record.resource_version "") or replace it if it is still that version."""
         metadata: dict[str, Any] = {"name": self.name, "namespace": self.namespace}
         body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": metadata}
         body["spec"] = record.spec()
         if not record.resource_version:
-            return LeaseRecord.from_object(self._request("POST", self._path(), body))
+            return LeaseRecord.from_object(self._request("POST", self._path(), timeout, body))
         metadata["resourceVersion"] = record.resource_version
-        return LeaseRecord.from_object(self._request("PUT", self._path(self.name), body))
+        return LeaseRecord.from_object(self._request("PUT", self._path(self.name), timeout, body))
+
+
+def _retry_in(err: Exception) -> float | None:
+    """No answer: soon again when the connection was refused or cut (nothing listening yet, a restart);
+    None after a timeout (its time is spent: the next try waits the retry period) or a TLS error."""
+    if isinstance(err, urllib3.exceptions.NewConnectionError):  # a ConnectTimeoutError, yet refused at once
+        return FAST_RETRY_S
+    if isinstance(err, urllib3.exceptions.TimeoutError | TimeoutError | ApiException):
+        return None
+    return FAST_RETRY_S
+
+
+def _retry_after(status: int, headers: Mapping[str, str] | None) -> float | None:
+    """An answer refusing the request: 429 and 5xx are worth a quick retry (after Retry-After when it
+    says, in seconds); any other (403: RBAC) would fare no better before the retry period."""
+    if status != 429 and status < 500:
+        return None
+    try:
+        after = float((headers or {}).get("Retry-After") or 0)
+    except ValueError:  # an HTTP date: the API server sends seconds
+        after = 0.0
+    return max(after, FAST_RETRY_S)
 
 
 # --------------------------------------------------------------------------------------- the thread
 
 
 class LeaderElection:
-    """Runs the election on its own thread; `leading()` is the gate every reconcile passes.
+    """Runs the election on its own thread; `leading()` is the gate every reconcile passes, `holds_lease()`
+    the fence every write passes.
 
-    `on_started(how)` runs on the election thread when this replica becomes leader and must not block;
-    `on_lost()` when it stops being leader without resigning (the operator exits there).
+    `on_started(how)` runs on the election thread each time this replica becomes leader (again) and must
+    not block. Losing the Lease needs no callback: the gate and the fence close by themselves.
     """
 
     def __init__(
@@ -351,22 +422,21 @@ class LeaderElection:
         identity: str,
         *,
         on_started: Callable[[str], None],
-        on_lost: Callable[[], None],
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], str] = wall_now,
     ) -> None:
         self.lock = lock
         self.elector = Elector(identity)
         self._on_started = on_started
-        self._on_lost = on_lost
         self._clock = clock
         self._wall = wall
         self._guard = threading.Lock()
         self._stop = threading.Event()
         self._resigning = False
         self._was_leading = False
+        self._term = 0  # the elector's term last reported
         self._reread = False  # a conditional write lost: read before the next one
-        self._lost = False  # once lost, the process is on its way out: no more steps
+        self._retry_in: float | None = None  # the last request was refused quickly: retry after this
         self._last_problem = ""
         self._followed = ""  # the holder last logged
         self._thread: threading.Thread | None = None
@@ -376,8 +446,15 @@ class LeaderElection:
         return self.elector.identity
 
     def leading(self) -> bool:
+        """The gate: a reconcile may start (never while resigning)."""
         with self._guard:
             return not self._resigning and self.elector.leading(self._clock())
+
+    def holds_lease(self) -> bool:
+        """The write fence: the Lease is surely still ours (also while resigning, so that running reconciles
+        can finish before it is released)."""
+        with self._guard:
+            return self.elector.leading(self._clock())
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="leader-election", daemon=True)
@@ -395,32 +472,34 @@ class LeaderElection:
     def next_wait(self) -> float:
         """Seconds until the next step: none after a lost conditional write, else the elector's pace."""
         with self._guard:
-            return 0.0 if self._reread else self.elector.wait_s(self._clock())
+            return 0.0 if self._reread else self.elector.wait_s(self._clock(), self._retry_in)
 
     def step(self) -> None:
         """One look at the Lease: renew it, take it, or wait; then report a change of leadership."""
         started = self._clock()
         attempt: Attempt | None = None
         with self._guard:
-            if self._resigning or self._lost:
+            if self._resigning:
                 return
-            overdue = self.elector.overdue(started)
-            if overdue:
-                # Not renewed within the deadline: lost for good, even if a renewal would pass now. The
-                # process stops here, before a candidate can have waited out the lease.
+            if self.elector.overdue(started):
+                # Not renewed within the deadline: lost, even if a renewal would pass now (the gate and the
+                # fence closed at the deadline). From here a candidate like the others.
                 self.elector.resigned()
             elif not self._reread:
                 attempt = self.elector.renewal(self._wall())
-        if not overdue:
-            attempt = self._look(started, attempt)
+        attempt = self._look(attempt)
         self._report(attempt.how if attempt else "")
 
-    def _look(self, started: float, renewal: Attempt | None) -> Attempt | None:
+    def _timeout(self) -> float:
+        with self._guard:
+            return self.elector.request_timeout(self._clock())
+
+    def _look(self, renewal: Attempt | None) -> Attempt | None:
         """Renew (the leader: one conditional write), or read the Lease and maybe write; the write made."""
         attempt = renewal
         try:
             if attempt is None:
-                current = self.lock.get()
+                current = self.lock.get(self._timeout())
                 # Seen once the answer is here, not when asked: the holder may have renewed while the read
                 # was under way, and its lease must not look older than it is.
                 seen = self._clock()
@@ -429,19 +508,24 @@ class LeaderElection:
                     attempt = self.elector.attempt(current, seen, self._wall())
             self._reread = False
             if attempt is not None:
-                stored = self.lock.write(attempt.record)
+                sent = self._clock()
+                timeout = self._timeout()
+                if timeout <= 0:  # the read took the leader's last moment: the next step finds it overdue
+                    return None
+                stored = self.lock.write(attempt.record, timeout)
                 with self._guard:
-                    self.elector.wrote(stored, started)
-            self._problem("")
+                    self.elector.wrote(stored, sent, self._clock())
+            self._problem("", None)
             return attempt
         except LeaseConflict:
             self._reread = True
             log.debug("lease conflict", extra={"identity": self.identity})
         except LeaseUnavailable as err:
-            self._problem(str(err))
+            self._problem(str(err), err.retry_in)
         return None
 
-    def _problem(self, problem: str) -> None:
+    def _problem(self, problem: str, retry_in: float | None) -> None:
+        self._retry_in = retry_in
         # Once per distinct problem: a missing RBAC rule must not print a line every two seconds.
         if problem and problem != self._last_problem:
             log.warning("lease unavailable", extra={"identity": self.identity, "error": problem[:500]})
@@ -449,25 +533,28 @@ class LeaderElection:
 
     def _report(self, how: str) -> None:
         with self._guard:
-            leading = not self._resigning and self.elector.leading(self._clock())
+            if self._resigning:
+                return  # stopping, not losing: resign() says what happens to the Lease
+            leading = self.elector.leading(self._clock())
             was, self._was_leading = self._was_leading, leading
+            # Leading now and before, but the gate closed in between: overdue and taken back in one step,
+            # or a renewal answered after the deadline. Reported as a loss and a new start (a takeover).
+            again = leading and was and self.elector.term != self._term
+            self._term = self.elector.term
             holder = self.elector.holder
             followed, self._followed = self._followed, holder
         if not leading and not was and holder and holder != followed:
             log.info("following", extra={"identity": self.identity, "holder": holder})
-        if leading and not was:
-            metrics.OPERATOR_LEADER.set(1)
-            log.info("leading", extra={"identity": self.identity, "how": how})
-            self._on_started(how)
-        elif was and not leading:
-            self._lost = True
-            self._stop.set()
+        if was and (again or not leading):
             metrics.OPERATOR_LEADER.set(0)
             log.error(
                 "leadership lost",
                 extra={"identity": self.identity, "holder": holder, "renew_deadline_s": RENEW_DEADLINE_S},
             )
-            self._on_lost()
+        if leading and (again or not was):
+            metrics.OPERATOR_LEADER.set(1)
+            log.info("leading", extra={"identity": self.identity, "how": how})
+            self._on_started(how)
 
     def resign(self, drain: Callable[[float], bool], drain_s: float = DRAIN_S) -> bool:
         """Stop taking part; when leading, let running reconciles finish (`drain`) and release the Lease
@@ -479,7 +566,7 @@ class LeaderElection:
             self._thread.join(REQUEST_TIMEOUT_S + 1)
         with self._guard:
             # Only while the Lease is surely ours: once the renew deadline has passed (nothing renews it
-            # now), a candidate may soon take it, and whatever still runs must end with the process.
+            # now), a candidate may soon take it, and the fence stops whatever still runs.
             valid_s = self.elector.valid_for(self._clock())
         metrics.OPERATOR_LEADER.set(0)
         if valid_s <= 0:
@@ -494,7 +581,7 @@ class LeaderElection:
         if attempt is None:
             return False
         try:
-            self.lock.write(attempt.record)
+            self.lock.write(attempt.record, REQUEST_TIMEOUT_S)
         except (LeaseConflict, LeaseUnavailable) as err:
             log.warning("lease not released", extra={"identity": self.identity, "error": str(err)[:500]})
             return False
@@ -515,6 +602,8 @@ class Reconciles(Protocol):
     def due(self, resync_seconds: float) -> list[tuple[Key, bool]]: ...
 
     def trigger(self, namespace: str, name: str, *, force_apply: bool) -> None: ...
+
+    def submit(self, namespace: str, name: str, *, force_apply: bool) -> None: ...
 
     def note_tenant(self, namespace: str, name: str, obj: Mapping[str, Any] | None) -> list[Key]: ...
 
@@ -553,6 +642,14 @@ class LeaderGate:
             with self._idle:
                 self._running -= 1
                 self._idle.notify_all()
+
+    def submit(self, namespace: str, name: str, *, force_apply: bool) -> None:
+        """`trigger` without waiting (watch events): the reconciler's pool runs it, and checks leadership
+        again before it starts (`Runner.may_run`); the write fence covers one that runs across a loss."""
+        if not self.leading():
+            self.reconciler.touch(namespace, name)
+            return
+        self.reconciler.submit(namespace, name, force_apply=force_apply)
 
     def due(self, resync_seconds: float) -> list[tuple[Key, bool]]:
         return self.reconciler.due(resync_seconds) if self.leading() else []

@@ -26,6 +26,7 @@ from storyteller_operator import render, revisions, rollout
 from storyteller_operator.agent_names import AgentNames
 from storyteller_operator.canary import Figures
 from storyteller_operator.discovery import ApiDiscovery
+from storyteller_operator.fair_io import FairCalls
 from storyteller_operator.kube import KubeClient
 from storyteller_operator.revision_figures import FigureSource
 from storyteller_operator.sessions import SessionSource
@@ -66,6 +67,9 @@ class Snapshot:
     figures: Mapping[int, Figures] | None = None  # per revision over figures_window_s, when read now
     figures_window_s: float = 0.0
     figures_source: bool = False  # the operator has somewhere to read figures (Prometheus)
+    # Referenced Secret → its labels, for those found (None: the operator may not read it): whether the
+    # tenant may use it (tenancy.py).
+    secret_labels: Mapping[str, Mapping[str, str] | None] = dataclasses.field(default_factory=dict)
 
     @property
     def sized_by(self) -> str:
@@ -120,6 +124,9 @@ def _runnable_config(tenant: Tenant, cm: Mapping[str, Any], image: str) -> Mappi
     return config
 
 
+# A tenant's last session counts stand in for an answer that did not come within its budget this long.
+LAST_SESSIONS_S = 30.0
+FIGURES_LIMIT = 8  # Prometheus queries in flight for figures, all tenants together
 ANALYSIS_INTERVAL_S = 15.0  # a canary's figures are read at most this often (six Prometheus queries)
 FIGURES_INTERVAL_S = 60.0  # the stable revision's (the sessions it served) at most this often
 FIGURES_MAX_WINDOW_S = 7 * 86400.0  # ... over at most this long
@@ -149,6 +156,12 @@ class Observer:
         self.figures = figures
         self.analysis_interval_s = analysis_interval_s
         self._figures_read: dict[str, float] = {}  # tenant uid → when its figures were last read (monotonic)
+        # Other people's servers (pods, Prometheus), asked off the reconcile threads (fair_io.py).
+        self._sessions_io: FairCalls[dict[str, int]] = FairCalls("sessions-io")
+        self._figures_io: FairCalls[tuple[Mapping[int, Figures] | None, float]] = FairCalls(
+            "figures-io", limit=FIGURES_LIMIT
+        )
+        self._last_sessions: dict[str, tuple[dict[str, int], float]] = {}  # uid → last answer, when
         # (tenant uid, ConfigMap, its resourceVersion, image) → the revision's config, None: it cannot run.
         self._configs: dict[tuple[str, str, str, str], Mapping[str, Any] | None] = {}
         self._guard = threading.Lock()
@@ -175,9 +188,9 @@ class Observer:
         scaled_object = self.kube.get(*render.KEDA_API, ns, render.worker_name(name)) if checked else None
         missing: list[tuple[str, str]] = []
         versions: dict[str, str] = {}
-        unreadable: list[
-            tuple[str, str]
-        ] = []  # where the operator may not read Secrets (see the chart's RBAC)
+        labels: dict[str, dict[str, str] | None] = {}  # each Secret found → its labels (None: unreadable)
+        # Where the operator may not read Secrets (see the chart's RBAC).
+        unreadable: list[tuple[str, str]] = []
         for secret, field in render.referenced_secrets(tenant.spec):
             if secret in versions:
                 continue
@@ -187,18 +200,20 @@ class Observer:
                 if err.status != 403:
                     raise
                 unreadable.append((secret, field))
+                labels[secret] = None
                 continue
             if meta is None:
                 missing.append((secret, field))
             else:
                 versions[secret] = str(meta.get("resourceVersion", ""))
+                labels[secret] = dict(meta.get("labels") or {})
         pods: list[Obj] = []
         sessions: Sessions | None = None
         if self.sessions is not None or unreadable:
             pods = self.kube.list("v1", "Pod", ns, render.selector_string(name))
         if self.sessions is not None:
             sessions = Sessions(
-                per_pod=self.sessions.active_sessions(pods),
+                per_pod=self._sessions(tenant, self.sessions, pods),
                 where=self.sessions.where,
                 settle_seconds=self.sessions.settle_seconds,
             )
@@ -217,6 +232,7 @@ class Observer:
             deployment=deployment,
             missing_secrets=missing,
             secret_versions=versions,
+            secret_labels=labels,
             agent_name_held=self.agent_names.held((ns, name)),
             pod_monitor_served=self.detect_pod_monitor and self.discovery.served(render.PODMONITOR_API),
             keda_served=keda_served,
@@ -232,9 +248,27 @@ class Observer:
             figures_source=self.figures is not None,
         )
 
+    def _sessions(self, tenant: Tenant, source: SessionSource, pods: list[Obj]) -> dict[str, int]:
+        """Each pod's sessions, asked off this thread within the tenant's budget (fair_io.py). Without an
+        answer in time, the tenant's last one (of at most LAST_SESSIONS_S ago), for the pods still there;
+        else none, which holds the pool (the planner never shrinks it on a partial count)."""
+        answered, counts = self._sessions_io.call(tenant.uid, lambda: source.active_sessions(pods))
+        now = time.monotonic()
+        with self._guard:
+            if answered:
+                self._last_sessions[tenant.uid] = (dict(counts or {}), now)
+            last, at = self._last_sessions.get(tenant.uid, ({}, -LAST_SESSIONS_S))
+        if now - at > LAST_SESSIONS_S:
+            return {}
+        names = {str(p["metadata"]["name"]) for p in pods}
+        return {pod: n for pod, n in last.items() if pod in names}
+
     def forget(self, uid: str) -> None:
         """A tenant is gone: drop what the observer remembers of it."""
+        self._sessions_io.forget(uid)
+        self._figures_io.forget(uid)
         with self._guard:
+            self._last_sessions.pop(uid, None)
             self._figures_read.pop(uid, None)
             for key in [k for k in self._configs if k[0] == uid]:
                 del self._configs[key]
@@ -247,25 +281,32 @@ class Observer:
         if tenant.spec.rollout.strategy == "Canary":
             wanted.add(status.get("revision"))
         out: dict[int, Mapping[str, Any]] = {}
+        used: set[tuple[str, str, str, str]] = set()
         for entry in revisions.entries(status):
             number = int(entry[revisions.NUMBER])
             if number not in wanted:
                 continue
             name = render.config_map_name(tenant.name, str(entry.get(revisions.CONFIG_HASH, "")))
-            cm = self.kube.get("v1", "ConfigMap", tenant.namespace, name)
-            if cm is None or not owned_by(cm, tenant.uid):
+            # Its metadata from the watch: whether it is there and the tenant's; its data is read once.
+            meta = self.kube.metadata("v1", "ConfigMap", tenant.namespace, name)
+            if meta is None or not owned_by({"metadata": meta}, tenant.uid):
                 continue
             image = str(entry.get(revisions.IMAGE) or "")
-            key = (tenant.uid, name, str(cm["metadata"].get("resourceVersion", "")), image)
+            key = (tenant.uid, name, str(meta.get("resourceVersion", "")), image)
+            used.add(key)
             with self._guard:
                 known = key in self._configs
                 config = self._configs.get(key)
             if not known:
-                config = _runnable_config(tenant, cm, image)
+                cm = self.kube.get("v1", "ConfigMap", tenant.namespace, name)
+                config = _runnable_config(tenant, cm, image) if cm is not None else None
                 with self._guard:
                     self._configs[key] = config
             if config is not None:
                 out[number] = config
+        with self._guard:  # only what this tenant still runs or may go back to
+            for key in [k for k in self._configs if k[0] == tenant.uid and k not in used]:
+                del self._configs[key]
         return out
 
     def _figures(
@@ -293,4 +334,13 @@ class Observer:
                 return None, 0.0
             self._figures_read[tenant.uid] = time.monotonic()
         window = max((now - started).total_seconds(), 1.0)
-        return self.figures.figures(tenant.namespace, tenant.name, window), window
+        source = self.figures
+
+        def read() -> tuple[Mapping[int, Figures] | None, float]:
+            return source.figures(tenant.namespace, tenant.name, window), window
+
+        answered, found = self._figures_io.call(tenant.uid, read)
+        if not answered or found is None:
+            # Asked again once the interval has passed; a late answer is what that gets, with its window.
+            return None, 0.0
+        return found

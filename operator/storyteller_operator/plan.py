@@ -15,7 +15,7 @@ from typing import Any
 
 from storyteller_api import contract
 from storyteller_api.spec import MANUAL_AUTOSCALERS, TenantSpec
-from storyteller_operator import events, policy, render, revisions, rollout, scaling
+from storyteller_operator import events, policy, render, revisions, rollout, scaling, tenancy
 from storyteller_operator import status as status_mod
 from storyteller_operator.observe import Snapshot, owned_by
 from storyteller_operator.tenant import Tenant
@@ -58,6 +58,9 @@ class Plan:
     spec_config_hash: str  # the spec's own config (config_hash is the stable revision's: what the pool runs)
     prune_canary: bool  # delete the canary Deployment this tenant owns and no longer wants
     digests: tuple[str, ...] = ()  # render.manifest_hash of each child, in order
+    # Why the pods must not roll (the Deployments are only resized), as (reason, message); None: they may.
+    hold_pods: tuple[str, str] | None = None
+    platform_problem: tuple[str, str] | None = None  # what the platform refuses the tenant (tenancy.py)
 
 
 class Rendered:
@@ -256,6 +259,32 @@ def _size(
     return Sizing(desired, active, static.limited, static.requested, "spec.replicas", problem), prices, memory
 
 
+def size_only(
+    snap: Snapshot, memory: Memory, now: float, rules: tenancy.TenancyRules
+) -> tuple[Sizing, Memory]:
+    """The pool's size alone, for when the rest of the plan cannot be made (a planning error): the pool
+    keeps following load on its last template. A tenant held for its agent name stays at zero."""
+    tenant = snap.tenant.held() if snap.agent_name_held else snap.tenant
+    sizing, _, memory = _size(snap, tenant.spec, memory, now)
+    return _capped(sizing, rules, tenant.spec)[0], memory
+
+
+def _capped(
+    sizing: Sizing, rules: tenancy.TenancyRules, spec: TenantSpec
+) -> tuple[Sizing, tuple[str, str] | None]:
+    """The sizing held at the platform's most pods per tenant, and the problem when it is."""
+    desired, problem = tenancy.pods_cap(rules, spec, sizing.desired)
+    return dataclasses.replace(sizing, desired=desired), problem
+
+
+def pods_refused(snap: Snapshot, rules: tenancy.TenancyRules) -> tuple[str, str] | None:
+    """Why the tenant's pods may not roll: a Secret it may not use, or a platform limit they would break."""
+    spec = snap.tenant.spec
+    return tenancy.refused_secrets(
+        rules, snap.tenant.name, render.referenced_secrets(spec), snap.secret_labels
+    ) or tenancy.over_limits(rules, spec)
+
+
 def keda_problem(snap: Snapshot, prometheus_url: str | None, replicas: int) -> tuple[str, str] | None:
     """Why a keda tenant gets no ScaledObject (reason, message), or None when it can have one."""
     if snap.tenant.spec.pool.autoscaler != "keda":
@@ -280,14 +309,19 @@ def plan(
     prometheus_url: str | None,
     now: float,
     rendered: Rendered | None = None,
+    rules: tenancy.TenancyRules | None = None,
 ) -> Plan:
     """What to do for `snap`. `now`: a monotonic clock, for the autoscaler's history. `rendered`: the
-    renderings of earlier plans, reused while nothing they depend on changed."""
+    renderings of earlier plans, reused while nothing they depend on changed. `rules`: what the platform
+    lets tenants use (the defaults when None)."""
+    rules = rules or tenancy.TenancyRules()
     seed = seed_replicas(snap)
     tenant = snap.tenant.with_replicas(seed) if seed is not None else snap.tenant
     if snap.agent_name_held:
         tenant = tenant.held()  # planned as if suspended: no worker registers under the taken name
     sizing, prices, memory = _size(snap, tenant.spec, memory, now)
+    sizing, capped = _capped(sizing, rules, tenant.spec)
+    refused = pods_refused(snap, rules)
     keda = keda_problem(snap, prometheus_url, sizing.desired)
     keda_url = None if keda else prometheus_url
     rendered = rendered or Rendered()
@@ -369,6 +403,8 @@ def plan(
         spec_config_hash=spec_config_hash,
         prune_canary=decided.canary is None and snap.canary_deployment is not None,
         digests=digests,
+        hold_pods=refused,
+        platform_problem=refused or capped,
     )
 
 
@@ -395,6 +431,7 @@ def report(p: Plan, snap: Snapshot, applied: Applied, now: str) -> tuple[dict[st
         name=p.tenant.name,
         desired_replicas=p.sizing.desired,
         config_hash=p.config_hash,
+        platform_problem=p.platform_problem,
         missing_secrets=snap.missing_secrets,
         agent_name_conflict=agent_name_conflict(snap),
         apply_error=applied.error,

@@ -27,11 +27,12 @@ from storyteller_operator.agent_names import AgentNames, claim_of, identity_of
 from storyteller_operator.apply import Applier, NamespaceTerminating
 from storyteller_operator.cached import CachedKube, Caches
 from storyteller_operator.discovery import ApiDiscovery
-from storyteller_operator.kube import KubeClient
-from storyteller_operator.observe import Observer
+from storyteller_operator.kube import KubeClient, error_text
+from storyteller_operator.observe import Observer, Snapshot
 from storyteller_operator.revision_figures import FigureSource, PrometheusFigures
 from storyteller_operator.runner import Key, Runner
 from storyteller_operator.sessions import SessionSource
+from storyteller_operator.tenancy import TenancyRules
 from storyteller_operator.tenant import InvalidSpec, Tenant
 
 log = logging.getLogger("storyteller.operator.reconcile")
@@ -41,10 +42,6 @@ class EventSink(Protocol):
     """Posts a Kubernetes Event about `obj` (the Kube client's post_event; a list in tests)."""
 
     def __call__(self, obj: Mapping[str, Any], *, type: str, reason: str, message: str) -> None: ...
-
-
-class ReconcileError(Exception):
-    """The tenant could not be fully applied; the status already says why. Retry later."""
 
 
 @dataclasses.dataclass
@@ -74,9 +71,12 @@ class Reconciler:
         prometheus_url: str | None = None,
         caches: Caches | None = None,
         figures: FigureSource | None = None,
+        rules: TenancyRules | None = None,
     ) -> None:
         """`prometheus_url`: KEDA's trigger and canary analysis read there. `figures`: where canaries'
-        figures come from (default: that Prometheus; none without it)."""
+        figures come from (default: that Prometheus; none without it). `rules`: what the platform lets
+        tenants use (tenancy.py; the safe defaults when None)."""
+        self.rules = rules or TenancyRules()
         self.caches = caches
         # With caches, reads come from the informers' memory (cached.py) and writes go to `kube`.
         direct = kube
@@ -121,6 +121,9 @@ class Reconciler:
     def trigger(self, namespace: str, name: str, *, force_apply: bool) -> None:
         self.runner.trigger(namespace, name, force_apply=force_apply)
 
+    def submit(self, namespace: str, name: str, *, force_apply: bool) -> None:
+        self.runner.submit(namespace, name, force_apply=force_apply)
+
     def note_tenant(self, namespace: str, name: str, obj: Mapping[str, Any] | None) -> list[Key]:
         """Record the agent name and LiveKit server a tenant (None: deleted) registers under; return the
         other tenants that now start or stop sharing them, to be reconciled so their status says so."""
@@ -144,6 +147,9 @@ class Reconciler:
         with self._guard:
             self._memory.pop((namespace, name), None)
         metrics.forget_tenant(name, namespace)
+        others = [n for ns, n in self.runner.known() if ns == namespace and n != name]
+        if self.caches is not None and not others:
+            self.caches.release(namespace)  # the namespace's own Secret informer, if one was started
 
     def seen(self, obj: Mapping[str, Any]) -> None:
         """An object as a watch event brought it to kopf: into the cache before the reconcile it triggers,
@@ -217,6 +223,56 @@ class Reconciler:
                 self._parsed[uid] = parsed
         return parsed
 
+    def _plan_failed(self, snap: Snapshot, memory: planner.Memory, err: Exception) -> Outcome:
+        """The plan could not be made: resize the pool on its last template, and say so (Degraded,
+        PlanFailed) until a later spec or state lets the planner through."""
+        tenant = snap.tenant
+        namespace, name = tenant.namespace, tenant.name
+        sizing, memory = planner.size_only(snap, memory, time.monotonic(), self.rules)
+        with self._guard:
+            self._memory[(namespace, name)] = memory
+        worker = render.worker_name(name)
+        try:
+            resized = self.applier.resize(tenant, worker, sizing.desired, snap.deployment)
+        except NamespaceTerminating:
+            return Outcome(changed=[], status_written=False, phase="Degraded")
+        except ApiException as refused:  # in the log; the status says why the plan failed
+            log.warning(
+                "cannot resize", extra={"tenant": name, "namespace": namespace, "error": error_text(refused)}
+            )
+            resized = False
+        changed = [f"Deployment/{worker}/scale"] if resized else []
+        observation = status_mod.Observation(
+            generation=tenant.generation,
+            suspended=tenant.spec.suspend,
+            sessions_per_worker=tenant.spec.pool.sessions_per_worker,
+            name=name,
+            desired_replicas=sizing.desired,
+            config_hash=str(snap.status.get("configHash") or ""),
+            apply_error=(
+                f"the operator could not plan this tenant ({type(err).__name__}: {str(err)[:300]}); its pool "
+                "keeps its last config and is still sized; every reconcile plans it again"
+            ),
+            apply_error_reason=status_mod.PLAN_FAILED,
+            deployment=snap.deployment,
+            active_sessions=sizing.active,
+        )
+        new_status = status_mod.compute(observation, snap.status, self.clock())
+        written = status_mod.differs(new_status, snap.status)
+        # With its cause once when it is new, not on every recheck of a tenant that stays unplannable.
+        log.log(
+            logging.ERROR if written else logging.DEBUG,
+            "planning failed",
+            exc_info=err if written else None,
+            extra={"tenant": name, "namespace": namespace, "desired": sizing.desired},
+        )
+        if written:
+            self.kube.patch_status(namespace, name, new_status)
+            for event in events_mod.transitions(snap.status, new_status, changed):
+                self.events(tenant.obj, type=event.type, reason=event.reason, message=event.message)
+        metrics.POOL_DESIRED_REPLICAS.labels(tenant=name, namespace=namespace).set(sizing.desired)
+        return Outcome(changed=changed, status_written=written, phase=new_status["phase"])
+
     def _reconcile(self, namespace: str, name: str, force_apply: bool) -> Outcome | None:
         obj = self.observer.tenant_object(namespace, name)
         if obj is None or obj["metadata"].get("deletionTimestamp"):
@@ -244,9 +300,17 @@ class Reconciler:
         key = (namespace, name)
         with self._guard:
             memory = self._memory.get(key, planner.Memory())
-        plan = planner.plan(
-            snap, memory, prometheus_url=self.prometheus_url, now=time.monotonic(), rendered=self._rendered
-        )
+        try:
+            plan = planner.plan(
+                snap,
+                memory,
+                prometheus_url=self.prometheus_url,
+                now=time.monotonic(),
+                rendered=self._rendered,
+                rules=self.rules,
+            )
+        except Exception as err:  # whatever the cause, the pool must go on following its load
+            return self._plan_failed(snap, memory, err)
         with self._guard:
             self._memory[key] = plan.memory
 
@@ -265,6 +329,7 @@ class Reconciler:
                 plan,
                 force=force_apply,
                 current=snap.deployment,
+                hold_pods=plan.hold_pods[1] if plan.hold_pods else None,
             )
         except NamespaceTerminating:
             log.info("namespace terminating", extra={"tenant": name, "namespace": namespace})
@@ -307,8 +372,8 @@ class Reconciler:
                 "status_written": status_written,
             },
         )
-        if applied.error:
-            raise ReconcileError(applied.error)
+        # A child that failed is retried after its own backoff (apply.py); the tenant's reconciles go on, so
+        # its pool keeps being sized.
         return Outcome(
             changed=list(applied.changed), status_written=status_written, phase=new_status["phase"]
         )

@@ -637,11 +637,13 @@ def children(
         service_account(t),
         *configs,
         metrics_service(t),
+        # Before the pods: none runs a moment unconfined (apply.py holds the pods back while it fails).
+        network_policy(t, also=[s] if s is not t else []),
         deployment(s, replicas, secret_versions, revision),
     ]
     if canary_revision is not None:
         out.append(deployment(t, canary_replicas, secret_versions, canary_revision, canary=True))
-    out += [pod_disruption_budget(t), network_policy(t, also=[s] if s is not t else [])]
+    out.append(pod_disruption_budget(t))
     if pod_monitor_enabled:
         out.append(pod_monitor(t))
     if t.spec.pool.autoscaler == "keda" and keda_prometheus_url:

@@ -20,6 +20,8 @@ SCALING_LIMITED = "ScalingLimited"
 # object the tenant does not own.
 APPLY_FAILED = "ApplyFailed"
 NAME_CONFLICT = "NameConflict"
+# The plan could not be made (plan.py raised): the pool is only resized, on its last template.
+PLAN_FAILED = "PlanFailed"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +34,8 @@ class Observation:
     name: str
     desired_replicas: int
     config_hash: str
+    # (reason, message): the tenant asks for what the platform does not allow (tenancy.py).
+    platform_problem: tuple[str, str] | None = None
     # (Secret name, spec field) for each referenced Secret that does not exist.
     missing_secrets: Sequence[tuple[str, str]] = ()
     # Other tenants registering the same agent name on the same LiveKit server, as a sentence; None: none.
@@ -117,7 +121,9 @@ def compute(obs: Observation, previous: Mapping[str, Any] | None, now: str) -> d
 
     # Degraded: something needs a human (or will fix itself once it appears, like a Secret).
     degraded: tuple[str, str] | None = None
-    if obs.missing_secrets:
+    if obs.platform_problem:
+        degraded = obs.platform_problem
+    elif obs.missing_secrets:
         names = ", ".join(f'"{s}" ({field})' for s, field in obs.missing_secrets)
         degraded = ("SecretNotFound", f"Secret {names} not found in this namespace")
     elif obs.agent_name_conflict:

@@ -28,6 +28,8 @@ from storyteller_devkit.real_platform import (
     condition,
     get_sd,
     is_ready,
+    secret_metadata_grant,
+    tenant_secret,
     tenant_yaml,
     wait_established,
     wait_for,
@@ -102,8 +104,7 @@ def operator(
         # Keep the log next to the test's tmp dir; print its tail when the test failed (pytest shows it).
         print(f"operator log: {op.log_path}\n" + op.log_path.read_text()[-4000:])
     # Every test also proves a SIGTERM ends the operator by itself (a pod that does not would hold its
-    # node until the grace period's SIGKILL). Any exit status of its own counts: one that lost its Lease
-    # on a starved machine has exited before the SIGTERM, as it should.
+    # node until the grace period's SIGKILL). Any exit status of its own counts.
     assert status is not None and status >= 0, f"the operator had to be killed (exit status {status})"
 
 
@@ -113,26 +114,12 @@ def operator(
 def secrets_yaml(
     ns: str, *, livekit: str = "livekit-credentials", providers: tuple[str, ...] = ("acme-openai",)
 ) -> str:
-    docs = [
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": livekit, "namespace": ns},
-            "stringData": {
-                "LIVEKIT_API_KEY": "devkey",
-                "LIVEKIT_API_SECRET": "s3cr3t-" + secrets.token_hex(8),
-            },
-        }
-    ]
-    docs += [
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": p, "namespace": ns},
-            "stringData": {"OPENAI_API_KEY": "sk-test-" + secrets.token_hex(8)},
-        }
-        for p in providers
-    ]
+    """The tenant's Secrets as the chart README has a namespace's owner give them: labelled for the
+    namespace's tenants, and their metadata readable by the chart's operator."""
+    key = {"LIVEKIT_API_KEY": "devkey", "LIVEKIT_API_SECRET": "s3cr3t-" + secrets.token_hex(8)}
+    docs = [tenant_secret(ns, livekit, key)]
+    docs += [tenant_secret(ns, p, {"OPENAI_API_KEY": "sk-test-" + secrets.token_hex(8)}) for p in providers]
+    docs.append(secret_metadata_grant(ns, RELEASE, RELEASE_NS))
     return yaml.safe_dump_all(docs)
 
 
@@ -209,12 +196,9 @@ def quiescent(cluster: Cluster, ns: str, name: str = "acme") -> bool:
 
 
 def grant_secret_metadata(cluster: Cluster, ns: str) -> None:
-    """What the chart README tells a namespace's owner to run so the operator may read Secret metadata there
-    (the chart's default ClusterRole has no right on Secrets)."""
-    cluster.kubectl(
-        "-n", ns, "create", "rolebinding", "storyteller-secrets",
-        f"--clusterrole={RELEASE}-secrets", f"--serviceaccount={RELEASE_NS}:{SA}",
-    )  # fmt: skip
+    """What the chart README tells a namespace's owner to apply so the operator may read Secret metadata
+    there (the chart's default ClusterRole has no right on Secrets); secrets_yaml applies it too."""
+    cluster.apply(yaml.safe_dump(secret_metadata_grant(ns, RELEASE, RELEASE_NS)))
 
 
 def deploy_ready_tenant(cluster: Cluster, ns: str, name: str = "acme", **spec: Any) -> dict[str, Any]:

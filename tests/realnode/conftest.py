@@ -42,5 +42,5 @@ def platform(cluster: Cluster, real_node: RealNode, node_prometheus: Prometheus)
 @pytest.fixture
 def tenant_ns(cluster: Cluster, namespace: str, node_livekit_server: LiveKitServer) -> str:
     restrict(cluster, namespace)
-    cluster.apply(provider_secrets(namespace, node_livekit_server))
+    cluster.apply(provider_secrets(namespace, node_livekit_server, RELEASE, RELEASE_NS))
     return namespace

@@ -11,19 +11,41 @@ import pytest
 
 from storyteller_devkit.cluster import Cluster
 from storyteller_devkit.real_node import RealNode
+from tests.realnode.real_platform import RELEASE, RELEASE_NS
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
 def demo_removed(cluster: Cluster) -> Iterator[None]:
-    yield
-    # The demo leaves the release and the example tenant for the user to look at; the suite removes them
-    # so that no second operator pod runs beside the other real-node tests' one.
-    cluster.helm("uninstall", "storyteller", "--namespace", "storyteller-system", "--wait", check=False)
-    cluster.kubectl(
-        "delete", "namespace", "storyteller-example", "--wait=false", "--ignore-not-found", check=False
-    )
+    # The other real-node tests' operator (a release of its own, watching every namespace) is stopped
+    # while the demo's runs: two operators would both reconcile the example tenant, each with its own
+    # rights and rules (it may not read the example's Secrets), and write their own status over the other's.
+    found = cluster.kubectl(
+        "-n", RELEASE_NS, "get", "deployment", RELEASE, "-o", "jsonpath={.spec.replicas}",
+        "--ignore-not-found", check=False,
+    ).stdout.strip()  # fmt: skip
+    if found:
+        cluster.kubectl("-n", RELEASE_NS, "scale", "deployment", RELEASE, "--replicas=0")
+        cluster.kubectl(
+            "-n", RELEASE_NS, "wait", "--for=delete", "pod", "-l", f"app.kubernetes.io/instance={RELEASE}",
+            "--timeout=120s", check=False, timeout=150,
+        )  # fmt: skip
+    try:
+        yield
+    finally:
+        # The demo leaves the release and the example tenant for the user to look at; the suite removes
+        # them so that no second operator pod runs beside the other real-node tests' one.
+        cluster.helm("uninstall", "storyteller", "--namespace", "storyteller-system", "--wait", check=False)
+        cluster.kubectl(
+            "delete", "namespace", "storyteller-example", "--wait=false", "--ignore-not-found", check=False
+        )
+        if found:
+            cluster.kubectl("-n", RELEASE_NS, "scale", "deployment", RELEASE, f"--replicas={found}")
+            cluster.kubectl(
+                "-n", RELEASE_NS, "rollout", "status", "deployment", RELEASE, "--timeout=180s",
+                check=False, timeout=210,
+            )  # fmt: skip
 
 
 def test_platform_demo_runs_a_call_against_the_example_tenant_on_real_pods(

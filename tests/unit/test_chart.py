@@ -282,6 +282,8 @@ def _assert_least_privilege(granted: dict[tuple[str, str], set[str]]) -> None:
         for (group, res), verbs in granted.items()
     )
     assert granted[("keda.sh", "scaledobjects")] == {"get", "create", "patch", "delete"}
+    # A pool whose pods may not roll is resized through the scale subresource, and nothing else is.
+    assert granted[("apps", "deployments/scale")] == {"patch"}
     # Every kind the operator writes is granted.
     from storyteller_operator.kube import KINDS
 
@@ -396,6 +398,22 @@ def test_prometheus_url_and_sessions_source_reach_the_operator() -> None:
     env = _env(dep["spec"]["template"]["spec"]["containers"][0])
     assert env["STORYTELLER_OPERATOR_PROMETHEUS_URL"] == "http://prometheus-operated.monitoring:9090"
     assert env["STORYTELLER_OPERATOR_SESSIONS_SOURCE"] == "prometheus"
+
+
+def test_the_tenant_rules_reach_the_operator_as_it_reads_them() -> None:
+    """The chart's `tenants` value is the operator's TenancyRules: the defaults are the operator's own, and
+    every key the chart takes is one the operator reads (it refuses unknown ones)."""
+    from storyteller_operator.tenancy import TenancyRules
+
+    def rules(*args: str) -> TenancyRules:
+        (dep,) = [d for d in helm_template(*args) if d["kind"] == "Deployment"]
+        env = _env(dep["spec"]["template"]["spec"]["containers"][0])
+        return TenancyRules.from_json(env["STORYTELLER_OPERATOR_TENANT_RULES"])
+
+    assert rules() == TenancyRules()
+    full = rules("-f", str(CHART / "ci" / "full-values.yaml"))
+    assert full.max_pods == 20 and full.allowed_toleration_keys == ("nvidia.com/gpu",)
+    assert full.max_resources_per_pod["nvidia.com/gpu"] == "1"
 
 
 def test_prometheus_sessions_without_a_url_is_refused_by_name() -> None:

@@ -16,7 +16,7 @@ from kubernetes.client import ApiClient
 from storyteller_api import contract
 from storyteller_operator import render
 from storyteller_operator.cached import Caches
-from storyteller_operator.informer import Store, parse_selector, slim
+from storyteller_operator.informer import TOMBSTONE_S, Store, parse_selector, slim
 from storyteller_operator.kube import request_labels
 from storyteller_operator.reconcile import Reconciler
 from tests.unit.test_operator_reconcile import Events, FakeKube, secret
@@ -49,6 +49,19 @@ def test_a_deleted_object_is_not_brought_back_by_an_older_answer() -> None:
     assert not store.upsert(obj("a", 6))  # a write's answer read after the deletion
     assert store.get("team-a", "a") is None
     assert store.upsert(obj("a", 8))  # created again
+
+
+def test_tombstones_are_forgotten_once_no_answer_can_bring_them_back() -> None:
+    now = [0.0]
+    store = Store(clock=lambda: now[0])
+    for i in range(50):  # pods that come and go
+        store.upsert(obj(f"pod-{i}", 10 + i))
+        store.delete(obj(f"pod-{i}", 100 + i))
+    assert store.tombstones() == 50
+    now[0] += TOMBSTONE_S
+    store.delete(obj("last", 500))
+    assert store.tombstones() == 1  # the older 50 expired, not the one just made
+    assert not store.upsert(obj("last", 499))
 
 
 def test_select_uses_the_index_and_checks_every_label() -> None:
@@ -252,6 +265,19 @@ def test_secrets_that_may_not_be_listed_are_read_by_name_and_a_refusal_is_rememb
     assert started == ["team-a"]
 
 
+def test_a_namespaces_own_informers_stop_with_its_last_tenant(kube: CountingKube) -> None:
+    rec, caches = reconciled_and_ready(kube)
+    caches.informers[("v1", "Secret", "")].forbidden = True
+    started: list[str] = []
+    caches._informer = lambda v, k, ns: _refused(started, ns)  # type: ignore[method-assign]
+    rec.trigger("team-a", "acme", force_apply=True)
+    assert caches.on_demand() == [("v1", "Secret", "team-a")]
+    del kube.objects[(contract.KIND, "team-a", "acme")]
+    deliver(kube, caches)
+    rec.trigger("team-a", "acme", force_apply=True)  # finds it gone
+    assert caches.on_demand() == []
+
+
 class _Refused:
     forbidden = True
     namespace = "team-a"
@@ -259,6 +285,9 @@ class _Refused:
 
     def start(self) -> _Refused:
         return self
+
+    def stop(self) -> None:
+        pass
 
 
 def _refused(started: list[str], namespace: str) -> Any:

@@ -11,9 +11,10 @@ import pytest
 from kubernetes.client import ApiException
 
 from storyteller_api import contract
-from storyteller_operator import render
+from storyteller_operator import plan as planner
+from storyteller_operator import render, tenancy
 from storyteller_operator import status as st
-from storyteller_operator.reconcile import ReconcileError, Reconciler
+from storyteller_operator.reconcile import Reconciler
 from tests.unit.test_operator_render import tenant
 
 
@@ -109,6 +110,13 @@ class FakeKube:
         self.version += 1
         obj["metadata"]["resourceVersion"] = str(self.version)
 
+    def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
+        self.writes.append(f"scale Deployment/{name}={replicas}")
+        obj = self.objects[self._key("Deployment", namespace, name)]
+        obj["spec"]["replicas"] = replicas
+        self.version += 1
+        obj["metadata"]["resourceVersion"] = str(self.version)
+
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
         self.writes.append(f"delete {kind}/{name}")
         self.objects.pop(self._key(kind, namespace, name), None)
@@ -134,8 +142,14 @@ class Events:
         self.posted.append((type, reason, message))
 
 
-def secret(name: str, namespace: str = "team-a") -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": namespace}}
+def secret(name: str, namespace: str = "team-a", *, allowed: str | None = "true") -> dict[str, Any]:
+    """A Secret; `allowed`: its tenancy.SECRET_LABEL (which tenants may name it), None for none."""
+    labels = {tenancy.SECRET_LABEL: allowed} if allowed is not None else {}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+    }
 
 
 @pytest.fixture
@@ -300,12 +314,80 @@ def test_suspend_scales_to_zero(rec: Reconciler, kube: FakeKube, events: Events)
     assert "Suspended" in [r for _, r, _ in events.posted]
 
 
-def test_apply_error_degrades_and_raises(rec: Reconciler, kube: FakeKube, events: Events) -> None:
+def test_apply_error_degrades_and_the_tenant_is_not_backed_off(
+    rec: Reconciler, kube: FakeKube, events: Events
+) -> None:
     kube.fail_kind = "Deployment"
-    with pytest.raises(ReconcileError, match="Deployment acme-worker"):
-        rec.reconcile("team-a", "acme")
+    outcome = rec.reconcile("team-a", "acme")
+    assert outcome is not None and outcome.phase == "Degraded"
     deg = st.condition(stored_status(kube), "Degraded")
-    assert deg is not None and deg["reason"] == "ApplyFailed"
+    assert deg is not None and deg["reason"] == "ApplyFailed" and "Deployment acme-worker" in deg["message"]
+    # The children that do not depend on it are applied all the same.
+    assert {"PodDisruptionBudget/acme-worker", "NetworkPolicy/acme-worker"} <= set(kube.writes)
+    # Its reconciles go on (sizing with them): the next recheck visits it, the failed child waits its turn.
+    rec.trigger("team-a", "acme", force_apply=True)
+    assert rec.due(resync_seconds=3600) == [(("team-a", "acme"), False)]
+
+
+def test_a_failed_child_is_retried_after_its_backoff_or_at_once_when_it_changes(
+    rec: Reconciler, kube: FakeKube
+) -> None:
+    clock = [100.0]
+    rec.applier.clock = lambda: clock[0]
+    kube.fail_kind = "PodDisruptionBudget"
+    rec.reconcile("team-a", "acme")
+    kube.writes.clear()
+    rec.reconcile("team-a", "acme")
+    assert not [w for w in kube.writes if w.startswith("PodDisruptionBudget")]  # backing off
+    deg = st.condition(stored_status(kube), "Degraded")
+    assert deg is not None and "PodDisruptionBudget acme-worker" in deg["message"]  # still reported
+    kube.fail_kind = None
+    clock[0] += rec.applier.backoff.cap
+    rec.reconcile("team-a", "acme")
+    assert "PodDisruptionBudget/acme-worker" in kube.writes
+    assert (st.condition(stored_status(kube), "Degraded") or {}).get("status") == "False"
+
+
+def test_pods_are_not_rolled_while_their_config_cannot_be_applied_but_the_pool_is_resized(
+    rec: Reconciler, kube: FakeKube
+) -> None:
+    rec.reconcile("team-a", "acme")
+    kube.roll_out("team-a", "acme")
+    dep = kube.objects[("Deployment", "team-a", "acme-worker")]
+    template = copy.deepcopy(dep["spec"]["template"])
+    t = kube.objects[(contract.KIND, "team-a", "acme")]
+    t["spec"]["persona"] = "Your name is Whale."  # a new config: a new ConfigMap
+    t["spec"]["pool"]["minReplicas"] = 3
+    t["metadata"]["resourceVersion"] = "999"
+    t["metadata"]["generation"] = 2
+    kube.fail_kind = "ConfigMap"
+    outcome = rec.reconcile("team-a", "acme")
+    assert outcome is not None and outcome.phase == "Degraded"
+    dep = kube.objects[("Deployment", "team-a", "acme-worker")]
+    assert dep["spec"]["replicas"] == 3  # sized through the scale subresource
+    assert dep["spec"]["template"] == template  # and not rolled onto a config that is not there
+    assert "scale Deployment/acme-worker=3" in kube.writes
+
+
+def test_a_planning_error_degrades_and_the_pool_is_still_sized(
+    rec: Reconciler, kube: FakeKube, events: Events, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rec.reconcile("team-a", "acme")
+    kube.roll_out("team-a", "acme")
+    t = kube.objects[(contract.KIND, "team-a", "acme")]
+    t["spec"]["pool"]["minReplicas"] = 4
+    t["metadata"]["resourceVersion"] = "999"
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise KeyError("revision 7")
+
+    monkeypatch.setattr(planner, "plan", broken)
+    outcome = rec.reconcile("team-a", "acme")
+    assert outcome is not None and outcome.phase == "Degraded"
+    deg = st.condition(stored_status(kube), "Degraded")
+    assert deg is not None and deg["reason"] == "PlanFailed" and "revision 7" in deg["message"]
+    assert kube.objects[("Deployment", "team-a", "acme-worker")]["spec"]["replicas"] == 4
+    assert ("Warning", "PlanFailed") in [(t, r) for t, r, _ in events.posted]
 
 
 def test_gone_tenant_is_forgotten(rec: Reconciler, kube: FakeKube) -> None:
@@ -506,9 +588,17 @@ def test_a_rotated_secret_rolls_the_pool(rec: Reconciler, kube: FakeKube, events
 
 
 def test_a_missing_secret_is_reported_from_the_pods_where_secrets_may_not_be_read(
-    rec: Reconciler, kube: FakeKube
+    kube: FakeKube, events: Events
 ) -> None:
-    """Without the right to read Secrets in a namespace, the kubelet's refusal to start a worker names it."""
+    """Without the right to read Secrets in a namespace (and tenants trusted with every Secret there), the
+    kubelet's refusal to start a worker names a missing one."""
+    rec = Reconciler(
+        kube,
+        events,
+        clock=lambda: "2026-01-01T00:00:00Z",
+        detect_pod_monitor=False,
+        rules=tenancy.TenancyRules(secrets="any"),
+    )
     kube.forbidden.add("Secret")
     del kube.objects[("Secret", "team-a", "acme-openai")]
     rec.reconcile("team-a", "acme")
@@ -558,3 +648,91 @@ def test_a_stored_spec_the_models_refuse_is_reported_and_the_pool_left_alone(
     kube.writes.clear()
     rec.reconcile("team-a", "acme")
     assert kube.writes == []  # reported once
+
+
+# ------------------------------------------------------------------------------- what tenants may use
+
+
+def test_a_secret_without_the_opt_in_label_holds_the_pods_and_names_it(
+    rec: Reconciler, kube: FakeKube, events: Events
+) -> None:
+    kube.objects[("Secret", "team-a", "acme-openai")]["metadata"]["labels"] = {}
+    outcome = rec.reconcile("team-a", "acme")
+    assert outcome is not None and outcome.phase == "Degraded"
+    deg = st.condition(stored_status(kube), "Degraded")
+    assert deg is not None and deg["reason"] == "SecretNotAllowed"
+    assert '"acme-openai" (spec.providerSecrets[0])' in deg["message"]
+    assert tenancy.SECRET_LABEL in deg["message"]
+    assert ("Deployment", "team-a", "acme-worker") not in kube.objects  # no pod ever reads it
+    assert ("ConfigMap" in [k[0] for k in kube.objects]) and (
+        "ServiceAccount",
+        "team-a",
+        "acme-worker",
+    ) in kube.objects
+    # Labelled for this tenant by name: allowed, and the pods roll.
+    kube.objects[("Secret", "team-a", "acme-openai")]["metadata"]["labels"] = {tenancy.SECRET_LABEL: "acme"}
+    rec.reconcile("team-a", "acme")
+    assert ("Deployment", "team-a", "acme-worker") in kube.objects
+    assert (st.condition(stored_status(kube), "Degraded") or {}).get("status") == "False"
+
+
+def test_a_secret_labelled_for_another_tenant_is_refused(rec: Reconciler, kube: FakeKube) -> None:
+    kube.objects[("Secret", "team-a", "lk-creds")]["metadata"]["labels"] = {tenancy.SECRET_LABEL: "billing"}
+    rec.reconcile("team-a", "acme")
+    deg = st.condition(stored_status(kube), "Degraded")
+    assert deg is not None and deg["reason"] == "SecretNotAllowed"
+    assert '"lk-creds" (spec.livekit.credentialsSecret)' in deg["message"]
+
+
+def test_an_unreadable_secret_is_refused_under_the_default_rules(rec: Reconciler, kube: FakeKube) -> None:
+    kube.forbidden.add("Secret")
+    rec.reconcile("team-a", "acme")
+    deg = st.condition(stored_status(kube), "Degraded")
+    assert (
+        deg is not None and deg["reason"] == "SecretNotAllowed" and "rbac.secretNamespaces" in deg["message"]
+    )
+    assert ("Deployment", "team-a", "acme-worker") not in kube.objects
+
+
+def test_a_label_removed_later_stops_rolling_but_keeps_sizing(rec: Reconciler, kube: FakeKube) -> None:
+    rec.reconcile("team-a", "acme")
+    kube.roll_out("team-a", "acme")
+    template = copy.deepcopy(kube.objects[("Deployment", "team-a", "acme-worker")]["spec"]["template"])
+    kube.objects[("Secret", "team-a", "acme-openai")]["metadata"]["labels"] = {}
+    t = kube.objects[(contract.KIND, "team-a", "acme")]
+    t["spec"]["persona"] = "Your name is Whale."
+    t["spec"]["pool"]["minReplicas"] = 2
+    t["metadata"]["resourceVersion"] = "999"
+    rec.reconcile("team-a", "acme")
+    dep = kube.objects[("Deployment", "team-a", "acme-worker")]
+    assert dep["spec"]["replicas"] == 2 and dep["spec"]["template"] == template
+    assert (st.condition(stored_status(kube), "Degraded") or {}).get("reason") == "SecretNotAllowed"
+
+
+def test_pods_over_a_platform_limit_are_not_rolled_and_the_limit_is_named(
+    rec: Reconciler, kube: FakeKube
+) -> None:
+    t = kube.objects[(contract.KIND, "team-a", "acme")]
+    t["spec"]["worker"]["resources"] = {"limits": {"nvidia.com/gpu": "1"}}
+    rec.reconcile("team-a", "acme")
+    deg = st.condition(stored_status(kube), "Degraded")
+    assert deg is not None and deg["reason"] == "PlatformLimit"
+    assert "spec.worker.resources.limits.nvidia.com/gpu" in deg["message"]
+    assert "tenants.allowedResources" in deg["message"]
+    assert ("Deployment", "team-a", "acme-worker") not in kube.objects
+
+
+def test_a_pool_above_the_platform_maximum_is_held_there(kube: FakeKube, events: Events) -> None:
+    rec = Reconciler(
+        kube,
+        events,
+        clock=lambda: "2026-01-01T00:00:00Z",
+        detect_pod_monitor=False,
+        rules=tenancy.TenancyRules(max_pods=3),
+    )
+    t = kube.objects[(contract.KIND, "team-a", "acme")]
+    t["spec"]["pool"].update(minReplicas=5, maxReplicas=20)
+    rec.reconcile("team-a", "acme")
+    assert kube.objects[("Deployment", "team-a", "acme-worker")]["spec"]["replicas"] == 3
+    deg = st.condition(stored_status(kube), "Degraded")
+    assert deg is not None and deg["reason"] == "PlatformLimit" and "tenants.maxPods" in deg["message"]

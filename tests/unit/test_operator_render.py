@@ -149,9 +149,9 @@ def test_children_names_and_owner_references() -> None:
         ("ServiceAccount", "acme-worker"),
         ("ConfigMap", f"acme-config-{revision}"),
         ("Service", "acme-metrics"),
+        ("NetworkPolicy", "acme-worker"),
         ("Deployment", "acme-worker"),
         ("PodDisruptionBudget", "acme-worker"),
-        ("NetworkPolicy", "acme-worker"),
     ]
     for k in kids:
         assert k["metadata"]["namespace"] == "team-a"

@@ -139,6 +139,10 @@ ScaledObject of a tenant that leaves pool.autoscaler keda.
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# A pool whose pods must not roll (a child they need was refused, a Secret not allowed) is still resized.
+- apiGroups: ["apps"]
+  resources: ["deployments/scale"]
+  verbs: ["patch"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "list", "watch", "create", "patch"]
