@@ -9,9 +9,11 @@ pods reach it); ``url_on(ip)`` is its URL there.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +50,18 @@ class LiveKitServer:
     def url_on(self, host: str) -> str:
         """The signalling URL on another address it binds (see ``also_bind``)."""
         return f"ws://{host}:{self.port}"
+
+    async def wait_room_gone(self, room: str, deadline_s: float = 10.0) -> None:
+        """Until the server no longer lists `room` (AssertionError past the deadline). A deletion disconnects
+        everyone at once and the server forgets the room a moment later: a caller that saw its hang-up may
+        still find it listed."""
+        from livekit import api  # the server's tests need it; the rest of the devkit does not
+
+        deadline = time.monotonic() + deadline_s
+        async with api.LiveKitAPI(self.http_url, self.api_key, self.api_secret) as lk:
+            while (await lk.room.list_rooms(api.ListRoomsRequest(names=[room]))).rooms:
+                assert time.monotonic() < deadline, f"room {room} still listed {deadline_s:g} s on"
+                await asyncio.sleep(0.1)  # polling the condition, with a deadline
 
 
 @contextlib.contextmanager

@@ -23,6 +23,9 @@ from storyteller_operator.informer import Informer, parse_selector, slim
 from storyteller_operator.kube import KINDS, KubeClient
 
 FORBIDDEN_RETRY_S = 60.0  # a namespace where listing was refused is asked again after this (a grant may come)
+# A refused read by name is asked again after this: a tenant whose Secrets may not be read is refused
+# (SecretNotAllowed) until one is, and a RoleBinding applied with the tenant must count within seconds.
+REFUSED_RETRY_S = 10.0
 MANAGED = f"{contract.LABEL_MANAGED_BY}={contract.MANAGER}"
 
 # (apiVersion, kind) → (label selector, label indexed for lists, metadata only).
@@ -185,7 +188,7 @@ class CachedKube:
             where = (api_version, kind, namespace)
             with self._guard:
                 refused = self._refused.get(where)
-            if refused is not None and self.caches.clock() - refused < FORBIDDEN_RETRY_S:
+            if refused is not None and self.caches.clock() - refused < REFUSED_RETRY_S:
                 # Refused a moment ago: so it would be again, and each refusal is a request.
                 raise ApiException(status=403, reason=f"{kind} in {namespace}: forbidden (remembered)")
             try:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
 from collections.abc import Callable
 
@@ -156,11 +155,7 @@ async def test_dispatched_agent_greets_hands_off_tells_the_story_and_hangs_up(
         recorder = model_server.recorder
         assert recorder.transcribed == [CALLER_SCRIPT[0] + "."]
         assert recorder.realtime.heard == [OPEN_THE_DOOR + ".", CALLER_SCRIPT[1] + "."]
-        # The deletion disconnects everyone at once; the server forgets the room a moment later.
-        deadline = time.monotonic() + 10
-        while (await lk.room.list_rooms(api.ListRoomsRequest(names=[room]))).rooms:
-            assert time.monotonic() < deadline, "story_finished did not delete the room"
-            await asyncio.sleep(0.1)
+        await livekit_server.wait_room_gone(room)  # story_finished deleted it
 
     requests = recorder.chat_requests
     # The primary failed and the fallback answered; the story never asked a chat model.

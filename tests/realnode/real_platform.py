@@ -105,9 +105,7 @@ class Call:
         caller = self._caller()
         await caller.say_until_hang_up(CALLER_SCRIPT[1], deadline_s=90)
         assert "Goodbye, Ada" in caller.transcript_text()
-        async with api.LiveKitAPI(self.livekit.http_url, self.livekit.api_key, self.livekit.api_secret) as lk:
-            listed = await lk.room.list_rooms(api.ListRoomsRequest(names=[self.room]))
-        assert not listed.rooms, "story_finished did not delete the room"
+        await self.livekit.wait_room_gone(self.room)  # story_finished deleted it
 
     async def leave(self) -> None:
         if self.caller is not None:

@@ -15,10 +15,11 @@ from kubernetes.client import ApiClient
 
 from storyteller_api import contract
 from storyteller_operator import render
-from storyteller_operator.cached import Caches
+from storyteller_operator.cached import REFUSED_RETRY_S, Caches
 from storyteller_operator.informer import TOMBSTONE_S, Store, parse_selector, slim
 from storyteller_operator.kube import request_labels
 from storyteller_operator.reconcile import Reconciler
+from storyteller_operator.status import condition
 from tests.unit.test_operator_reconcile import Events, FakeKube, secret
 from tests.unit.test_operator_render import tenant
 
@@ -263,6 +264,29 @@ def test_secrets_that_may_not_be_listed_are_read_by_name_and_a_refusal_is_rememb
     rec.reconcile("team-a", "acme")
     assert kube.reads == ["metadata Secret/lk-creds"]
     assert started == ["team-a"]
+
+
+def test_a_refused_secret_read_is_asked_again_soon_after(kube: CountingKube) -> None:
+    """Tenants' Secrets may not be read: SecretNotAllowed. A grant (a RoleBinding applied with the tenant)
+    counts at the first reconcile REFUSED_RETRY_S later, not a minute later."""
+    rec, caches = reconciled_and_ready(kube)
+    now = [1000.0]
+    caches.clock = lambda: now[0]
+    caches.informers[("v1", "Secret", "")].forbidden = True
+    caches._informer = lambda v, k, ns: _refused([], ns)  # type: ignore[method-assign]
+    kube.forbidden = {"Secret"}
+    rec.reconcile("team-a", "acme")
+    status = kube.objects[(contract.KIND, "team-a", "acme")]["status"]
+    assert (condition(status, "Degraded") or {}).get("reason") == "SecretNotAllowed"
+    kube.forbidden = set()  # granted
+    rec.reconcile("team-a", "acme")  # the refusal is remembered for a moment
+    assert (condition(kube.objects[(contract.KIND, "team-a", "acme")]["status"], "Degraded") or {}).get(
+        "reason"
+    ) == "SecretNotAllowed"
+    now[0] += REFUSED_RETRY_S
+    rec.reconcile("team-a", "acme")
+    status = kube.objects[(contract.KIND, "team-a", "acme")]["status"]
+    assert (condition(status, "Degraded") or {}).get("status") == "False"
 
 
 def test_a_namespaces_own_informers_stop_with_its_last_tenant(kube: CountingKube) -> None:
