@@ -305,12 +305,12 @@ class Applier:
         return failed
 
     def apply_children(
-        self, plan: Plan, *, force: bool, current: Mapping[str, Any] | None, hold_pods: str | None = None
+        self, plan: Plan, *, force: bool, current: Mapping[str, Any] | None, hold_pods: bool = False
     ) -> Applied:
         """Apply the plan's children in order, each on its own: one that fails does not stop the others.
 
         The pods need their ServiceAccount, config and NetworkPolicy: while one of those failed (or
-        `hold_pods` says why the pods must not roll), the Deployments are not applied, only resized through
+        `hold_pods`: the pods must not roll), the Deployments are not applied, only resized through
         their scale subresource, so the pool keeps following load on its last template. A child that failed
         is tried again after a backoff of its own (at once when its manifest changes); the tenant's
         reconciles, and its sizing, go on meanwhile.

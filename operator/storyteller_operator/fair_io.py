@@ -31,7 +31,7 @@ LIMIT = 64  # calls in flight in all: beyond it, keys get no answer this time
 @dataclasses.dataclass
 class _Slot(Generic[T]):
     future: concurrent.futures.Future[T] | None = None
-    slow: bool = False  # the last call outlived its budget
+    slow: bool = False  # the last call took longer than the budget (wait_s)
 
 
 class FairCalls(Generic[T]):
@@ -56,19 +56,15 @@ class FairCalls(Generic[T]):
         The answer of a call that outlived an earlier budget is at hand at once; a new call is started then
         too, for the key's next request, so a key that is always late still gets an answer every time, one
         request old. `fn` must bound its own time (its deadline frees the pool's thread)."""
-        started: concurrent.futures.Future[T] | None = None
         with self._guard:
             slot = self._slots.setdefault(key, _Slot())
             late = slot.future if slot.future is not None and slot.future.done() else None
             if late is not None:
                 slot.future = None
             if slot.future is None and self._in_flight < self.limit:
-                started = slot.future = self._pool.submit(self._timed, slot, fn)
+                slot.future = self._pool.submit(self._timed, slot, fn)
                 self._in_flight += 1
             future, wait = slot.future, self.slow_wait_s if slot.slow else self.wait_s
-        if started is not None:
-            # Outside the lock: a call already done runs the callback here, and it takes the lock.
-            started.add_done_callback(self._finished)
         if late is not None:
             return self._answer(key, late)
         if future is None:
@@ -87,7 +83,8 @@ class FairCalls(Generic[T]):
         return self._answer(key, future)
 
     def _timed(self, slot: _Slot[T], fn: Callable[[], T]) -> T:
-        """`fn`, and whether it took longer than the budget: the key's next requests wait accordingly."""
+        """`fn`, and whether it took longer than the budget: the key's next requests wait accordingly. It
+        is in flight until it returns."""
         started = self.clock()
         try:
             return fn()
@@ -95,6 +92,7 @@ class FairCalls(Generic[T]):
             took = self.clock() - started
             with self._guard:
                 slot.slow = took > self.wait_s
+                self._in_flight -= 1
 
     @staticmethod
     def _answer(key: Hashable, future: concurrent.futures.Future[T]) -> tuple[bool, T | None]:
@@ -103,10 +101,6 @@ class FairCalls(Generic[T]):
         except Exception as err:  # fn raised: no answer this time, asked again next time
             log.warning("call failed", extra={"key": str(key), "error": f"{type(err).__name__}: {err}"[:300]})
             return False, None
-
-    def _finished(self, _future: concurrent.futures.Future[T]) -> None:
-        with self._guard:
-            self._in_flight -= 1
 
     def forget(self, key: Hashable) -> None:
         with self._guard:
@@ -119,11 +113,7 @@ class FairCalls(Generic[T]):
             return slot is not None and slot.future is not None and slot.future.done()
 
     def slow(self, key: Hashable) -> bool:
-        """Whether `key`'s last call outlived its budget (its requests now wait slow_wait_s)."""
+        """Whether `key`'s last call took longer than wait_s (its requests now wait slow_wait_s)."""
         with self._guard:
             slot = self._slots.get(key)
             return slot is not None and slot.slow
-
-    def in_flight(self) -> int:
-        with self._guard:
-            return self._in_flight

@@ -266,14 +266,12 @@ def size_only(
     keeps following load on its last template. A tenant held for its agent name stays at zero."""
     tenant = snap.tenant.held() if snap.agent_name_held else snap.tenant
     sizing, _, memory = _size(snap, tenant.spec, memory, now)
-    return _capped(sizing, rules, tenant.spec)[0], memory
+    return _capped(sizing, rules)[0], memory
 
 
-def _capped(
-    sizing: Sizing, rules: tenancy.TenancyRules, spec: TenantSpec
-) -> tuple[Sizing, tuple[str, str] | None]:
+def _capped(sizing: Sizing, rules: tenancy.TenancyRules) -> tuple[Sizing, tuple[str, str] | None]:
     """The sizing held at the platform's most pods per tenant, and the problem when it is."""
-    desired, problem = tenancy.pods_cap(rules, spec, sizing.desired)
+    desired, problem = tenancy.pods_cap(rules, sizing.desired)
     return dataclasses.replace(sizing, desired=desired), problem
 
 
@@ -320,7 +318,7 @@ def plan(
     if snap.agent_name_held:
         tenant = tenant.held()  # planned as if suspended: no worker registers under the taken name
     sizing, prices, memory = _size(snap, tenant.spec, memory, now)
-    sizing, capped = _capped(sizing, rules, tenant.spec)
+    sizing, capped = _capped(sizing, rules)
     refused = pods_refused(snap, rules)
     keda = keda_problem(snap, prometheus_url, sizing.desired)
     keda_url = None if keda else prometheus_url

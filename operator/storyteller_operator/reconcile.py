@@ -223,7 +223,13 @@ class Reconciler:
                 self._parsed[uid] = parsed
         return parsed
 
-    def _plan_failed(self, snap: Snapshot, memory: planner.Memory, err: Exception) -> Outcome:
+    def _namespace_ending(self, tenant: Tenant) -> None:
+        """The tenant's namespace is being deleted: no more requests for it (each would be refused)."""
+        log.info("namespace terminating", extra={"tenant": tenant.name, "namespace": tenant.namespace})
+        with self._guard:
+            self._terminating.add(tenant.uid)
+
+    def _plan_failed(self, snap: Snapshot, memory: planner.Memory, err: Exception) -> Outcome | None:
         """The plan could not be made: resize the pool on its last template, and say so (Degraded,
         PlanFailed) until a later spec or state lets the planner through."""
         tenant = snap.tenant
@@ -235,7 +241,8 @@ class Reconciler:
         try:
             resized = self.applier.resize(tenant, worker, sizing.desired, snap.deployment)
         except NamespaceTerminating:
-            return Outcome(changed=[], status_written=False, phase="Degraded")
+            self._namespace_ending(tenant)
+            return None
         except ApiException as refused:  # in the log; the status says why the plan failed
             log.warning(
                 "cannot resize", extra={"tenant": name, "namespace": namespace, "error": error_text(refused)}
@@ -329,12 +336,10 @@ class Reconciler:
                 plan,
                 force=force_apply,
                 current=snap.deployment,
-                hold_pods=plan.hold_pods[1] if plan.hold_pods else None,
+                hold_pods=plan.hold_pods is not None,
             )
         except NamespaceTerminating:
-            log.info("namespace terminating", extra={"tenant": name, "namespace": namespace})
-            with self._guard:
-                self._terminating.add(tenant.uid)
+            self._namespace_ending(tenant)
             return None
         if applied.error is None:
             hashes = {plan.spec_config_hash, *(str(e.get(revisions.CONFIG_HASH)) for e in plan.revisions)}

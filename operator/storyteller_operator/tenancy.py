@@ -161,7 +161,7 @@ def _pod_problems(rules: TenancyRules, spec: TenantSpec) -> list[str]:
     return out
 
 
-def pods_cap(rules: TenancyRules, spec: TenantSpec, desired: int) -> tuple[int, tuple[str, str] | None]:
+def pods_cap(rules: TenancyRules, desired: int) -> tuple[int, tuple[str, str] | None]:
     """`desired` held at the platform's most pods per tenant, and (PlatformLimit, message) when held."""
     if desired <= rules.max_pods:
         return desired, None

@@ -27,9 +27,9 @@ from tests.cluster.test_operator_lifecycle import (  # noqa: F401  (fixtures use
 ROLE = {"iam.example.com/role": "arn:example:iam::1:role/payments"}  # a cloud identity, say
 
 
-def degraded_by_conflict(cluster: Cluster, ns: str) -> dict[str, Any] | None:
+def degraded_by(cluster: Cluster, ns: str, reason: str) -> dict[str, Any] | None:
     sd = get_sd(cluster, ns)
-    return sd if condition(sd, "Degraded").get("reason") == "NameConflict" else None
+    return sd if condition(sd, "Degraded").get("reason") == reason else None
 
 
 def get(cluster: Cluster, ns: str, kind: str, name: str) -> dict[str, Any] | None:
@@ -52,7 +52,7 @@ def test_a_service_account_made_by_someone_else_is_not_taken_over(
     cluster.apply(secrets_yaml(namespace))
     cluster.apply(tenant_yaml(namespace))
 
-    sd = wait_for("Degraded: NameConflict", lambda: degraded_by_conflict(cluster, namespace))
+    sd = wait_for("Degraded: NameConflict", lambda: degraded_by(cluster, namespace, "NameConflict"))
     message = condition(sd, "Degraded")["message"]
     assert "ServiceAccount acme-worker" in message and namespace in message, message
     assert condition(sd, "Ready")["status"] == "False"
@@ -96,15 +96,10 @@ def test_a_later_child_taken_by_someone_else_is_left_alone_and_named(
     cluster.apply(yaml.safe_dump(theirs))
     cluster.apply(secrets_yaml(namespace))
     cluster.apply(tenant_yaml(namespace))
-    sd = wait_for("Degraded: NameConflict", lambda: degraded_by_conflict(cluster, namespace))
+    sd = wait_for("Degraded: NameConflict", lambda: degraded_by(cluster, namespace, "NameConflict"))
     assert "PodDisruptionBudget acme-worker" in condition(sd, "Degraded")["message"]
     pdb = get(cluster, namespace, "pdb", "acme-worker") or {}
     assert pdb["spec"] == theirs["spec"] and "ownerReferences" not in pdb["metadata"]
-
-
-def degraded_by(cluster: Cluster, ns: str, reason: str) -> dict[str, Any] | None:
-    sd = get_sd(cluster, ns)
-    return sd if condition(sd, "Degraded").get("reason") == reason else None
 
 
 def test_a_secret_its_owner_did_not_give_to_tenants_is_never_mounted(

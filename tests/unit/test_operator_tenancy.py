@@ -107,6 +107,6 @@ def test_the_default_resources_of_a_large_worker_count_too() -> None:
 
 
 def test_pods_cap() -> None:
-    assert tenancy.pods_cap(TenancyRules(max_pods=4), spec(), 3) == (3, None)
-    held, problem = tenancy.pods_cap(TenancyRules(max_pods=4), spec(), 9)
+    assert tenancy.pods_cap(TenancyRules(max_pods=4), 3) == (3, None)
+    held, problem = tenancy.pods_cap(TenancyRules(max_pods=4), 9)
     assert held == 4 and problem is not None and "asks for 9" in problem[1]
